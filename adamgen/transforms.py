@@ -1,0 +1,95 @@
+"""Spec-to-spec transforms: options that apply to any variant of the right shape, never copies of a spec.
+
+Each transform takes a checked ``Variant`` and returns a new one; the result is compiled like any hand-written variant.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import sympy
+
+from .errors import SpecError
+from .spec import Max, Variant, grad, param
+
+EXP_AVG_SQ = sympy.Symbol("exp_avg_sq", real=True)
+MAX_EXP_AVG_SQ = sympy.Symbol("max_exp_avg_sq", real=True)
+MAXIMIZE = sympy.Symbol("maximize")
+GRAD_SIGN = sympy.Symbol("grad_sign", real=True)
+
+
+def _replace_definitions(variant: Variant, change) -> tuple:
+    return tuple((symbol, change(symbol, expr)) for symbol, expr in variant.definitions)
+
+
+def amsgrad(variant: Variant) -> Variant:
+    """AMSGrad (Reddi et al., 2018): keep the running maximum of the second moment and use it wherever the update reads
+    the new second moment, as ``torch.optim.Adam(amsgrad=True)`` does. Needs a state named ``exp_avg_sq``."""
+    if EXP_AVG_SQ not in dict(variant.states):
+        raise SpecError(f"amsgrad needs a second-moment state named exp_avg_sq; variant {variant.name!r} has none")
+    v_new = variant.new_value(EXP_AVG_SQ)
+    vmax_new = sympy.Symbol("max_exp_avg_sq_new", real=True)
+
+    definitions = []
+    for symbol, expr in variant.definitions:
+        if symbol != v_new:
+            expr = expr.xreplace({v_new: vmax_new})
+        definitions.append((symbol, expr))
+        if symbol == v_new:
+            definitions.append((vmax_new, Max(MAX_EXP_AVG_SQ, v_new)))
+    return dataclasses.replace(
+        variant,
+        name=f"{variant.name}_amsgrad",
+        states=variant.states + ((MAX_EXP_AVG_SQ, 0.0),),
+        definitions=tuple(definitions),
+        updates=variant.updates + ((MAX_EXP_AVG_SQ, vmax_new),),
+        doc=variant.doc + " With AMSGrad's running maximum of the second moment.",
+    )
+
+
+def decoupled_weight_decay(variant: Variant, name: str | None = None) -> Variant:
+    """Turn coupled L2 decay (``grad + weight_decay*param`` in the rule) into decoupled decay: ``param *= 1 - lr*weight_decay``
+    before the update (Loshchilov & Hutter, 2017), as torch's ``decoupled_weight_decay=True`` does.
+
+    The new variant is named ``<name>w`` (nadam -> nadamw) unless ``name`` is given."""
+    hyper = {h.name: h for h, _ in variant.hyperparameters}
+    if "weight_decay" not in hyper or "lr" not in hyper:
+        raise SpecError(f"decoupled_weight_decay needs hyperparameters lr and weight_decay; variant {variant.name!r} "
+                        "lacks one")
+    lr, weight_decay = hyper["lr"], hyper["weight_decay"]
+    p_new = variant.new_value(param)
+
+    def decouple(symbol, expr):
+        expr = expr.subs(weight_decay, 0)
+        if symbol == p_new:
+            return expr.xreplace({param: param * (1 - lr * weight_decay)})
+        return expr
+
+    definitions = _replace_definitions(variant, decouple)
+    for symbol, expr in definitions:
+        if symbol != p_new and param in expr.free_symbols:
+            raise SpecError(f"decoupled_weight_decay: in variant {variant.name!r}, {symbol} still reads the parameter "
+                            "once weight decay is removed, so the variant does not use plain coupled L2 decay")
+    return dataclasses.replace(variant, name=name or f"{variant.name}w", definitions=definitions,
+                               doc=variant.doc + " With decoupled weight decay.")
+
+
+def maximize(variant: Variant) -> Variant:
+    """Add the ``maximize`` flag every torch optimizer has: when true the rule reads ``-grad`` for ``grad``.
+
+    The sign is a host scalar of exactly +1 or -1, so the float results equal those of negating the gradient."""
+    grad_sign = sympy.Piecewise((-1, MAXIMIZE), (1, True))
+    definitions = ((GRAD_SIGN, grad_sign),) + _replace_definitions(
+        variant, lambda symbol, expr: expr.xreplace({grad: GRAD_SIGN * grad}))
+    return dataclasses.replace(variant, hyperparameters=variant.hyperparameters + ((MAXIMIZE, False),),
+                               definitions=definitions)
+
+
+def with_defaults(variant: Variant, **defaults) -> Variant:
+    """The same variant with other default hyperparameters (AdamW is decoupled Adam with ``weight_decay=1e-2``)."""
+    known = {h.name for h, _ in variant.hyperparameters}
+    unknown = sorted(set(defaults) - known)
+    if unknown:
+        raise SpecError(f"variant {variant.name!r} has no hyperparameter {', '.join(unknown)}")
+    hyperparameters = tuple((h, defaults.get(h.name, d)) for h, d in variant.hyperparameters)
+    return dataclasses.replace(variant, hyperparameters=hyperparameters)

@@ -1,0 +1,64 @@
+"""The built-in variants and the options that apply to them.
+
+Each built-in is a spec file in this folder, written exactly as a user's spec file is: a module-level ``spec``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import itertools
+
+from .. import transforms
+from ..errors import GenerateError, SpecError
+from ..spec import Spec, Variant, validate
+
+# name -> options it takes (each a spec-to-spec transform)
+BUILTINS: dict[str, tuple[str, ...]] = {
+    "adam": ("amsgrad",),
+    "adamw": ("amsgrad",),
+    "adamax": (),
+    "nadam": ("decoupled_weight_decay",),
+    "radam": ("decoupled_weight_decay",),
+}
+
+OPTIONS = {
+    "decoupled_weight_decay": transforms.decoupled_weight_decay,
+    "amsgrad": transforms.amsgrad,
+}
+
+
+def as_variant(spec) -> Variant:
+    """A checked variant from a ``Spec`` (validated here) or a ``Variant`` (already checked)."""
+    if isinstance(spec, Variant):
+        return spec
+    if isinstance(spec, Spec):
+        return validate(spec)
+    raise SpecError(f"expected an adamgen Spec or Variant, got {type(spec).__name__}")
+
+
+def builtin(name: str) -> Variant:
+    """The checked variant of a built-in, without options."""
+    if name not in BUILTINS:
+        raise GenerateError(f"unknown variant {name!r}; built-in variants: {', '.join(BUILTINS)}")
+    return as_variant(importlib.import_module(f"{__name__}.{name}").spec)
+
+
+def with_options(variant: Variant, **options) -> Variant:
+    """Apply option transforms (``amsgrad=True`` ...), in a fixed order so that equal options give equal variants."""
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise GenerateError(f"unknown option(s) {', '.join(unknown)}; options: {', '.join(OPTIONS)}")
+    for name, transform in OPTIONS.items():
+        if options.get(name):
+            variant = transform(variant)
+    return variant
+
+
+def builtin_variants() -> list[tuple[str, dict, Variant]]:
+    """Every built-in under every combination of its options: (name, options, variant)."""
+    result = []
+    for name, allowed in BUILTINS.items():
+        for chosen in itertools.chain.from_iterable(itertools.combinations(allowed, k) for k in range(len(allowed) + 1)):
+            options = {option: True for option in chosen}
+            result.append((name, options, with_options(builtin(name), **options)))
+    return result
