@@ -1,0 +1,61 @@
+"""The float64 oracle: a variant evaluated straight from its SymPy definitions.
+
+It shares nothing with the code generator past validation: no hoisting, no CSE, no adamgen printer. Each definition is
+evaluated in order with ``sympy.lambdify`` over NumPy float64 arrays, so a disagreement with a generated kernel points at
+the generator, not at the spec. It offers the generated modules' interface (``init``, ``step``) for tests and for users
+who want a slow, exact reference.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import sympy
+
+from .transforms import maximize
+from .variants import as_variant
+
+
+class Oracle:
+    """``Oracle(spec_or_variant)`` with ``init(param)`` and ``step(param, grad, state, **hyperparameters)``, in float64."""
+
+    def __init__(self, spec):
+        self.variant = maximize(as_variant(spec))
+        self.name = self.variant.name
+        self.defaults = {h.name: d for h, d in self.variant.hyperparameters}
+        self.state_names = tuple(s.name for s, _ in self.variant.states)
+        self._inputs = sorted(self.variant.element_symbols | self.variant.host_symbols, key=str)
+        self._functions = []
+        known = list(self._inputs)
+        for symbol, expr in self.variant.definitions:
+            self._functions.append((symbol, sympy.lambdify(known, expr, modules="numpy")))
+            known.append(symbol)
+
+    def init(self, param) -> dict:
+        state = {"step": 0}
+        state.update({s.name: np.full(np.shape(param), init, np.float64) for s, init in self.variant.states})
+        state.update({s.name: init for s, init in self.variant.scalar_states})
+        return state
+
+    def step(self, param, grad, state, **hyperparameters) -> None:
+        """Advance ``param`` (a float64 array) and ``state`` in place by one step."""
+        unknown = set(hyperparameters) - set(self.defaults)
+        if unknown:
+            raise TypeError(f"{self.name}: unknown hyperparameter(s) {', '.join(sorted(unknown))}")
+        values = {**self.defaults, **hyperparameters, "step": state["step"] + 1, "param": param, "grad": grad}
+        values.update((name, state[name]) for name in self.state_names)
+        values.update((s.name, state[s.name]) for s, _ in self.variant.scalar_states)
+        args = [values[s.name] for s in self._inputs]
+        with np.errstate(invalid="ignore", divide="ignore"):  # Piecewise evaluates its branches everywhere
+            for symbol, function in self._functions:
+                result = function(*args)
+                args.append(result)
+                values[symbol.name] = result
+        for target, new in self.variant.updates:
+            value = values[new.name]
+            if target.name == "param":
+                param[...] = value
+            elif target.name in self.state_names:
+                state[target.name][...] = value
+            else:
+                state[target.name] = float(value)
+        state["step"] += 1
