@@ -70,13 +70,13 @@ def _import_generated(variant: Variant, target: str, source: str) -> ModuleType:
 
     digest = hashlib.sha256(source.encode()).hexdigest()[:16]
     module_name = f"adamgen_{variant.name}_{target}_{digest}"
-    if module_name in sys.modules:
-        return sys.modules[module_name]
     path = cache_dir() / f"{module_name}.py"
     try:
         write_if_changed(path, source)
     except OSError as error:
         raise GenerateError(f"cannot write the generated module to {path}: {error}; set ADAMGEN_CACHE_DIR") from error
+    if module_name in sys.modules:
+        return sys.modules[module_name]
     spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module

@@ -36,10 +36,20 @@ class HostPrinter(PythonCodePrinter):
 
 
 class ElementPrinter(PythonCodePrinter):
-    """Per-element code for the kernels of every target: arithmetic on typed variables only, never a literal."""
+    """Per-element code for the kernels of every target: arithmetic on typed variables only, never a literal.
+
+    Only functions that Numba compiles in the arguments' own precision on every target are printed; SymPy's other known
+    functions (``math.gamma``, ...) would run in float64 and are refused."""
+
+    FUNCTIONS = (sympy.Abs, sympy.Max, sympy.Min, sympy.exp, sympy.log, sympy.atan2, sympy.Piecewise)
 
     def __init__(self):
         super().__init__(_SETTINGS)
+
+    def _print(self, expr, **kwargs):
+        if expr.is_Function and not isinstance(expr, self.FUNCTIONS):
+            raise SpecError(f"cannot print {expr} in element code: {type(expr).__name__} is not supported per element")
+        return super()._print(expr, **kwargs)
 
     def _print_Pow(self, expr, rational=False):
         base, exponent = expr.args

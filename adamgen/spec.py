@@ -31,7 +31,7 @@ import re
 from typing import Iterable
 
 import sympy
-from sympy import Abs, Max, Min, Piecewise, atan2, exp, log, sign, sqrt  # noqa: F401  (re-exported for spec files)
+from sympy import Abs, Max, Min, Piecewise, atan2, exp, log, sqrt  # noqa: F401  (re-exported for spec files)
 
 from .errors import SpecError
 
@@ -49,7 +49,7 @@ _GENERATED_NAME = re.compile(r"^[ct]\d+$")  # c0, c1, ... hoisted scalars; t0, t
 
 # Expression node types the printers of every target support.
 SUPPORTED_NODES = (
-    sympy.Symbol, sympy.Integer, sympy.Rational, sympy.Float, sympy.Add, sympy.Mul, sympy.Pow, Abs, Max, Min, sign,
+    sympy.Symbol, sympy.Integer, sympy.Rational, sympy.Float, sympy.Add, sympy.Mul, sympy.Pow, Abs, Max, Min,
     exp, log, atan2, Piecewise, sympy.core.relational.Relational, sympy.logic.boolalg.BooleanTrue,
     sympy.logic.boolalg.BooleanFalse, sympy.And, sympy.Or, sympy.Not, sympy.functions.elementary.piecewise.ExprCondPair,
     sympy.Tuple,
@@ -177,6 +177,10 @@ def validate(spec: Spec) -> Variant:
     if not isinstance(spec.name, str) or not spec.name.isidentifier() or keyword.iskeyword(spec.name):
         raise SpecError(f"{where}: the name must be a Python identifier (it names the generated module)")
 
+    targets = [str(target) for target, _ in spec._updates]
+    for target in set(targets):
+        if targets.count(target) > 1:
+            raise SpecError(f"{where}: {target} is updated twice")
     hyperparameters = tuple((h, _check_default(where, h, d)) for h, d in spec._hyperparameters)
     states = tuple((s, _check_number(where, s, v, "initial value")) for s, v in spec._states)
     scalar_states = tuple((s, _check_number(where, s, v, "initial value")) for s, v in spec._scalar_states)
@@ -208,8 +212,6 @@ def validate(spec: Spec) -> Variant:
         if not isinstance(target, sympy.Symbol) or target not in targets:
             kind = "hyperparameter" if target in dict(hyperparameters) else "symbol"
             raise SpecError(f"{where}: cannot update {kind} {target}: only the parameter and declared states are updated")
-        if target in dict(updates):
-            raise SpecError(f"{where}: {target} is updated twice")
         if targets[target] == "scalar state" and new in element:
             raise SpecError(f"{where}: scalar state {target} must be updated from scalars only (hyperparameters, step, "
                             "scalar states), not from per-element values")
@@ -265,6 +267,6 @@ def _check_nodes(where: str, symbol, expr: sympy.Expr) -> None:
     for node in sympy.preorder_traversal(expr):
         if not isinstance(node, SUPPORTED_NODES):
             raise SpecError(f"{where}: the expression for {symbol} uses {type(node).__name__} ({node}), which adamgen "
-                            "cannot compile; supported: + - * / **, sqrt, Abs, Max, Min, sign, exp, log, atan2, Piecewise")
+                            "cannot compile; supported: + - * / **, sqrt, Abs, Max, Min, exp, log, atan2, Piecewise")
         if isinstance(node, sympy.Number) and not node.is_finite:
             raise SpecError(f"{where}: the expression for {symbol} contains the non-finite number {node}")

@@ -1,0 +1,172 @@
+"""The ``adamgen`` command line: list, show, generate, check, demo."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import sympy
+
+from .errors import AdamgenError
+from .variants import BUILTINS, OPTIONS, builtin, with_options
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="adamgen", description="Compile optimizer update rules written in SymPy "
+                                     "into fused Numba CPU and CUDA kernels.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    commands.add_parser("list", help="the built-in variants, their options and references")
+
+    show = commands.add_parser("show", help="print a variant's update rule")
+    show.add_argument("variant", help="a built-in name or a spec file")
+    show.add_argument("--latex", action="store_true", help="print LaTeX instead of plain text")
+    _add_options(show)
+
+    gen = commands.add_parser("generate", help="generate kernels (no variant: every built-in into the package)")
+    gen.add_argument("variants", nargs="*", metavar="VARIANT", help="built-in names or spec files")
+    gen.add_argument("--target", choices=("cpu", "cuda", "all"), default="all", help="default: all")
+    gen.add_argument("--out", type=Path, help="output folder (default: the package's generated/ for built-ins, the "
+                     "spec file's folder for spec files); files go to OUT/<target>/<variant>.py")
+    _add_options(gen)
+
+    commands.add_parser("check", help="exit 1 if generated/ differs from what the generator produces now")
+
+    demo = commands.add_parser("demo", help="train a small model with generated optimizers and print the losses")
+    demo.add_argument("--steps", type=int, default=300)
+
+    args = parser.parse_args(argv)
+    try:
+        return {"list": _list, "show": _show, "generate": _generate, "check": _check, "demo": _demo}[args.command](args)
+    except AdamgenError as error:
+        print(f"adamgen: error: {error}", file=sys.stderr)
+        return 2
+
+
+def _add_options(parser: argparse.ArgumentParser) -> None:
+    for name, transform in OPTIONS.items():
+        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, action="store_true",
+                            help=transform.__doc__.split(":")[0].split(".")[0].strip())
+
+
+def _options(args) -> dict:
+    return {name: True for name in OPTIONS if getattr(args, name, False)}
+
+
+def _variant(name: str, options: dict):
+    from .loader import read_spec_file
+
+    variant = builtin(name) if name in BUILTINS else read_spec_file(Path(name))
+    return with_options(variant, **options)
+
+
+def _list(args) -> int:
+    for name, options in BUILTINS.items():
+        variant = builtin(name)
+        defaults = ", ".join(f"{h}={d}" for h, d in variant.hyperparameters)
+        print(f"{name:8s} {variant.reference:20s} {variant.doc}")
+        print(f"{'':8s} options: {', '.join('--' + o.replace('_', '-') for o in options) or 'none'}")
+        print(f"{'':8s} defaults: {defaults}")
+    return 0
+
+
+def _show(args) -> int:
+    variant = _variant(args.variant, _options(args))
+    if args.latex:
+        print(_latex(variant))
+        return 0
+    print(f"{variant.name}: {variant.doc}" + (f" Reference: {variant.reference}." if variant.reference else ""))
+    print("hyperparameters: " + ", ".join(f"{h}={d}" for h, d in variant.hyperparameters))
+    print("states: " + (", ".join(f"{s} (init {v})" for s, v in variant.states) or "none"))
+    if variant.scalar_states:
+        print("scalar states: " + ", ".join(f"{s} (init {v})" for s, v in variant.scalar_states))
+    print()
+    for line in variant.rule():
+        print("  " + line)
+    return 0
+
+
+def _latex(variant) -> str:
+    """The definitions as a LaTeX ``aligned`` block; multi-word names are set upright (bias_correction1)."""
+    symbols = set(variant.element_symbols | variant.host_symbols) | {s for s, _ in variant.definitions}
+    names = {s: r"\mathrm{%s}" % s.name.replace("_", r"\_") for s in symbols if "_" in s.name}
+    lines = [rf"  {sympy.latex(s, symbol_names=names)} &= {sympy.latex(e, symbol_names=names)} \\"
+             for s, e in variant.definitions]
+    return "\n".join([r"\begin{aligned}", *lines, r"\end{aligned}"])
+
+
+def _generate(args) -> int:
+    from .generate import TARGETS, generate, write_builtins
+    from .render import write_if_changed
+
+    targets = TARGETS if args.target == "all" else (args.target,)
+    if not args.variants:
+        written = write_builtins(args.out, targets)
+        print(f"{len(written)} file(s) written" + "".join(f"\n  {p}" for p in written))
+        return 0
+    for name in args.variants:
+        options = _options(args)
+        variant = _variant(name, options)
+        out = args.out or (Path(".") if name in BUILTINS else Path(name).parent)
+        for target in targets:
+            flags = "".join(f" --{o.replace('_', '-')}" for o in options)
+            source = generate(variant, target, f"adamgen generate {Path(name).name}{flags} --target {target}")
+            path = out / target / f"{variant.name}.py"
+            print(f"{'wrote' if write_if_changed(path, source) else 'unchanged'} {path}")
+    return 0
+
+
+def _check(args) -> int:
+    from .generate import check_builtins
+    from .resources import generated_dir
+
+    problems = check_builtins()
+    if problems:
+        print(f"generated/ ({generated_dir()}) is out of date: {len(problems)} file(s) differ from the generator; "
+              "run `adamgen generate` to refresh.")
+        for problem in problems:
+            print(problem)
+        return 1
+    print(f"generated/ is up to date ({generated_dir()})")
+    return 0
+
+
+def _demo(args) -> int:
+    """Logistic regression on synthetic data, trained with three generated optimizers."""
+    import numpy as np
+
+    from .loader import load
+
+    rng = np.random.default_rng(0)
+    samples, features = 4096, 256
+    x = rng.standard_normal((samples, features)).astype(np.float32)
+    true_w = rng.standard_normal(features).astype(np.float32)
+    y = (x @ true_w + 0.5 * rng.standard_normal(samples) > 0).astype(np.float32)
+
+    def loss_and_grad(w):
+        z = x @ w
+        prob = 1 / (1 + np.exp(-z))
+        loss = float(np.mean(np.logaddexp(0, z) - y * z))
+        return loss, (x.T @ (prob - y) / samples).astype(np.float32)
+
+    print(f"logistic regression, {samples} samples x {features} features, {args.steps} steps, float32")
+    for name, hyperparameters in [("adam", {"lr": 1e-2}), ("adamw", {"lr": 1e-2}), ("nadam", {"lr": 1e-2})]:
+        optimizer = load(name)
+        w = np.zeros(features, np.float32)
+        state = optimizer.init(w)
+        losses = []
+        start = time.perf_counter()
+        for _ in range(args.steps):
+            loss, grad = loss_and_grad(w)
+            losses.append(loss)
+            optimizer.step(w, grad, state, **hyperparameters)
+        seconds = time.perf_counter() - start
+        marks = "  ".join(f"{i}:{losses[i]:.4f}" for i in range(0, args.steps, max(1, args.steps // 5)))
+        print(f"  {name:6s} loss {marks}  final {loss_and_grad(w)[0]:.4f}  ({seconds:.2f} s, first call compiles)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""Exact-string tests of every print method of the host and element printers."""
+
+import pytest
+import sympy
+from sympy import Abs, Max, Min, Piecewise, Rational, sqrt
+
+from adamgen.errors import SpecError
+from adamgen.printing import ElementPrinter, HostPrinter
+
+x, y, z = sympy.symbols("x y z", real=True)
+flag = sympy.Symbol("flag")
+
+
+@pytest.mark.parametrize("expr, text", [
+    (sympy.Float(0.96), "0.96"),
+    (sympy.Float(1e-8), "1e-08"),
+    (Rational(1, 3), "(1/3)"),
+    (sympy.S.Half * x, "(0.5)*x"),
+    (1 - x**y, "1 - x**y"),
+    (sqrt(x), "math.sqrt(x)"),
+    (x / y, "x/y"),
+    (Piecewise((-1, flag), (1, True)), "((-1) if flag else (1))"),
+    (x > 5, "(x > 5)"),
+    (Max(x, y), "max(x, y)"),
+], ids=str)
+def test_host_printer(expr, text):
+    assert HostPrinter().doprint(expr) == text
+
+
+@pytest.mark.parametrize("expr, text", [
+    (x**2, "x*x"),
+    (x**3, "x*x*x"),
+    ((x + y)**2, "(x + y)*(x + y)"),
+    (sqrt(x), "math.sqrt(x)"),
+    (x / sqrt(y), "x/math.sqrt(y)"),
+    (x**y, "x**y"),
+    ((x + y)**z, "(x + y)**z"),
+    (x * y / (z + sqrt(y)), "x*y/(math.sqrt(y) + z)"),
+    (-x * y, "-x*y"),
+    (x - y, "x - y"),
+    (Max(x, y), "max(x, y)"),
+    (Max(x, y, z), "max(x, max(y, z))"),
+    (Min(x, y), "min(x, y)"),
+    (Abs(x), "abs(x)"),
+    (Piecewise((x, flag), (y, True)), "((x) if flag else (y))"),
+    (sympy.exp(x), "math.exp(x)"),
+    (sympy.log(x), "math.log(x)"),
+    (sympy.atan2(x, y), "math.atan2(x, y)"),
+], ids=str)
+def test_element_printer(expr, text):
+    assert ElementPrinter().doprint(expr) == text
+
+
+@pytest.mark.parametrize("expr", [1 - x, 2 * x, x / 2, 0.5 * x, 1 / x, x**-2, x + sympy.Float(1e-8)], ids=str)
+def test_element_printer_refuses_literals(expr):
+    """A literal in a kernel would be float64 (or an integer that promotes): lowering must have hoisted it."""
+    with pytest.raises(SpecError, match="element code"):
+        ElementPrinter().doprint(expr)
+
+
+def test_element_printer_is_strict():
+    """SymPy knows math.gamma, but in a float32 kernel it would run in float64."""
+    with pytest.raises(SpecError, match="gamma is not supported"):
+        ElementPrinter().doprint(sympy.gamma(x))
