@@ -59,7 +59,8 @@ def lower(variant: Variant) -> Lowered:
     # Hoist scalar-only subtrees to the host (reduce the flops per element and keep literals out of kernels).
     hoist = _Hoister(host_symbols)
     arrays = (param, grad, *(s for s, _ in variant.states))
-    outputs = [(target, hoist(element_defs.get(new, new))) for target, new in variant.updates if target in arrays]
+    outputs = [(target, hoist(_kernel_forms(element_defs.get(new, new)))) for target, new in variant.updates
+               if target in arrays]
 
     # Read every array once into a local, then common-subexpression elimination with canonical numbering.
     locals_ = {a: sympy.Symbol(f"{a}_i", real=True) for a in arrays}
@@ -98,6 +99,13 @@ def lower(variant: Variant) -> Lowered:
         stores=tuple((target, value) for (target, _), value in zip(outputs, values)),
         scalar_updates=scalar_updates,
     )
+
+
+def _kernel_forms(expr):
+    """Rewrite functions that kernels compute with comparisons, so their constants get typed like any other number.
+
+    sign(x) -> 1 if x > 0, -1 if x < 0, else x: keeps 0 and NaN, as torch.sign does."""
+    return expr.replace(sympy.sign, lambda a: sympy.Piecewise((1, a > 0), (-1, a < 0), (a, True)))
 
 
 class _Hoister:

@@ -31,7 +31,7 @@ import re
 from typing import Iterable
 
 import sympy
-from sympy import Abs, Max, Min, Piecewise, atan2, exp, log, sqrt  # noqa: F401  (re-exported for spec files)
+from sympy import Abs, Max, Min, Piecewise, atan2, exp, log, sign, sqrt  # noqa: F401  (re-exported for spec files)
 
 from .errors import SpecError
 
@@ -49,7 +49,7 @@ _GENERATED_NAME = re.compile(r"^[ct]\d+$")  # c0, c1, ... hoisted scalars; t0, t
 
 # Expression node types the printers of every target support.
 SUPPORTED_NODES = (
-    sympy.Symbol, sympy.Integer, sympy.Rational, sympy.Float, sympy.Add, sympy.Mul, sympy.Pow, Abs, Max, Min,
+    sympy.Symbol, sympy.Integer, sympy.Rational, sympy.Float, sympy.Add, sympy.Mul, sympy.Pow, Abs, Max, Min, sign,
     exp, log, atan2, Piecewise, sympy.core.relational.Relational, sympy.logic.boolalg.BooleanTrue,
     sympy.logic.boolalg.BooleanFalse, sympy.And, sympy.Or, sympy.Not, sympy.functions.elementary.piecewise.ExprCondPair,
     sympy.Tuple,
@@ -267,6 +267,6 @@ def _check_nodes(where: str, symbol, expr: sympy.Expr) -> None:
     for node in sympy.preorder_traversal(expr):
         if not isinstance(node, SUPPORTED_NODES):
             raise SpecError(f"{where}: the expression for {symbol} uses {type(node).__name__} ({node}), which adamgen "
-                            "cannot compile; supported: + - * / **, sqrt, Abs, Max, Min, exp, log, atan2, Piecewise")
+                            "cannot compile; supported: + - * / **, sqrt, Abs, Max, Min, sign, exp, log, atan2, Piecewise")
         if isinstance(node, sympy.Number) and not node.is_finite:
             raise SpecError(f"{where}: the expression for {symbol} contains the non-finite number {node}")
