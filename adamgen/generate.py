@@ -17,6 +17,7 @@ from .errors import GenerateError
 
 TARGETS = ("cpu", "cuda")
 PARALLEL_THRESHOLD = 1 << 16  # below this many elements a serial CPU kernel beats a parallel one
+REDUCE_BLOCK = 1 << 12  # elements summed in the arrays' dtype before the float64 sum of block sums
 
 
 def generate(spec, target: str = "cpu", command: str | None = None) -> str:
@@ -55,6 +56,9 @@ def _context(variant: Variant, printed, target: str, command: str) -> dict:
         stores=printed.stores,
         scalar_updates=printed.scalar_updates,
         parallel_threshold=PARALLEL_THRESHOLD,
+        reductions=printed.reductions,
+        host_inputs=printed.host_inputs,
+        reduce_block=REDUCE_BLOCK,
     )
 
 

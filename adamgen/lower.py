@@ -1,8 +1,15 @@
-"""Lowering: split a checked variant into a host block and an element block.
+"""Lowering: split a checked variant into host blocks and element phases.
 
-The host block holds everything that depends only on hyperparameters, the step and scalar state; it runs once per step in
-float64. The element block is what runs per element, in the arrays' own precision (float32 or float64), with every number
-and every scalar-only subexpression passed in from the host, so a float32 kernel contains no float64 operation.
+The host blocks hold everything that depends only on hyperparameters, the step, scalar state and reductions; they run
+once per step in float64. The element phases are what runs per element, in the arrays' own precision (float32 or
+float64), with every number and every scalar-only subexpression passed in from the host, so a float32 kernel contains no
+float64 operation.
+
+A variant without reductions has one phase, the update. A variant with reductions (LAMB's norms, StableAdamW's RMS) gets
+reduce phases first: phase k sums the per-element expressions of the reductions that need only what is known before it;
+the host then computes what depends on those sums; the last phase updates. State updates that need no reduction are
+stored by the first phase, so later phases read the new values instead of recomputing them, unless a later phase still
+needs the old value.
 """
 
 from __future__ import annotations
@@ -11,94 +18,215 @@ import dataclasses
 
 import sympy
 
-from .spec import Variant, grad, param, step
+from .spec import ReduceSum, Variant, grad, numel, outer_symbols, param, step
+
+
+@dataclasses.dataclass(frozen=True)
+class Phase:
+    """One pass over the elements.
+
+    kernel_scalars: the host values this phase reads, in argument order.
+    loads:          (local, array) pairs read at the start of each element.
+    element:        CSE temporaries ``t<k>`` per element, in order.
+    stores:         (array, value) pairs written at the end of each element; all reads precede all writes.
+    sums:           (reduction symbol ``r<k>``, per-element value) pairs summed over the tensor (reduce phases only).
+    zero:           a host scalar holding 0 in the arrays' dtype, to start the sums (reduce phases only).
+    """
+
+    kernel_scalars: tuple[sympy.Symbol, ...]
+    loads: tuple[tuple[sympy.Symbol, sympy.Symbol], ...]
+    element: tuple[tuple[sympy.Symbol, sympy.Expr], ...]
+    stores: tuple[tuple[sympy.Symbol, sympy.Expr], ...]
+    sums: tuple[tuple[sympy.Symbol, sympy.Expr], ...] = ()
+    zero: sympy.Symbol | None = None
 
 
 @dataclasses.dataclass(frozen=True)
 class Lowered:
     """A variant lowered for code generation.
 
-    host:            float64 assignments, in order, run once per step (named scalar definitions, then hoisted ``c<k>``).
-    kernel_scalars:  the host values the element block reads, in argument order; ``flags`` are the boolean ones.
-    arrays:          the kernel's array arguments: parameter, gradient, states.
-    loads:           (local, array) pairs read at the start of each element.
-    element:         CSE temporaries ``t<k>`` per element, in order.
-    stores:          (array, value) pairs written at the end of each element; all reads precede all writes.
+    host:            float64 assignments per host block: ``host[k]`` runs before phase k (after the sums of phase k-1).
+    phases:          reduce phases, then the update phase (always last).
+    flags:           the boolean kernel scalars.
+    arrays:          the kernels' array arguments: parameter, gradient, states.
     scalar_updates:  (scalar state, host symbol holding its new value).
     """
 
     variant: Variant
-    host: tuple[tuple[sympy.Symbol, sympy.Expr], ...]
-    kernel_scalars: tuple[sympy.Symbol, ...]
+    host: tuple[tuple[tuple[sympy.Symbol, sympy.Basic], ...], ...]
+    phases: tuple[Phase, ...]
     flags: frozenset
     arrays: tuple[sympy.Symbol, ...]
-    loads: tuple[tuple[sympy.Symbol, sympy.Symbol], ...]
-    element: tuple[tuple[sympy.Symbol, sympy.Expr], ...]
-    stores: tuple[tuple[sympy.Symbol, sympy.Expr], ...]
     scalar_updates: tuple[tuple[sympy.Symbol, sympy.Symbol], ...]
+
+    @property
+    def update(self) -> Phase:
+        return self.phases[-1]
+
+    @property
+    def host_inputs(self) -> frozenset:
+        """The host inputs (step, numel, hyperparameters, scalar states) that some host line or kernel reads."""
+        read = set().union(*(e.free_symbols for block in self.host for _, e in block))
+        read |= set().union(*(p.kernel_scalars for p in self.phases))
+        return frozenset(read & self.variant.host_symbols)
 
 
 def lower(variant: Variant) -> Lowered:
     """Lower a checked variant. Pure and deterministic: the same variant always gives the same ``Lowered``.
 
     Guarantees: element expressions contain no number except integer and +-1/2 exponents and -1 coefficients; every
-    scalar-only subexpression (and every scalar factor of a sum or product) is a host symbol; host code is in
-    definition order and holds only what the element block or the scalar-state updates need.
+    scalar-only subexpression (and every scalar factor of a sum or product) is a host symbol; each host value is computed
+    in the first host block where everything it reads is known; host code holds only what kernels and scalar-state
+    updates need, named definitions in definition order first.
     """
-    # Classify definitions: per-element ones are inlined, scalar ones stay named host values.
-    element_defs, scalar_defs = {}, {}
-    element_symbols = set(variant.element_symbols)
-    for symbol, expr in variant.definitions:
-        expr = expr.xreplace(element_defs)
-        if expr.free_symbols & element_symbols:
-            element_defs[symbol] = expr
-        else:
-            scalar_defs[symbol] = expr
-    host_symbols = set(variant.host_symbols) | set(scalar_defs)
-
-    # Hoist scalar-only subtrees to the host (reduce the flops per element and keep literals out of kernels).
-    hoist = _Hoister(host_symbols)
     arrays = (param, grad, *(s for s, _ in variant.states))
-    outputs = [(target, hoist(_kernel_forms(element_defs.get(new, new)))) for target, new in variant.updates
-               if target in arrays]
 
-    # Read every array once into a local, then common-subexpression elimination with canonical numbering.
-    locals_ = {a: sympy.Symbol(f"{a}_i", real=True) for a in arrays}
-    values = [expr.xreplace(locals_) for _, expr in outputs]
-    temporaries, values = sympy.cse(values, symbols=sympy.numbered_symbols("t", real=True), order="canonical")
-    temporaries = [(t, hoist.numerators(e)) for t, e in temporaries]
-    values = [hoist.numerators(e) for e in values]
-    used = set().union(*(e.free_symbols for e in values), *(e.free_symbols for _, e in temporaries))
-    loads = tuple((locals_[a], a) for a in arrays if locals_[a] in used)
+    # Classify definitions: per-element ones (which read per-element values outside any reduction) are inlined where
+    # used; scalar ones stay named host values. Each reduction becomes a host symbol r<k>.
+    element_defs, scalar_defs, sums = {}, {}, {}
+    per_element = set(arrays)
 
-    # Host code: the named scalar definitions that are needed, in order, then the hoisted values.
+    def reduction(node):
+        argument = node.args[0]
+        if argument not in sums.values():
+            sums[sympy.Symbol(f"r{len(sums)}", real=True)] = argument
+        return next(r for r, a in sums.items() if a == argument)
+
+    for symbol, expr in variant.definitions:
+        if outer_symbols(expr) & per_element:
+            element_defs[symbol] = expr
+            per_element.add(symbol)
+        else:
+            scalar_defs[symbol] = expr.replace(lambda e: isinstance(e, ReduceSum), reduction)
+
+    # When is each host value known? 0: before any pass; k: after the sums of phase k-1.
+    ready = {s: 0 for s in (*variant.host_symbols, *arrays)}
+
+    def level(expr) -> int:
+        return max((ready[s] for s in _inline(expr, element_defs).free_symbols), default=0)
+
+    for symbol, expr in scalar_defs.items():
+        for r in sorted(expr.free_symbols & set(sums) - set(ready), key=str):
+            ready[r] = level(sums[r]) + 1
+        ready[symbol] = level(expr)
+    reduce_phases = max((ready[r] for r in sums), default=0)
+
+    # Which state updates does the first phase store? Those that need no reduction, unless a later phase reads the
+    # old value.
+    outputs = {target: new for target, new in variant.updates if target in arrays}
+    early = {t for t, new in outputs.items() if level(new) == 0} if reduce_phases else set()
+    while True:
+        keep = {outputs[t] for t in early}
+        later = [sums[r] for r in sums if ready[r] > 1] + [new for t, new in outputs.items() if t not in early]
+        clash = {t for t in early if any(t in _inline(e, element_defs, keep).free_symbols for e in later)}
+        if not clash:
+            break
+        early -= clash
+    stored_new = {outputs[t]: t for t in early}  # in later phases, the array already holds the new value
+
+    host_symbols = set(variant.host_symbols) | set(scalar_defs) | set(sums)
+    hoist = _Hoister(host_symbols)
+    phases = []
+    for k in range(reduce_phases + 1):
+        keep = set(stored_new) if k > 0 else set()
+
+        def lowered(expr):
+            expr = _inline(expr, element_defs, keep).xreplace(stored_new if k > 0 else {})
+            return hoist(_kernel_forms(expr))
+
+        phase_sums = [(r, lowered(sums[r])) for r in sums if ready[r] == k + 1]
+        if k == reduce_phases:
+            stores = [(t, lowered(new)) for t, new in outputs.items() if t not in early or not reduce_phases]
+        else:
+            stores = [(t, lowered(outputs[t])) for t in outputs if t in early and k == 0]
+        phases.append(_phase(hoist, arrays, stores, phase_sums))
+
+    # Host code: the named scalar definitions that are needed, in order, then the hoisted values, each in the first
+    # host block where it can be computed.
     scalar_updates = tuple((s, new) for s, new in variant.updates if s not in arrays)
-    kernel_scalars = [s for s in used if s in host_symbols or s in hoist.symbols]
-    needed = set(kernel_scalars) | {new for _, new in scalar_updates}
+    needed = set().union(*(p.kernel_scalars for p in phases)) | {new for _, new in scalar_updates}
+    needed |= set().union(*(e.free_symbols for p in phases for _, e in p.sums))
     for symbol, expr in reversed(hoist.assignments):
         if symbol in needed:
             needed |= expr.free_symbols
     for symbol in reversed(list(scalar_defs)):
         if symbol in needed:
             needed |= scalar_defs[symbol].free_symbols
-    host = [(s, variant.definition(s)) for s in scalar_defs if s in needed] + hoist.assignments
-    order = [step, *(h for h, _ in variant.hyperparameters), *(s for s, _ in variant.scalar_states)]
-    order += [s for s, _ in host]
-    kernel_scalars.sort(key=order.index)
+    assignments = [(s, scalar_defs[s]) for s in scalar_defs if s in needed] + hoist.assignments
+    for symbol, expr in hoist.assignments:
+        ready[symbol] = max((ready.get(s, 0) for s in expr.free_symbols), default=0)
+    host = tuple(tuple((s, e) for s, e in assignments if ready[s] == k) for k in range(reduce_phases + 1))
+
+    order = [step, numel, *(h for h, _ in variant.hyperparameters), *(s for s, _ in variant.scalar_states)]
+    order += [s for s, _ in assignments]
+    phases = [dataclasses.replace(p, kernel_scalars=tuple(sorted(p.kernel_scalars, key=order.index))) for p in phases]
 
     booleans = {h for h, default in variant.hyperparameters if isinstance(default, bool)}
-    booleans |= {s for s, e in host if isinstance(e, sympy.logic.boolalg.Boolean)}
+    booleans |= {s for s, e in assignments if isinstance(e, sympy.logic.boolalg.Boolean)}
     return Lowered(
         variant=variant,
-        host=tuple(host),
-        kernel_scalars=tuple(kernel_scalars),
-        flags=frozenset(booleans & set(kernel_scalars)),
+        host=host,
+        phases=tuple(phases),
+        flags=frozenset(booleans & set().union(*(p.kernel_scalars for p in phases))),
         arrays=arrays,
-        loads=loads,
-        element=tuple(temporaries),
-        stores=tuple((target, value) for (target, _), value in zip(outputs, values)),
         scalar_updates=scalar_updates,
     )
+
+
+def _inline(expr, definitions: dict, keep=frozenset()):
+    """``expr`` with every per-element definition not in ``keep`` replaced by its expression, recursively."""
+    substitutions = {s: e for s, e in definitions.items() if s not in keep}
+    while expr.free_symbols & substitutions.keys():
+        expr = expr.xreplace(substitutions)
+    return expr
+
+
+def _phase(hoist, arrays, stores, sums) -> Phase:
+    """Read every array once into a local, then common-subexpression elimination with canonical numbering."""
+    locals_ = {a: sympy.Symbol(f"{a}_i", real=True) for a in arrays}
+    values = [e.xreplace(locals_) for _, e in stores] + [e.xreplace(locals_) for _, e in sums]
+    names = sympy.numbered_symbols("t", real=True)
+    temporaries, values = sympy.cse(values, symbols=names, order="canonical")
+    temporaries, values = _power_bases(temporaries, values, names)
+    temporaries = [(t, hoist.numerators(e)) for t, e in temporaries]
+    values = [hoist.numerators(e) for e in values]
+    zero = hoist.scalar(sympy.S.Zero) if sums else None
+    used = set().union(*(e.free_symbols for e in values), *(e.free_symbols for _, e in temporaries))
+    kernel_scalars = [s for s in used if s in hoist.host_symbols or s in hoist.symbols]
+    if zero is not None and zero not in kernel_scalars:
+        kernel_scalars.append(zero)
+    return Phase(
+        kernel_scalars=tuple(kernel_scalars),
+        loads=tuple((locals_[a], a) for a in arrays if locals_[a] in used),
+        element=tuple(temporaries),
+        stores=tuple((t, v) for (t, _), v in zip(stores, values)),
+        sums=tuple((r, v) for (r, _), v in zip(sums, values[len(stores):])),
+        zero=zero,
+    )
+
+
+def _power_bases(temporaries, values, names):
+    """Give each compound base of an integer power its own temporary: ``x**2`` prints as ``x*x``, which must not spell
+    out a long ``x`` twice."""
+    extracted = {}
+
+    def extract(expr):
+        def visit(node):
+            if node.is_Pow and node.exp.is_Integer and abs(node.exp) > 1 and not node.base.is_Atom:
+                base = visit(node.base)
+                if base not in extracted:
+                    extracted[base] = next(names)
+                    result.append((extracted[base], base))
+                return sympy.Pow(extracted[base], node.exp)
+            return node if node.is_Atom else node.func(*(visit(a) for a in node.args))
+        return visit(expr)
+
+    result = []
+    for symbol, expr in temporaries:
+        expr = extract(expr)
+        result.append((symbol, expr))
+    values = [extract(v) for v in values]
+    return result, values
 
 
 def _kernel_forms(expr):
@@ -147,10 +275,8 @@ class _Hoister:
         if expr.is_Pow:
             base, exponent = expr.args
             if exponent.is_Integer or exponent in (sympy.S.Half, -sympy.S.Half):
-                power = sympy.Pow(self(base), exponent)
-            else:
-                power = sympy.Pow(self(base), self(exponent))
-            return power
+                return sympy.Pow(self(base), exponent)
+            return sympy.Pow(self(base), self(exponent))
         return expr.func(*(self(arg) for arg in expr.args))
 
     def _split(self, expr):
@@ -167,13 +293,20 @@ class _Hoister:
             return coefficient * body
         return sympy.Mul(self.scalar(coefficient), body)
 
-    def numerators(self, expr):
-        """Give every quotient with no numerator a typed one: ``1/x`` would be an integer literal in the kernel."""
+    def numerators(self, expr, factor: bool = False):
+        """Give every quotient with no numerator a typed one: ``1/x`` would be an integer literal in the kernel.
+
+        ``factor`` is true for the factors of a product, which share the product's numerator."""
         if expr.is_Atom:
             return expr
-        if _is_reciprocal(expr) or (expr.is_Mul and all(_is_reciprocal(a) or a == -1 for a in expr.args)):
-            return self.scalar(sympy.S.One) * expr
-        return expr.func(*(self.numerators(arg) for arg in expr.args))
+        lone = _is_reciprocal(expr) or (expr.is_Mul and all(_is_reciprocal(a) or a == -1 for a in expr.args))
+        if expr.is_Mul:
+            expr = sympy.Mul(*(self.numerators(a, factor=True) for a in expr.args))
+        elif expr.is_Pow:
+            expr = sympy.Pow(self.numerators(expr.base), expr.exp)
+        else:
+            expr = expr.func(*(self.numerators(a) for a in expr.args))
+        return self.scalar(sympy.S.One) * expr if lone and not factor else expr
 
 
 def _is_reciprocal(expr) -> bool:

@@ -25,9 +25,11 @@ class Oracle:
         self.state_names = tuple(s.name for s, _ in self.variant.states)
         self._inputs = sorted(self.variant.element_symbols | self.variant.host_symbols, key=str)
         self._functions = []
+        self._shape = ()
+        reductions = {"ReduceSum": lambda values: np.sum(np.broadcast_to(values, self._shape), dtype=np.float64)}
         known = list(self._inputs)
         for symbol, expr in self.variant.definitions:
-            self._functions.append((symbol, sympy.lambdify(known, expr, modules="numpy")))
+            self._functions.append((symbol, sympy.lambdify(known, expr, modules=[reductions, "numpy"])))
             known.append(symbol)
 
     def init(self, param) -> dict:
@@ -41,7 +43,9 @@ class Oracle:
         unknown = set(hyperparameters) - set(self.defaults)
         if unknown:
             raise TypeError(f"{self.name}: unknown hyperparameter(s) {', '.join(sorted(unknown))}")
-        values = {**self.defaults, **hyperparameters, "step": state["step"] + 1, "param": param, "grad": grad}
+        self._shape = np.shape(param)
+        values = {**self.defaults, **hyperparameters, "step": state["step"] + 1, "numel": max(np.size(param), 1),
+                  "param": param, "grad": grad}
         values.update((name, state[name]) for name in self.state_names)
         values.update((s.name, state[s.name]) for s, _ in self.variant.scalar_states)
         args = [values[s.name] for s in self._inputs]

@@ -86,8 +86,25 @@ class ElementPrinter(PythonCodePrinter):
 
 
 @dataclasses.dataclass(frozen=True)
+class PrintedReduction:
+    """A reduce phase as source fragments: its kernel's scalars, reads, temporaries and stores, the per-element values it
+    sums (``r<k>``, value), the host scalar holding a typed zero, and the host lines that run once its sums are known."""
+
+    scalars: tuple[tuple[str, bool], ...]
+    loads: tuple[tuple[str, str], ...]
+    element: tuple[str, ...]
+    stores: tuple[tuple[str, str], ...]
+    sums: tuple[tuple[str, str], ...]
+    zero: str
+    host_after: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
 class Printed:
-    """A lowered variant as source fragments, ready for any target's template."""
+    """A lowered variant as source fragments, ready for any target's template.
+
+    ``host`` runs first; then each of ``reductions`` (a pass over the elements, then host lines); then the update phase,
+    described by ``scalars``, ``loads``, ``element`` and ``stores``."""
 
     host: tuple[str, ...]             # "name = expression" lines, float64
     scalars: tuple[tuple[str, bool], ...]  # kernel scalar arguments and whether each is a flag (bool)
@@ -96,17 +113,34 @@ class Printed:
     element: tuple[str, ...]          # "t<k> = expression" lines
     stores: tuple[tuple[str, str], ...]
     scalar_updates: tuple[tuple[str, str], ...]
+    host_inputs: frozenset            # names of the host inputs read (step, numel, hyperparameters, scalar states)
+    reductions: tuple[PrintedReduction, ...] = ()
 
 
 def print_lowered(lowered: Lowered) -> Printed:
-    """Print both blocks of a lowered variant. Raises ``SpecError`` if anything cannot be printed."""
+    """Print every block of a lowered variant. Raises ``SpecError`` if anything cannot be printed."""
     host, element = HostPrinter(), ElementPrinter()
+
+    def host_lines(block):
+        return tuple(f"{s} = {host.doprint(e)}" for s, e in block)
+
+    def kernel(phase):
+        return dict(
+            scalars=tuple((str(s), s in lowered.flags) for s in phase.kernel_scalars),
+            loads=tuple((str(local), str(array)) for local, array in phase.loads),
+            element=tuple(f"{s} = {element.doprint(e)}" for s, e in phase.element),
+            stores=tuple((str(array), element.doprint(value)) for array, value in phase.stores),
+        )
+
+    reductions = tuple(
+        PrintedReduction(**kernel(phase), sums=tuple((str(r), element.doprint(v)) for r, v in phase.sums),
+                         zero=str(phase.zero), host_after=host_lines(lowered.host[k + 1]))
+        for k, phase in enumerate(lowered.phases[:-1]))
     return Printed(
-        host=tuple(f"{s} = {host.doprint(e)}" for s, e in lowered.host),
-        scalars=tuple((str(s), s in lowered.flags) for s in lowered.kernel_scalars),
+        host=host_lines(lowered.host[0]),
+        **kernel(lowered.update),
         arrays=tuple(str(a) for a in lowered.arrays),
-        loads=tuple((str(local), str(array)) for local, array in lowered.loads),
-        element=tuple(f"{s} = {element.doprint(e)}" for s, e in lowered.element),
-        stores=tuple((str(array), element.doprint(value)) for array, value in lowered.stores),
         scalar_updates=tuple((str(s), str(new)) for s, new in lowered.scalar_updates),
+        host_inputs=frozenset(str(s) for s in lowered.host_inputs),
+        reductions=reductions,
     )

@@ -35,22 +35,39 @@ from sympy import Abs, Max, Min, Piecewise, atan2, exp, log, sign, sqrt  # noqa:
 
 from .errors import SpecError
 
-# The three symbols every spec shares. `param` and `grad` are per element; `step` is the step counter (1 on the first step).
+# The symbols every spec shares. `param` and `grad` are per element; `step` is the step counter (1 on the first step);
+# `numel` is the tensor's element count (taken as 1 for an empty tensor, so a mean over no elements is 0).
 param = sympy.Symbol("param", real=True)
 grad = sympy.Symbol("grad", real=True)
 step = sympy.Symbol("step", integer=True, positive=True)
+numel = sympy.Symbol("numel", integer=True, positive=True)
+
+
+class ReduceSum(sympy.Function):
+    """The sum over all elements of one tensor of a per-element expression: a per-tensor scalar.
+
+    Written with ``Spec.sum``, ``Spec.mean`` and ``Spec.norm``. Lowering splits a variant that uses one into phases: a
+    pass that reduces, then the elementwise update."""
+
+    nargs = 1
+
+
+def outer_symbols(expr) -> set:
+    """The free symbols of ``expr`` outside any reduction (what decides whether it has one value per element)."""
+    return expr.replace(lambda e: isinstance(e, ReduceSum), lambda e: sympy.S.Zero).free_symbols \
+        if expr.has(ReduceSum) else expr.free_symbols
 
 # Names the generated code uses for itself; a spec may not take them.
 RESERVED = frozenset({
-    "param", "grad", "step", "state", "math", "np", "numba", "cuda", "i", "n", "dtype", "kernel", "init", "maximize",
+    "param", "grad", "step", "numel", "state", "partials", "block", "start", "stop", "math", "np", "numba", "cuda", "i", "n", "dtype", "kernel", "init", "maximize",
     "grad_sign", "stream", "threads", "blocks", "True", "False", "None",
 })
-_GENERATED_NAME = re.compile(r"^[ct]\d+$")  # c0, c1, ... hoisted scalars; t0, t1, ... element temporaries
+_GENERATED_NAME = re.compile(r"^[ctr]\d+$")  # c0, ... hoisted scalars; t0, ... element temporaries; r0, ... reductions
 
 # Expression node types the printers of every target support.
 SUPPORTED_NODES = (
     sympy.Symbol, sympy.Integer, sympy.Rational, sympy.Float, sympy.Add, sympy.Mul, sympy.Pow, Abs, Max, Min, sign,
-    exp, log, atan2, Piecewise, sympy.core.relational.Relational, sympy.logic.boolalg.BooleanTrue,
+    exp, log, atan2, Piecewise, ReduceSum, sympy.core.relational.Relational, sympy.logic.boolalg.BooleanTrue,
     sympy.logic.boolalg.BooleanFalse, sympy.And, sympy.Or, sympy.Not, sympy.functions.elementary.piecewise.ExprCondPair,
     sympy.Tuple,
 )
@@ -80,8 +97,8 @@ class Variant:
 
     @property
     def host_symbols(self) -> frozenset:
-        """Symbols with one value per tensor and step: hyperparameters, the step and the scalar states."""
-        return frozenset([step, *(h for h, _ in self.hyperparameters), *(s for s, _ in self.scalar_states)])
+        """Symbols with one value per tensor and step: hyperparameters, the step, numel and the scalar states."""
+        return frozenset([step, numel, *(h for h, _ in self.hyperparameters), *(s for s, _ in self.scalar_states)])
 
     def definition(self, symbol: sympy.Symbol) -> sympy.Expr:
         return dict(self.definitions)[symbol]
@@ -153,6 +170,18 @@ class Spec:
         self._definitions.append((symbol, expr))
         return symbol
 
+    def sum(self, name: str, expr) -> sympy.Symbol:
+        """Name the sum of a per-element expression over the whole tensor."""
+        return self.define(name, ReduceSum(expr))
+
+    def mean(self, name: str, expr) -> sympy.Symbol:
+        """Name the mean of a per-element expression over the tensor (0 for an empty tensor)."""
+        return self.define(name, ReduceSum(expr) / numel)
+
+    def norm(self, name: str, expr) -> sympy.Symbol:
+        """Name the Euclidean norm over the tensor of a per-element expression."""
+        return self.define(name, sympy.sqrt(ReduceSum(expr**2)))
+
     def update(self, target, expr) -> sympy.Symbol:
         """Give the new value of ``target`` (the parameter, a state or a scalar state).
 
@@ -185,9 +214,9 @@ def validate(spec: Spec) -> Variant:
     states = tuple((s, _check_number(where, s, v, "initial value")) for s, v in spec._states)
     scalar_states = tuple((s, _check_number(where, s, v, "initial value")) for s, v in spec._scalar_states)
 
-    declared = [param, grad, step, *(s for s, _ in hyperparameters), *(s for s, _ in states),
+    declared = [param, grad, step, numel, *(s for s, _ in hyperparameters), *(s for s, _ in states),
                 *(s for s, _ in scalar_states)]
-    for symbol in declared[3:]:
+    for symbol in declared[4:]:
         _check_name(where, symbol.name)
     _check_unique(where, [s.name for s in declared] + [s.name for s, _ in spec._definitions])
 
@@ -201,7 +230,7 @@ def validate(spec: Spec) -> Variant:
         if unknown:
             raise SpecError(f"{where}: {symbol} uses undeclared symbol(s) {', '.join(unknown)}")
         _check_nodes(where, symbol, expr)
-        if expr.free_symbols & element:
+        if outer_symbols(expr) & element:
             element.add(symbol)
         known.add(symbol)
         definitions.append((symbol, expr))

@@ -12,7 +12,11 @@ BUILTINS = {variant.name: variant for _, _, variant in builtin_variants()}
 
 
 def _element_exprs(lowered):
-    return [e for _, e in lowered.element] + [e for _, e in lowered.stores]
+    return [e for phase in lowered.phases for _, e in (*phase.element, *phase.stores, *phase.sums)]
+
+
+def _host(lowered):
+    return [assignment for block in lowered.host for assignment in block]
 
 
 @pytest.mark.parametrize("name", BUILTINS)
@@ -32,15 +36,15 @@ def test_no_literal_in_element_block(name):
 @pytest.mark.parametrize("name", BUILTINS)
 def test_element_block_reads_only_locals_temporaries_and_kernel_scalars(name):
     lowered = lower(maximize(BUILTINS[name]))
-    allowed = {local for local, _ in lowered.loads} | {t for t, _ in lowered.element} | set(lowered.kernel_scalars)
-    for expr in _element_exprs(lowered):
-        assert expr.free_symbols <= allowed
+    for phase in lowered.phases:
+        allowed = {local for local, _ in phase.loads} | {t for t, _ in phase.element} | set(phase.kernel_scalars)
+        for _, expr in (*phase.element, *phase.stores, *phase.sums):
+            assert expr.free_symbols <= allowed
 
 
 def test_adam_host_block_keeps_spec_names_and_hoists_bias_corrections():
     lowered = lower(maximize(BUILTINS["adam"]))
-    host = dict(lowered.host)
-    names = [str(s) for s in host]
+    names = [str(s) for s, _ in _host(lowered)]
     assert names[:4] == ["grad_sign", "bias_correction1", "bias_correction2", "step_size"]
     step_symbol = step
     for expr in _element_exprs(lowered):  # nothing that depends on the step is computed per element
@@ -53,9 +57,9 @@ def test_scalar_factors_of_products_and_sums_are_grouped():
     lr, a, b = spec.hyperparameters(lr=0.1, a=2.0, b=3.0)
     spec.update(param, param - lr * a * grad / b + a * b)
     lowered = lower(validate(spec))
-    (_, value), = lowered.stores
+    (_, value), = lowered.update.stores
     # -lr*a/b and a*b each become one host value: two kernel scalars, one product and one sum per element.
-    assert len(lowered.kernel_scalars) == 2
+    assert len(lowered.update.kernel_scalars) == 2
     assert sympy.count_ops(value) <= 3
 
 
@@ -64,8 +68,8 @@ def test_lone_reciprocal_gets_a_typed_numerator():
     (eps,) = spec.hyperparameters(eps=1e-8)
     spec.update(param, 1 / (grad + eps))
     lowered = lower(validate(spec))
-    host = {str(s): e for s, e in lowered.host}
-    (_, value), = lowered.stores
+    host = {str(s): e for s, e in _host(lowered)}
+    (_, value), = lowered.update.stores
     numerators = [s for s in value.free_symbols if str(s) in host and host[str(s)] == 1]
     assert numerators, f"no typed numerator in {value}"
 
@@ -75,7 +79,7 @@ def test_dead_definitions_are_dropped():
     (lr,) = spec.hyperparameters(lr=0.1)
     spec.define("unused", lr**2 + step)
     spec.update(param, param - lr * grad)
-    assert "unused" not in [str(s) for s, _ in lower(validate(spec)).host]
+    assert "unused" not in [str(s) for s, _ in _host(lower(validate(spec)))]
 
 
 def test_lowering_is_deterministic():

@@ -38,7 +38,7 @@ PARALLEL_THRESHOLD = 65536
 
 
 @numba.njit(parallel=True, error_model="numpy", cache=True)
-def _update_parallel(param, grad, exp_avg, exp_avg_sq, beta1, beta2, eps, weight_decay, grad_sign, c0, c1, c2, c3, c4):
+def _update_parallel(param, grad, exp_avg, exp_avg_sq, beta1, beta2, eps, weight_decay, grad_sign, c0, c1, c2, c3):
     for i in numba.prange(param.shape[0]):
         param_i = param[i]
         grad_i = grad[i]
@@ -49,12 +49,12 @@ def _update_parallel(param, grad, exp_avg, exp_avg_sq, beta1, beta2, eps, weight
         t2 = beta2*exp_avg_sq_i + c1*t0*t0
         exp_avg[i] = t1
         exp_avg_sq[i] = t2
-        param[i] = c3*c4*t1/(eps + math.sqrt(c2*t2)) + param_i
+        param[i] = c3*t1/(eps + math.sqrt(c2*t2)) + param_i
 
 
 
 @numba.njit(parallel=False, error_model="numpy", cache=True)
-def _update_serial(param, grad, exp_avg, exp_avg_sq, beta1, beta2, eps, weight_decay, grad_sign, c0, c1, c2, c3, c4):
+def _update_serial(param, grad, exp_avg, exp_avg_sq, beta1, beta2, eps, weight_decay, grad_sign, c0, c1, c2, c3):
     for i in numba.prange(param.shape[0]):
         param_i = param[i]
         grad_i = grad[i]
@@ -65,7 +65,7 @@ def _update_serial(param, grad, exp_avg, exp_avg_sq, beta1, beta2, eps, weight_d
         t2 = beta2*exp_avg_sq_i + c1*t0*t0
         exp_avg[i] = t1
         exp_avg_sq[i] = t2
-        param[i] = c3*c4*t1/(eps + math.sqrt(c2*t2)) + param_i
+        param[i] = c3*t1/(eps + math.sqrt(c2*t2)) + param_i
 
 
 
@@ -119,8 +119,8 @@ def step(param, grad, state, *, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-08, wei
     c1 = 1 - beta2
     c2 = 1/bias_correction2
     c3 = -step_size
-    c4 = 1
     dtype = param.dtype.type
-    kernel = _update_parallel if param.size >= PARALLEL_THRESHOLD else _update_serial
-    kernel(*arrays, dtype(beta1), dtype(beta2), dtype(eps), dtype(weight_decay), dtype(grad_sign), dtype(c0), dtype(c1), dtype(c2), dtype(c3), dtype(c4))
+    parallel = param.size >= PARALLEL_THRESHOLD
+    kernel = _update_parallel if parallel else _update_serial
+    kernel(*arrays, dtype(beta1), dtype(beta2), dtype(eps), dtype(weight_decay), dtype(grad_sign), dtype(c0), dtype(c1), dtype(c2), dtype(c3))
     state["step"] = step

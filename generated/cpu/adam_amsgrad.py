@@ -40,7 +40,7 @@ PARALLEL_THRESHOLD = 65536
 
 
 @numba.njit(parallel=True, error_model="numpy", cache=True)
-def _update_parallel(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, beta1, beta2, eps, weight_decay, grad_sign, c0, c1, c2, c3, c4):
+def _update_parallel(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, beta1, beta2, eps, weight_decay, grad_sign, c0, c1, c2, c3):
     for i in numba.prange(param.shape[0]):
         param_i = param[i]
         grad_i = grad[i]
@@ -53,13 +53,13 @@ def _update_parallel(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, beta1, be
         t3 = max(max_exp_avg_sq_i, t2)
         exp_avg[i] = t1
         exp_avg_sq[i] = t2
-        param[i] = c3*c4*t1/(eps + math.sqrt(c2*t3)) + param_i
+        param[i] = c3*t1/(eps + math.sqrt(c2*t3)) + param_i
         max_exp_avg_sq[i] = t3
 
 
 
 @numba.njit(parallel=False, error_model="numpy", cache=True)
-def _update_serial(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, beta1, beta2, eps, weight_decay, grad_sign, c0, c1, c2, c3, c4):
+def _update_serial(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, beta1, beta2, eps, weight_decay, grad_sign, c0, c1, c2, c3):
     for i in numba.prange(param.shape[0]):
         param_i = param[i]
         grad_i = grad[i]
@@ -72,7 +72,7 @@ def _update_serial(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, beta1, beta
         t3 = max(max_exp_avg_sq_i, t2)
         exp_avg[i] = t1
         exp_avg_sq[i] = t2
-        param[i] = c3*c4*t1/(eps + math.sqrt(c2*t3)) + param_i
+        param[i] = c3*t1/(eps + math.sqrt(c2*t3)) + param_i
         max_exp_avg_sq[i] = t3
 
 
@@ -128,8 +128,8 @@ def step(param, grad, state, *, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-08, wei
     c1 = 1 - beta2
     c2 = 1/bias_correction2
     c3 = -step_size
-    c4 = 1
     dtype = param.dtype.type
-    kernel = _update_parallel if param.size >= PARALLEL_THRESHOLD else _update_serial
-    kernel(*arrays, dtype(beta1), dtype(beta2), dtype(eps), dtype(weight_decay), dtype(grad_sign), dtype(c0), dtype(c1), dtype(c2), dtype(c3), dtype(c4))
+    parallel = param.size >= PARALLEL_THRESHOLD
+    kernel = _update_parallel if parallel else _update_serial
+    kernel(*arrays, dtype(beta1), dtype(beta2), dtype(eps), dtype(weight_decay), dtype(grad_sign), dtype(c0), dtype(c1), dtype(c2), dtype(c3))
     state["step"] = step

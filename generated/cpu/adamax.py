@@ -36,7 +36,7 @@ PARALLEL_THRESHOLD = 65536
 
 
 @numba.njit(parallel=True, error_model="numpy", cache=True)
-def _update_parallel(param, grad, exp_avg, exp_inf, beta1, beta2, eps, weight_decay, grad_sign, c0, c1, c2):
+def _update_parallel(param, grad, exp_avg, exp_inf, beta1, beta2, eps, weight_decay, grad_sign, c0, c1):
     for i in numba.prange(param.shape[0]):
         param_i = param[i]
         grad_i = grad[i]
@@ -47,12 +47,12 @@ def _update_parallel(param, grad, exp_avg, exp_inf, beta1, beta2, eps, weight_de
         t2 = max(beta2*exp_inf_i, eps + abs(t0))
         exp_avg[i] = t1
         exp_inf[i] = t2
-        param[i] = c1*c2*t1/t2 + param_i
+        param[i] = c1*t1/t2 + param_i
 
 
 
 @numba.njit(parallel=False, error_model="numpy", cache=True)
-def _update_serial(param, grad, exp_avg, exp_inf, beta1, beta2, eps, weight_decay, grad_sign, c0, c1, c2):
+def _update_serial(param, grad, exp_avg, exp_inf, beta1, beta2, eps, weight_decay, grad_sign, c0, c1):
     for i in numba.prange(param.shape[0]):
         param_i = param[i]
         grad_i = grad[i]
@@ -63,7 +63,7 @@ def _update_serial(param, grad, exp_avg, exp_inf, beta1, beta2, eps, weight_deca
         t2 = max(beta2*exp_inf_i, eps + abs(t0))
         exp_avg[i] = t1
         exp_inf[i] = t2
-        param[i] = c1*c2*t1/t2 + param_i
+        param[i] = c1*t1/t2 + param_i
 
 
 
@@ -113,8 +113,8 @@ def step(param, grad, state, *, lr=0.002, beta1=0.9, beta2=0.999, eps=1e-08, wei
     step_size = lr/(1 - beta1**step)
     c0 = 1 - beta1
     c1 = -step_size
-    c2 = 1
     dtype = param.dtype.type
-    kernel = _update_parallel if param.size >= PARALLEL_THRESHOLD else _update_serial
-    kernel(*arrays, dtype(beta1), dtype(beta2), dtype(eps), dtype(weight_decay), dtype(grad_sign), dtype(c0), dtype(c1), dtype(c2))
+    parallel = param.size >= PARALLEL_THRESHOLD
+    kernel = _update_parallel if parallel else _update_serial
+    kernel(*arrays, dtype(beta1), dtype(beta2), dtype(eps), dtype(weight_decay), dtype(grad_sign), dtype(c0), dtype(c1))
     state["step"] = step

@@ -40,7 +40,7 @@ PARALLEL_THRESHOLD = 65536
 
 
 @numba.njit(parallel=True, error_model="numpy", cache=True)
-def _update_parallel(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, beta1, beta2, eps, c0, c1, c2, c3, c4, c5):
+def _update_parallel(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, beta1, beta2, eps, c0, c1, c2, c3, c4):
     for i in numba.prange(param.shape[0]):
         param_i = param[i]
         grad_i = grad[i]
@@ -52,13 +52,13 @@ def _update_parallel(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, beta1, be
         t2 = max(max_exp_avg_sq_i, t1)
         exp_avg[i] = t0
         exp_avg_sq[i] = t1
-        param[i] = c2*param_i + c4*c5*t0/(eps + math.sqrt(c3*t2))
+        param[i] = c2*param_i + c4*t0/(eps + math.sqrt(c3*t2))
         max_exp_avg_sq[i] = t2
 
 
 
 @numba.njit(parallel=False, error_model="numpy", cache=True)
-def _update_serial(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, beta1, beta2, eps, c0, c1, c2, c3, c4, c5):
+def _update_serial(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, beta1, beta2, eps, c0, c1, c2, c3, c4):
     for i in numba.prange(param.shape[0]):
         param_i = param[i]
         grad_i = grad[i]
@@ -70,7 +70,7 @@ def _update_serial(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, beta1, beta
         t2 = max(max_exp_avg_sq_i, t1)
         exp_avg[i] = t0
         exp_avg_sq[i] = t1
-        param[i] = c2*param_i + c4*c5*t0/(eps + math.sqrt(c3*t2))
+        param[i] = c2*param_i + c4*t0/(eps + math.sqrt(c3*t2))
         max_exp_avg_sq[i] = t2
 
 
@@ -127,8 +127,8 @@ def step(param, grad, state, *, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-08, wei
     c2 = -lr*weight_decay + 1
     c3 = 1/bias_correction2
     c4 = -step_size
-    c5 = 1
     dtype = param.dtype.type
-    kernel = _update_parallel if param.size >= PARALLEL_THRESHOLD else _update_serial
-    kernel(*arrays, dtype(beta1), dtype(beta2), dtype(eps), dtype(c0), dtype(c1), dtype(c2), dtype(c3), dtype(c4), dtype(c5))
+    parallel = param.size >= PARALLEL_THRESHOLD
+    kernel = _update_parallel if parallel else _update_serial
+    kernel(*arrays, dtype(beta1), dtype(beta2), dtype(eps), dtype(c0), dtype(c1), dtype(c2), dtype(c3), dtype(c4))
     state["step"] = step

@@ -130,7 +130,8 @@ def step(param, grad, state, *, lr=0.002, beta1=0.9, beta2=0.999, eps=1e-08, wei
     c5 = -grad_sign*lr*(1 - mu)/(1 - mu_product_new)
     c6 = 1
     dtype = param.dtype.type
-    kernel = _update_parallel if param.size >= PARALLEL_THRESHOLD else _update_serial
+    parallel = param.size >= PARALLEL_THRESHOLD
+    kernel = _update_parallel if parallel else _update_serial
     kernel(*arrays, dtype(beta1), dtype(beta2), dtype(eps), dtype(c0), dtype(c1), dtype(c2), dtype(c3), dtype(c4), dtype(c5), dtype(c6))
     state["step"] = step
     state['mu_product'] = mu_product_new
