@@ -272,6 +272,8 @@ class _Hoister:
             return expr
         if expr.is_Mul or expr.is_Add:
             return self._split(expr)
+        if isinstance(expr, sympy.Piecewise):  # hoist branch values and conditions, never a whole (value, condition) pair
+            return sympy.Piecewise(*((self(value), self(condition)) for value, condition in expr.args))
         if expr.is_Pow:
             base, exponent = expr.args
             if exponent.is_Integer or exponent in (sympy.S.Half, -sympy.S.Half):

@@ -93,3 +93,46 @@ def with_defaults(variant: Variant, **defaults) -> Variant:
         raise SpecError(f"variant {variant.name!r} has no hyperparameter {', '.join(unknown)}")
     hyperparameters = tuple((h, defaults.get(h.name, d)) for h, d in variant.hyperparameters)
     return dataclasses.replace(variant, hyperparameters=hyperparameters)
+
+
+CAUTIOUS_FLOOR = sympy.Rational(1, 1000)  # timm's floor on the mask's mean
+
+
+def cautious(variant: Variant) -> Variant:
+    """Cautious optimizers (Liang et al., 2024, arXiv:2411.16085), as timm's C-variants: zero the update where it
+    disagrees in sign with the gradient, and rescale by the mask's mean (floored at 1e-3) to keep its size.
+
+    The masked quantity is the per-element definition named ``direction`` when the variant has one (LAMB masks Adam's
+    direction before adding decay and computing the trust ratio); otherwise the parameter's step with weight decay set
+    to zero, the decay being applied unmasked."""
+    from .spec import ReduceSum, numel
+
+    mask = sympy.Symbol("cautious_mask", real=True)
+    scale = sympy.Symbol("cautious_scale", real=True)
+    named = {symbol.name: symbol for symbol, _ in variant.definitions}
+    p_new = variant.new_value(param)
+    if "direction" in named:  # param moves against `direction`
+        direction = named["direction"]
+        agreement = direction * grad
+    else:  # param moves by `change`, of which `step_change` is the optimizer's step and the rest is decay
+        hyper = {h.name: h for h, _ in variant.hyperparameters}
+        change = variant.definition(p_new) - param
+        step_change = change.subs(hyper["weight_decay"], 0) if "weight_decay" in hyper else change
+        agreement = -step_change * grad
+    masking = [(mask, sympy.Piecewise((1, agreement > 0), (0, True))),
+               (scale, 1 / Max(ReduceSum(mask) / numel, CAUTIOUS_FLOOR))]
+
+    definitions = []
+    for symbol, expr in variant.definitions:
+        if "direction" in named:
+            definitions.append((symbol, expr.xreplace({direction: direction * mask * scale})))
+            if symbol == direction:
+                definitions[-1] = (symbol, expr)
+                definitions += masking
+        elif symbol == p_new:
+            definitions += masking
+            definitions.append((symbol, param + (change - step_change) + step_change * mask * scale))
+        else:
+            definitions.append((symbol, expr))
+    return dataclasses.replace(variant, name=f"c{variant.name}", definitions=tuple(definitions),
+                               doc=variant.doc + " Cautious: the update is masked where it disagrees with the gradient.")

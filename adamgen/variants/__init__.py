@@ -24,6 +24,7 @@ BUILTINS: dict[str, tuple[str, ...]] = {
 OPTIONS = {
     "decoupled_weight_decay": transforms.decoupled_weight_decay,
     "amsgrad": transforms.amsgrad,
+    "cautious": transforms.cautious,
 }
 
 
