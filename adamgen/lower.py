@@ -92,7 +92,7 @@ def lower(variant: Variant) -> Lowered:
             sums[sympy.Symbol(f"r{len(sums)}", real=True)] = argument
         return next(r for r, a in sums.items() if a == argument)
 
-    for symbol, expr in variant.definitions:
+    for symbol, expr in _live(variant):
         if outer_symbols(expr) & per_element:
             element_defs[symbol] = expr
             per_element.add(symbol)
@@ -171,6 +171,15 @@ def lower(variant: Variant) -> Lowered:
         arrays=arrays,
         scalar_updates=scalar_updates,
     )
+
+
+def _live(variant: Variant) -> list:
+    """The definitions that some update reads, directly or not: a dead one would cost host code, or a whole pass."""
+    live = {new for _, new in variant.updates}
+    for symbol, expr in reversed(variant.definitions):
+        if symbol in live:
+            live |= expr.free_symbols
+    return [(symbol, expr) for symbol, expr in variant.definitions if symbol in live]
 
 
 def _inline(expr, definitions: dict, keep=frozenset()):

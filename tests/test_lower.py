@@ -86,3 +86,55 @@ def test_lowering_is_deterministic():
     first = lower(maximize(BUILTINS["nadam"]))
     second = lower(maximize(BUILTINS["nadam"]))
     assert first == second
+
+
+def _phase_plan(variant):
+    """Per phase: the arrays read, the arrays written, and how many sums."""
+    lowered = lower(maximize(variant))
+    return [(tuple(str(a) for _, a in p.loads), tuple(str(a) for a, _ in p.stores), len(p.sums))
+            for p in lowered.phases]
+
+
+def _catalogue(name):
+    import importlib
+
+    from adamgen.variants import as_variant
+    return as_variant(importlib.import_module(f"adamgen.variants.{name}").spec)
+
+
+def test_lamb_reduces_then_updates_reading_the_stored_moments():
+    assert _phase_plan(_catalogue("lamb")) == [
+        (("param", "grad", "exp_avg", "exp_avg_sq"), ("exp_avg", "exp_avg_sq"), 2),
+        (("param", "exp_avg", "exp_avg_sq"), ("param",), 0),
+    ]
+
+
+def test_a_state_whose_old_value_a_later_phase_reads_is_not_stored_early():
+    # MARS's correction reads prev_grad in both phases, so prev_grad is written in the last one.
+    (reads0, writes0, sums0), (reads1, writes1, _) = _phase_plan(_catalogue("mars"))
+    assert reads0 == ("grad", "prev_grad") and writes0 == () and sums0 == 1
+    assert "prev_grad" in reads1 and "prev_grad" in writes1
+
+
+def test_a_reduction_of_a_reduction_gets_its_own_phase():
+    from adamgen.transforms import cautious
+    plan = _phase_plan(cautious(_catalogue("lamb")))  # the mask's mean, then the norm of the masked update
+    assert [sums for _, _, sums in plan] == [2, 1, 0]
+
+
+def test_dead_reductions_cost_no_pass():
+    spec = Spec("dead_norm")
+    (lr,) = spec.hyperparameters(lr=0.1)
+    spec.norm("unused_norm", grad)
+    spec.update(param, param - lr * grad)
+    assert len(lower(validate(spec)).phases) == 1
+
+
+def test_reduction_sums_are_typed_and_read_only_their_phase():
+    lowered = lower(maximize(_catalogue("stableadamw")))
+    reduce, update = lowered.phases
+    host = {str(s): e for s, e in _host(lowered)}
+    assert host[str(reduce.zero)] == 0 and reduce.zero in reduce.kernel_scalars
+    # the update reads lr_t, known only after the sum: it is computed in the host block after the reduce phase
+    assert "lr_t" in [str(s) for s, _ in lowered.host[1]]
+    assert "lr_t" not in [str(s) for s, _ in lowered.host[0]]
