@@ -19,6 +19,15 @@ BUILTINS: dict[str, tuple[str, ...]] = {
     "adamax": (),
     "nadam": ("decoupled_weight_decay",),
     "radam": ("decoupled_weight_decay",),
+    "adabelief": (),
+    "yogi": (),
+    "qhadam": (),
+    "laprop": ("amsgrad",),
+    "adan": (),
+    "lion": (),
+    "adopt": (),
+    "ademamix": (),
+    "adam_atan2": (),
 }
 
 OPTIONS = {
