@@ -1,0 +1,559 @@
+"""``adamgen.torch``: ``torch.optim`` optimizers that run adamgen's generated kernels.
+
+    import adamgen.torch
+    optimizer = adamgen.torch.Optimizer(model.parameters(), variant="adamw", lr=1e-3, betas=(0.9, 0.999))
+    optimizer = adamgen.torch.AdamW(model.parameters(), lr=1e-3)                 # the same, as a class
+    Cls = adamgen.torch.optimizer_class("my_adamw.py", amsgrad=True)            # any variant, e.g. for ZeRO
+
+Any generated module drives it: a built-in name, option flags (``amsgrad=True``), a path to a spec file, or a ``Spec``.
+Param groups use torch's names (``lr``, ``betas``, ``eps``, ``weight_decay``, ``maximize``, ``amsgrad``,
+``momentum_decay``, ``decoupled_weight_decay``, ...), so ``torch.optim.lr_scheduler`` works unchanged; the state layout
+(``step`` as a float32 0-d tensor, ``exp_avg``, ``exp_avg_sq``, ``max_exp_avg_sq``, ``exp_inf``, ``mu_product``) is
+``torch.optim``'s, so checkpoints move between ``torch.optim.AdamW`` and ``adamgen.torch.AdamW`` both ways.
+
+CPU tensors are updated in place through ``Tensor.numpy()`` views, never copied; CUDA tensors are passed to the CUDA
+kernels, which launch on torch's current stream.
+
+Many tensors per call (``flat=True``, the default for elementwise variants): on its first step the optimizer lays each
+param group's parameters (those that own their storage), their states and their gradients out as views of one flat
+buffer per device and dtype (``param.data`` is re-pointed to its view), so one kernel call updates a whole group. Every
+step it checks where the tensors really are: consecutive parameters whose parameters and gradients lie end to end in
+memory, with equal step counts, go in one call; anything else (a gradient that autograd allocated anew after
+``zero_grad(set_to_none=True)``, a parameter someone re-pointed, a param without a gradient in between) is split off
+and stepped on its own, with its state still in the flat buffer. Results never depend on the mode. Gradients stay in
+the flat buffer when they accumulate into existing tensors: ``zero_grad(set_to_none=False)`` (or DDP, which copies
+into existing gradients) keeps the one-call path every step.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import torch
+
+from .errors import AdamgenError
+from .loader import load
+from .variants import BUILTINS, OPTIONS
+
+__all__ = ["Optimizer", "optimizer_class", "UnsupportedTensorError", "Adam", "AdamW", "Adamax", "NAdam", "RAdam"]
+
+_BETA = re.compile(r"beta([1-9])$")
+_KERNEL_DTYPES = (torch.float32, torch.float64)
+_TARGETS = ("cpu", "cuda")
+
+
+class UnsupportedTensorError(AdamgenError, TypeError):
+    """A parameter or gradient the generated kernels cannot update: not float32/float64, sparse, on another device."""
+
+
+def _elementwise(module) -> bool:
+    """Whether the module's update reads nothing but the element itself, so that one call over many tensors laid end to
+    end equals one call per tensor. Per-tensor reductions (norms, means) and the element count break that."""
+    flag = getattr(module, "ELEMENTWISE", None)
+    if flag is not None:
+        return bool(flag)
+    return not hasattr(module, "REDUCE_BLOCK") and "numel" not in module.step.__code__.co_varnames
+
+
+def _is_dense(tensor) -> bool:
+    """Non-overlapping and dense with positive strides: its elements fill one block of memory, in some order."""
+    if tensor.is_contiguous():
+        return True
+    expected = 1
+    for size, stride in sorted(zip(tensor.shape, tensor.stride()), key=lambda pair: pair[1]):
+        if size == 1:
+            continue
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+def _memory_order(tensor):
+    """A 1-D view of a dense tensor's elements in memory order (no copy)."""
+    tensor = tensor.detach()
+    if tensor.is_contiguous():
+        return tensor.view(-1)
+    return tensor.as_strided((tensor.numel(),), (1,), tensor.storage_offset())
+
+
+def _owns_storage(tensor) -> bool:
+    """Whether the tensor is the whole of its storage: re-pointing it cannot break a view someone else relies on."""
+    return (tensor.storage_offset() == 0 and _is_dense(tensor)
+            and tensor.untyped_storage().nbytes() == tensor.numel() * tensor.element_size())
+
+
+class _Block:
+    """The parameters of one param group that share a device and a dtype, and their optimizer state.
+
+    ``views[k]`` is parameter k's state dict in torch's layout: ``step`` (a float32 0-d tensor), one tensor per state
+    array shaped and strided like the parameter, and one float64 0-d tensor per scalar state. The step counts and scalar
+    states of the block live in one CPU tensor each, so one numpy assignment advances a whole call's worth of them.
+    With ``flat``, every state array lives in one flat buffer (parameter k at ``offsets[k]``), and so do the parameters
+    and gradients where they can be moved there."""
+
+    def __init__(self, params, old_states, module, init_values, flat):
+        first = params[0]
+        self.params = params
+        self.device, self.dtype = first.device, first.dtype
+        self.cpu = self.device.type == "cpu"
+        self.flat = flat
+        self.names = module.STATES
+        self.scalar_names = tuple(module.SCALAR_STATES)
+        self.numels = [p.numel() for p in params]
+        self.offsets = np.concatenate([[0], np.cumsum(self.numels)]).tolist()
+        total = self.offsets[-1]
+        count = len(params)
+        self.itemsize = first.element_size()
+        self.steps = torch.zeros(count, dtype=torch.float32)
+        self.steps_np = self.steps.numpy()
+        self.scalars = {name: torch.full((count,), float(module.SCALAR_STATES[name]), dtype=torch.float64)
+                        for name in self.scalar_names}
+        self.scalars_np = {name: tensor.numpy() for name, tensor in self.scalars.items()}
+        self.param_flat = self.grad_flat = None
+        if flat:
+            self.buffers = {name: torch.full((total,), init_values[name], dtype=self.dtype, device=self.device)
+                            for name in self.names}
+            self.buffer_arrays = {name: self._array(buffer) for name, buffer in self.buffers.items()}
+            self._move_params(total)
+        self.views, self.state_arrays = [], []
+        for k, p in enumerate(params):
+            views = {"step": self.steps[k]}
+            arrays = []
+            for name in self.names:
+                if flat:
+                    tensor = self.buffers[name].as_strided(p.shape, p.stride(), self.offsets[k])
+                    arrays.append(self.buffer_arrays[name][self.offsets[k]:self.offsets[k + 1]])
+                else:
+                    tensor = torch.empty_like(p, memory_format=torch.preserve_format).fill_(init_values[name])
+                    arrays.append(self._array(_memory_order(tensor)))
+                views[name] = tensor
+            for name in self.scalar_names:
+                views[name] = self.scalars[name][k]
+            old = old_states.get(p)
+            if old:
+                self._restore(k, views, old)
+            self.views.append(views)
+            self.state_arrays.append(arrays)
+        if flat and self.param_flat is not None:
+            self._adopt_grads(total)
+
+    def _array(self, tensor):
+        """What the kernel takes: a numpy view of a CPU tensor, the (detached) tensor itself on CUDA."""
+        return tensor.detach().numpy() if self.cpu else tensor.detach()
+
+    def _restore(self, k, views, old):
+        """Copy a parameter's existing state (ours before a re-layout, or loaded from a checkpoint) into the new views;
+        keys this variant does not know are kept as they are."""
+        for key, value in old.items():
+            if key == "step":
+                self.steps_np[k] = float(value)
+            elif key in self.scalars_np:
+                self.scalars_np[key][k] = float(value)
+            elif key in self.names:
+                views[key].copy_(value)
+            else:
+                views[key] = value
+
+    def _move_params(self, total):
+        """Re-point every parameter to its view of one flat buffer, if each owns its storage (a parameter that is a view
+        into something else, such as ZeroRedundancyOptimizer's buckets, stays where it is)."""
+        if len(self.params) < 2 or not all(_owns_storage(p.data) for p in self.params):
+            return
+        self.param_flat = torch.empty(total, dtype=self.dtype, device=self.device)
+        for k, p in enumerate(self.params):
+            self.param_flat[self.offsets[k]:self.offsets[k + 1]].copy_(_memory_order(p.data))
+            p.data = self.param_flat.as_strided(p.shape, p.stride(), self.offsets[k])
+        self.param_array = self._array(self.param_flat)
+        self.param_start = self.param_flat.data_ptr()
+
+    def _adopt_grads(self, total):
+        """Move existing gradients into one flat buffer too, so that gradients accumulated in place land end to end."""
+        movable = [k for k, p in enumerate(self.params) if p.grad is not None and not p.grad.is_sparse
+                   and p.grad.dtype == self.dtype and p.grad.stride() == p.stride() and _owns_storage(p.grad)]
+        if not movable:
+            return
+        self.grad_flat = torch.zeros(total, dtype=self.dtype, device=self.device)
+        for k in movable:
+            p = self.params[k]
+            view = self.grad_flat.as_strided(p.shape, p.stride(), self.offsets[k])
+            view.copy_(p.grad)
+            p.grad = view
+        self.grad_array = self._array(self.grad_flat)
+        self.grad_start = self.grad_flat.data_ptr()
+
+    def current(self, state) -> bool:
+        """Whether the optimizer's state dicts are still this block's views (load_state_dict, ZeRO and users may replace
+        them)."""
+        for p, views in zip(self.params, self.views):
+            held = state.get(p)
+            if held and held is not views:
+                return False
+        return True
+
+    def plan(self, state, where):
+        """Validate every gradient, then cut the parameters that have one into calls: runs of consecutive parameters
+        whose parameters and gradients lie end to end in one storage each, with equal step counts and scalar states."""
+        runs = []
+        run = None
+        flat = self.flat
+        in_flat_grads = 0
+        for k, p in enumerate(self.params):
+            g = p.grad
+            if g is None:
+                run = None
+                continue
+            if g.layout != torch.strided:
+                raise UnsupportedTensorError(f"{where}: parameter {k} has a sparse gradient ({g.layout}); adamgen's "
+                                             "kernels take dense gradients (torch.optim.SparseAdam handles sparse ones)")
+            if g.dtype != p.dtype or g.shape != p.shape or g.device != p.device:
+                raise UnsupportedTensorError(f"{where}: parameter {k} is {p.dtype} {tuple(p.shape)} on {p.device} but "
+                                             f"its gradient is {g.dtype} {tuple(g.shape)} on {g.device}")
+            if not _is_dense(p):
+                raise UnsupportedTensorError(f"{where}: parameter {k} is not dense in memory (strides {p.stride()})")
+            if p not in state or not state[p]:
+                state[p] = self.views[k]
+            if not flat:
+                runs.append((k, k + 1))
+                continue
+            p_address, g_address = p.data_ptr(), g.data_ptr()
+            nbytes = self.numels[k] * self.itemsize
+            if self.grad_flat is not None and g_address == self.grad_start + self.offsets[k] * self.itemsize:
+                in_flat_grads += 1
+            joinable = p.is_contiguous() and g.is_contiguous()
+            if (joinable and run is not None and run[6] and run[1] == k and p_address == run[2]
+                    and g_address == run[3] and self._same_counters(run[0], k)
+                    and self._same_storage(p, run[4], self.param_flat) and self._same_storage(g, run[5], self.grad_flat)):
+                run[1], run[2], run[3] = k + 1, p_address + nbytes, g_address + nbytes
+            else:
+                run = [k, k + 1, p_address + nbytes, g_address + nbytes, p, g, joinable]
+                runs.append(run)
+        if flat and self.grad_flat is not None and in_flat_grads == 0 and runs:
+            self.grad_flat = None  # every gradient was replaced (set_to_none): stop holding the buffer's memory
+        return [(run[0], run[1]) for run in runs] if flat else runs
+
+    def _same_counters(self, first, k) -> bool:
+        if self.steps_np[k] != self.steps_np[first]:
+            return False
+        return all(values[k] == values[first] for values in self.scalars_np.values())
+
+    @staticmethod
+    def _same_storage(tensor, first, flat) -> bool:
+        """Whether ``tensor`` shares ``first``'s storage (so one view can span both); cheap when both are in ``flat``."""
+        if flat is not None:
+            start = flat.data_ptr()
+            end = start + flat.numel() * flat.element_size()
+            if start <= tensor.data_ptr() < end and start <= first.data_ptr() < end:
+                return True
+        return tensor.untyped_storage().data_ptr() == first.untyped_storage().data_ptr()
+
+    def _span(self, tensors, k0, k1, flat, flat_array, flat_start):
+        """One 1-D kernel array over parameters (or gradients) k0..k1-1 of the block, which lie end to end."""
+        first = tensors[0]
+        if k1 - k0 == 1:
+            if first.is_contiguous():
+                return self._array(first.view(-1))
+            return self._array(_memory_order(first))
+        if flat is not None and first.data_ptr() == flat_start + self.offsets[k0] * self.itemsize:
+            return flat_array[self.offsets[k0]:self.offsets[k1]]
+        first = first.detach()
+        return self._array(first.as_strided((self.offsets[k1] - self.offsets[k0],), (1,), first.storage_offset()))
+
+    def step(self, module, hyperparameters, runs):
+        for k0, k1 in runs:
+            params = [p.data for p in self.params[k0:k1]]
+            grads = [p.grad for p in self.params[k0:k1]]
+            param = self._span(params, k0, k1, self.param_flat, getattr(self, "param_array", None),
+                               getattr(self, "param_start", None))
+            if k1 - k0 == 1 and grads[0].stride() != params[0].stride():
+                grads = [torch.empty_like(params[0]).copy_(grads[0])]  # the gradient in the parameter's memory order
+            grad = self._span(grads, k0, k1, self.grad_flat, getattr(self, "grad_array", None),
+                              getattr(self, "grad_start", None))
+            kernel_state = {"step": int(self.steps_np[k0])}
+            if self.flat:
+                start, stop = self.offsets[k0], self.offsets[k1]
+                for name in self.names:
+                    kernel_state[name] = self.buffer_arrays[name][start:stop]
+            else:
+                kernel_state.update(zip(self.names, self.state_arrays[k0]))
+            for name in self.scalar_names:
+                kernel_state[name] = float(self.scalars_np[name][k0])
+            module.step(param, grad, kernel_state, **hyperparameters)
+            self.steps_np[k0:k1] = kernel_state["step"]
+            for name in self.scalar_names:
+                self.scalars_np[name][k0:k1] = kernel_state[name]
+
+
+class _Layout:
+    """A param group's blocks, and what they were built from (to tell when they are stale)."""
+
+    def __init__(self, group, blocks, key):
+        self.group = group
+        self.params = list(group["params"])
+        self.blocks = blocks
+        self.key = key
+
+    def current(self, group, key, state) -> bool:
+        params = group["params"]
+        return (key == self.key and len(params) == len(self.params)
+                and all(a is b for a, b in zip(params, self.params)) and all(b.current(state) for b in self.blocks))
+
+
+class Optimizer(torch.optim.Optimizer):
+    """A ``torch.optim.Optimizer`` that updates parameters with an adamgen-generated kernel.
+
+    ``variant``: a built-in name (``"adamw"``), a path to a spec file, or a ``Spec``. Keyword arguments are the
+    variant's hyperparameters under torch's names (``betas=(b1, b2)`` stands for the spec's ``beta1``, ``beta2``; the
+    spec names are accepted too) and its options (``amsgrad``, ``decoupled_weight_decay``, ...), all of which can be
+    set per param group. ``flat``: update each param group with one kernel call over flat buffers (default: on for
+    elementwise variants; ``False`` makes one call per tensor).
+    """
+
+    def __init__(self, params, variant="adamw", *, flat: bool | None = None, **hyperparameters):
+        if isinstance(variant, str) and variant in BUILTINS:
+            option_names = set(BUILTINS[variant])
+        else:
+            option_names = set()
+        option_names |= {name for name in hyperparameters if name in OPTIONS}
+        options = {name: bool(hyperparameters.pop(name, False)) for name in sorted(option_names)}
+        base = load(variant, "cpu", **{name: True for name, on in options.items() if on})
+        self._variant = variant
+        self._option_names = tuple(sorted(option_names))
+        self._flat = flat
+        self._modules = {}
+        self._init_values = {}
+        self._layouts = {}
+        self._names = _torch_names(base.HYPERPARAMETERS)
+        defaults = dict(self._names)
+        given = self._translate(hyperparameters, "adamgen.torch.Optimizer()")
+        unknown = sorted(set(given) - set(defaults))
+        if unknown:
+            raise TypeError(f"adamgen.torch.Optimizer: unknown hyperparameter(s) {', '.join(unknown)} for variant "
+                            f"{base.VARIANT}; it takes {', '.join(defaults)} and options {', '.join(option_names) or 'none'}")
+        defaults.update(given)
+        _check_values(defaults)
+        defaults.update(options)
+        super().__init__(params, defaults)
+
+    # -- configuration -----------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _translate(hyperparameters, where):
+        """Spec names to torch names: ``beta1=``, ``beta2=`` become ``betas``."""
+        hyperparameters = dict(hyperparameters)
+        betas = {int(m.group(1)): hyperparameters.pop(name) for name in list(hyperparameters)
+                 if (m := _BETA.match(name))}
+        if betas:
+            if "betas" in hyperparameters:
+                raise TypeError(f"{where}: give either betas or beta1, beta2, ..., not both")
+            if sorted(betas) != list(range(1, len(betas) + 1)):
+                raise TypeError(f"{where}: betas must be given as beta1, beta2, ... without gaps")
+            hyperparameters["betas"] = tuple(betas[i] for i in sorted(betas))
+        return hyperparameters
+
+    def add_param_group(self, param_group):
+        if not isinstance(param_group, dict):
+            raise TypeError(f"param_group must be a dict, got {type(param_group).__name__}")
+        param_group = self._translate(param_group, "add_param_group")
+        params = param_group.get("params")
+        params = [params] if isinstance(params, torch.Tensor) else list(params if params is not None else [])
+        for k, p in enumerate(params):
+            if isinstance(p, torch.Tensor):
+                _check_param(p, f"adamgen.torch.Optimizer: parameter {k} of group {len(self.param_groups)}")
+        _check_values(param_group)
+        super().add_param_group(param_group)
+
+    def _module(self, group, target):
+        options = tuple(name for name in self._option_names if group.get(name, False))
+        key = (target, options)
+        module = self._modules.get(key)
+        if module is None:
+            module = self._modules[key] = load(self._variant, target, **dict.fromkeys(options, True))
+            if options not in self._init_values:
+                cpu = module if target == "cpu" else self._module(group, "cpu")
+                fresh = cpu.init(np.zeros(1, np.float64))
+                self._init_values[options] = {name: float(fresh[name][0]) for name in cpu.STATES}
+        return module, options
+
+    def _hyperparameters(self, group, module):
+        """The module's keyword arguments from a param group (torch names), falling back on the defaults."""
+        values = {}
+        betas = group.get("betas", self.defaults.get("betas"))
+        for name, default in module.HYPERPARAMETERS.items():
+            match = _BETA.match(name)
+            if match and betas is not None:
+                value = betas[int(match.group(1)) - 1]
+            else:
+                value = group.get(name, self.defaults.get(name, default))
+            if isinstance(value, torch.Tensor):
+                value = value.item()
+            values[name] = value if isinstance(default, bool) else float(value)
+        return values
+
+    def _layout(self, index, group, module, options):
+        key = (options, module.STATES, tuple(module.SCALAR_STATES))
+        entry = self._layouts.get(id(group))
+        if entry is not None and entry.group is group and entry.current(group, key, self.state):
+            return entry
+        where = f"adamgen.torch.Optimizer: group {index}"
+        flat = (self._flat if self._flat is not None else True) and _elementwise(module)
+        blocks, by_kind = [], {}
+        for k, p in enumerate(group["params"]):
+            _check_param(p, f"{where}, parameter {k}")
+            by_kind.setdefault((p.device, p.dtype), []).append(p)
+        for params in by_kind.values():
+            blocks.append(_Block(params, self.state, module, self._init_values[options], flat))
+        for block in blocks:  # expose the new views for every parameter that has state
+            for p, views in zip(block.params, block.views):
+                if self.state.get(p):
+                    self.state[p] = views
+        entry = self._layouts[id(group)] = _Layout(group, blocks, key)
+        return entry
+
+    # -- torch.optim.Optimizer interface -----------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        """One optimizer step over every parameter that has a gradient; returns ``closure()``'s loss if given."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        work = []
+        for index, group in enumerate(self.param_groups):  # plan every call first: a bad gradient raises before any write
+            if not group["params"]:
+                continue
+            target = group["params"][0].device.type
+            module, options = self._module(group, target if target in _TARGETS else "cpu")
+            layout = self._layout(index, group, module, options)
+            hyperparameters = None
+            for block in layout.blocks:
+                block_module = module if block.device.type == target else self._module(group, block.device.type)[0]
+                runs = block.plan(self.state, f"adamgen.torch.Optimizer: group {index}")
+                if runs:
+                    hyperparameters = hyperparameters or self._hyperparameters(group, module)
+                    work.append((block, block_module, hyperparameters, runs))
+        for block, module, hyperparameters, runs in work:
+            if block.cpu:
+                block.step(module, hyperparameters, runs)
+            else:
+                with torch.cuda.device(block.device):
+                    block.step(module, hyperparameters, runs)
+        return loss
+
+    def state_dict(self):
+        """torch's layout; the 0-d ``step`` (and scalar states) are copied out of the flat counters, so a checkpoint
+        holds standalone tensors as torch.optim's do."""
+        state_dict = super().state_dict()
+        state_dict["state"] = {key: {name: value.clone() if isinstance(value, torch.Tensor) and value.dim() == 0
+                                     else value for name, value in state.items()}
+                               for key, state in state_dict["state"].items()}
+        return state_dict
+
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)
+        self._layouts.clear()  # the next step lays the loaded state out again
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state.update(_variant=self._variant, _option_names=self._option_names, _flat=self._flat, _names=self._names)
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        for name, value in (("_modules", {}), ("_init_values", {}), ("_layouts", {})):
+            if not hasattr(self, name):
+                setattr(self, name, value)
+        self._layouts.clear()
+
+    def __repr__(self):
+        return super().__repr__().replace(type(self).__name__, f"{type(self).__name__}[{self._variant}]", 1)
+
+
+def _torch_names(hyperparameters: dict) -> dict:
+    """A module's hyperparameter defaults under torch's names: beta1, beta2, ... become one ``betas`` tuple."""
+    names, betas = {}, []
+    for name, default in hyperparameters.items():
+        match = _BETA.match(name)
+        if match and int(match.group(1)) == len(betas) + 1:
+            betas.append(default)
+            if "betas" not in names:
+                names["betas"] = None  # keep torch's position of betas, right after lr
+        else:
+            names[name] = default
+    if betas:
+        names["betas"] = tuple(betas)
+    return names
+
+
+def _check_values(hyperparameters):
+    """torch.optim's range checks on the common hyperparameters, as ValueError naming the bad one."""
+    lr = hyperparameters.get("lr")
+    if lr is not None and not isinstance(lr, torch.Tensor) and lr < 0:
+        raise ValueError(f"Invalid learning rate: {lr}")
+    eps = hyperparameters.get("eps")
+    if eps is not None and eps < 0:
+        raise ValueError(f"Invalid epsilon value: {eps}")
+    for k, beta in enumerate(hyperparameters.get("betas") or ()):
+        if not 0.0 <= float(beta) < 1.0:
+            raise ValueError(f"Invalid beta parameter at index {k}: {beta}")
+    weight_decay = hyperparameters.get("weight_decay")
+    if weight_decay is not None and weight_decay < 0:
+        raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+
+
+def _check_param(p, where):
+    if p.layout != torch.strided:
+        raise UnsupportedTensorError(f"{where} is a sparse tensor ({p.layout}); adamgen's kernels take dense tensors")
+    if p.dtype not in _KERNEL_DTYPES:
+        raise UnsupportedTensorError(f"{where} has dtype {p.dtype}; adamgen's kernels update float32 and float64 "
+                                     "tensors only")
+    if p.device.type not in _TARGETS:
+        raise UnsupportedTensorError(f"{where} is on {p.device}; adamgen's kernels run on cpu and cuda")
+    if not _is_dense(p):
+        raise UnsupportedTensorError(f"{where} is not dense in memory (strides {p.stride()}); adamgen's kernels need "
+                                     "every element once, in one block")
+
+
+_CLASSES: dict = {}
+
+
+def optimizer_class(variant="adamw", **defaults) -> type[Optimizer]:
+    """An ``Optimizer`` subclass bound to ``variant`` and default keyword arguments (options such as ``amsgrad=True``,
+    hyperparameters, ``flat``): ``cls(params, **hyperparameters)``, the constructor signature torch.optim classes have,
+    for code that takes an optimizer class (``ZeroRedundancyOptimizer(optimizer_class=...)``). Equal arguments give the
+    same class."""
+    try:
+        key = (variant, tuple(sorted(defaults.items())))
+        hash(key)
+    except TypeError:
+        key = None
+    if key is not None and key in _CLASSES:
+        return _CLASSES[key]
+
+    def __init__(self, params, **hyperparameters):
+        Optimizer.__init__(self, params, variant, **{**defaults, **hyperparameters})
+
+    name = variant if isinstance(variant, str) else getattr(variant, "name", "Custom")
+    name = re.sub(r"\W", "_", str(name).rsplit("/", 1)[-1].removesuffix(".py"))
+    cls = type(f"Optimizer_{name}", (Optimizer,), {"__init__": __init__, "__module__": __name__,
+                                                   "__doc__": f"adamgen's {name} optimizer ({defaults or 'defaults'})."})
+    if key is not None:
+        _CLASSES[key] = cls
+    return cls
+
+
+def _named(name, variant):
+    cls = optimizer_class(variant)
+    cls.__name__ = cls.__qualname__ = name
+    cls.__doc__ = (f"torch.optim.{name}'s interface and state layout, updated by adamgen's generated {variant} kernel "
+                   f"(options {', '.join(BUILTINS[variant]) or 'none'} per param group).")
+    return cls
+
+
+Adam = _named("Adam", "adam")
+AdamW = _named("AdamW", "adamw")
+Adamax = _named("Adamax", "adamax")
+NAdam = _named("NAdam", "nadam")
+RAdam = _named("RAdam", "radam")
