@@ -43,12 +43,14 @@ SPEC_HASH = 'b0190159b291006b61cb7a2089536e2092a7fa666d836d8bb6ac68aa5b8b3664'
 # grid-stride loop covers any tensor size with that one wave of blocks.
 THREADS_PER_BLOCK = 256
 MAX_BLOCKS = None
+# Passes over the elements that reduce (per-tensor norms, means) before the update pass.
+REDUCE_PHASES = 0
 
 
-# No fastmath: the kernel is bound by memory bandwidth, so approximate division and square root would gain nothing and
-# would move float32 results away from the CPU kernel's. The element block is the CPU kernel's, read once per element.
+# No fastmath: the kernels are bound by memory bandwidth, so approximate division and square root would gain nothing
+# and would move float32 results away from the CPU kernel's. The element code is the CPU kernel's.
 @cuda.jit(cache=True)
-def _update(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, beta1, beta2, eps, c0, c1, c2, c3, c4, c5):
+def _update(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, beta1, beta2, eps, c0, c1, c2, c3, c4):
     for i in range(cuda.grid(1), param.shape[0], cuda.gridsize(1)):
         param_i = param[i]
         grad_i = grad[i]
@@ -60,15 +62,15 @@ def _update(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, beta1, beta2, eps,
         t2 = max(max_exp_avg_sq_i, t1)
         exp_avg[i] = t0
         exp_avg_sq[i] = t1
-        param[i] = c2*param_i + c4*c5*t0/(eps + math.sqrt(c3*t2))
+        param[i] = c2*param_i + c4*t0/(eps + math.sqrt(c3*t2))
         max_exp_avg_sq[i] = t2
 
 
 _resident_threads = {}  # device id -> (multiprocessors, resident threads per multiprocessor)
 
 
-def _blocks(n):
-    """Blocks for `n` elements: one per THREADS_PER_BLOCK elements, at most one resident wave on the current device."""
+def _blocks(n, threads_per_block):
+    """Blocks for `n` elements: one per `threads_per_block` elements, at most one resident wave on the current device."""
     limit = MAX_BLOCKS
     if limit is None:
         device = cuda.get_current_device()
@@ -76,10 +78,10 @@ def _blocks(n):
         if key not in _resident_threads:
             # The CUDA simulator's device reports neither attribute: count it as one multiprocessor.
             _resident_threads[key] = (getattr(device, "MULTIPROCESSOR_COUNT", 1),
-                                      getattr(device, "MAX_THREADS_PER_MULTIPROCESSOR", THREADS_PER_BLOCK))
+                                      getattr(device, "MAX_THREADS_PER_MULTIPROCESSOR", threads_per_block))
         multiprocessors, threads = _resident_threads[key]
-        limit = multiprocessors * max(1, threads // THREADS_PER_BLOCK)
-    return max(1, min(limit, -(-n // THREADS_PER_BLOCK)))
+        limit = multiprocessors * max(1, threads // threads_per_block)
+    return max(1, min(limit, -(-n // threads_per_block)))
 
 
 def _torch(array):
@@ -177,19 +179,23 @@ def _launch_stream(stream, param):
 
 
 def _full(like, shape, value, what="param"):
-    """An array of `shape` filled with `value`, with `like`'s dtype, on `like`'s device and of its kind: a torch tensor
-    for a torch tensor, a numba device array for a numba device array, else from `like`'s own library (CuPy's
-    `full`)."""
+    """An array of `shape` filled with `value` (uninitialised if None), with `like`'s dtype, on `like`'s device and of
+    its kind: a torch tensor for a torch tensor, a numba device array for a numba device array, else from `like`'s own
+    library (CuPy's `full` / `empty`)."""
     if cuda.devicearray.is_cuda_ndarray(like):
+        if value is None:
+            return cuda.device_array(shape, like.dtype)
         return cuda.to_device(np.full(shape, value, like.dtype))
     torch = _torch(like)
     if torch is not None:
         if not like.is_cuda:
             raise _not_cuda(what, like)
-        return like.new_full(shape, value)
+        return like.new_empty(shape) if value is None else like.new_full(shape, value)
     library = sys.modules.get(type(like).__module__.partition(".")[0])
     if not hasattr(like, "__cuda_array_interface__") or not hasattr(library, "full"):
         raise _not_cuda(what, like)
+    if value is None:
+        return library.empty(shape, dtype=like.dtype)
     return library.full(shape, value, dtype=like.dtype)
 
 
@@ -221,11 +227,10 @@ def step(param, grad, state, *, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-08, wei
     c2 = -lr*weight_decay + 1
     c3 = 1/bias_correction2
     c4 = -step_size
-    c5 = 1
     n = arrays[0].size
+    dtype = arrays[0].dtype.type
     if n:
-        dtype = arrays[0].dtype.type
-        _update[_blocks(n), THREADS_PER_BLOCK, stream](*arrays, dtype(beta1), dtype(beta2), dtype(eps), dtype(c0), dtype(c1), dtype(c2), dtype(c3), dtype(c4), dtype(c5))
+        _update[_blocks(n, THREADS_PER_BLOCK), THREADS_PER_BLOCK, stream](*arrays, dtype(beta1), dtype(beta2), dtype(eps), dtype(c0), dtype(c1), dtype(c2), dtype(c3), dtype(c4))
     state["step"] = step
 
 
@@ -264,7 +269,6 @@ def step_many(params, grads, state, *, stream=None, **hyperparameters):
         raise ValueError(f"{VARIANT}.step_many: {len(params)} params but {len(grads)} grads")
     if not params:
         raise ValueError(f"{VARIANT}.step_many: params is empty")
-    stream = _launch_stream(stream, params[0])
     step(_span("params", params), _span("grads", grads), state, stream=stream, **hyperparameters)
 
 
@@ -322,8 +326,8 @@ def _span(what, arrays):
         try:
             return first.detach().as_strided((total,), (1,))
         except RuntimeError:
-            raise ValueError(f"{VARIANT}.step_many: {what} are adjacent but not views of one tensor's storage; make "
-                             "them views of one flat tensor") from None
+            raise ValueError(f"{VARIANT}.step_many: {what} lie end to end but in separate allocations; make them "
+                             "views of one flat tensor") from None
     if cuda.devicearray.is_cuda_ndarray(first) and not hasattr(first, "__cuda_array_interface__"):
         host = np.asarray(first)  # the CUDA simulator
         return type(first)(np.lib.stride_tricks.as_strided(host, (total,), (itemsize,)))
