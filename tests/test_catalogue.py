@@ -198,7 +198,7 @@ class TorchReference:
 
 class OptimiLion(TorchReference):
     def make(self, tensor, h):
-        import optimi
+        optimi = pytest.importorskip("optimi")
         return optimi.Lion([tensor], lr=h["lr"], betas=(h.get("beta1", 0.9), h.get("beta2", 0.99)),
                            weight_decay=h.get("weight_decay", 0.0), decouple_lr=False, foreach=False, triton=False)
 
@@ -210,7 +210,7 @@ class OptimiAdan(TorchReference):
     """optimi keeps the moments debiased (m / (1 - beta^t), through debiased betas) and prev_grad negated."""
 
     def make(self, tensor, h):
-        import optimi
+        optimi = pytest.importorskip("optimi")
         betas = (h.get("beta1", 0.98), h.get("beta2", 0.92), h.get("beta3", 0.99))
         return optimi.Adan([tensor], lr=h["lr"], betas=betas, eps=h["eps"], weight_decay=h.get("weight_decay", 2e-2),
                            decouple_lr=False, adam_wd=False, kahan_sum=False, foreach=False, triton=False)
