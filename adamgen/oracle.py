@@ -44,10 +44,13 @@ class Oracle:
         if unknown:
             raise TypeError(f"{self.name}: unknown hyperparameter(s) {', '.join(sorted(unknown))}")
         self._shape = np.shape(param)
-        values = {**self.defaults, **hyperparameters, "step": state["step"] + 1, "numel": max(np.size(param), 1),
-                  "param": param, "grad": grad}
+        # NumPy float64 scalars, not Python floats: Piecewise evaluates every branch, and an untaken branch may divide
+        # by zero, which must give inf or nan (then discarded), not raise.
+        scalars = {**self.defaults, **hyperparameters, "step": state["step"] + 1, "numel": max(np.size(param), 1)}
+        values = {name: value if isinstance(value, bool) else np.float64(value) for name, value in scalars.items()}
+        values.update(param=param, grad=grad)
         values.update((name, state[name]) for name in self.state_names)
-        values.update((s.name, state[s.name]) for s, _ in self.variant.scalar_states)
+        values.update((s.name, np.float64(state[s.name])) for s, _ in self.variant.scalar_states)
         args = [values[s.name] for s in self._inputs]
         with np.errstate(invalid="ignore", divide="ignore"):  # Piecewise evaluates its branches everywhere
             for symbol, function in self._functions:
