@@ -143,7 +143,7 @@ def _errors(module):
 
 def _step_many(module):
     """`step_many` over views of flat buffers equals `step` on each tensor; a broken layout is refused. Variants that
-    reduce per tensor refuse `init_many` and `step_many`."""
+    read whole tensors (reductions, the element count) refuse `init_many` and `step_many`."""
     from numba import cuda
 
     sizes = [100, 0, 57, 143]
@@ -154,7 +154,7 @@ def _step_many(module):
     flat_param, flat_grad = cuda.to_device(start), cuda.to_device(np.zeros_like(start))
     params = [flat_param[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
     grads = [flat_grad[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
-    if module.REDUCE_PHASES:
+    if not module.ELEMENTWISE:
         state = module.init(flat_param)
         arrays = [flat_param, flat_grad] + [state[name] for name in module.STATES]
         return {"init_many": _attempt(lambda: module.init_many(params), arrays, state),

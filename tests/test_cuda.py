@@ -226,12 +226,14 @@ def test_simulator_bad_input_writes_nothing(simulated, key):
 @pytest.mark.parametrize("key", ALL)
 def test_simulator_step_many(simulated, modules, key):
     """One launch over views of flat buffers equals `step` per tensor; a broken layout is refused untouched. A variant
-    that reduces per tensor refuses step_many and init_many."""
+    that reads whole tensors (a reduction, the element count) refuses step_many and init_many."""
     findings = simulated["step_many"][key]
-    if modules[key].REDUCE_PHASES:
+    module = modules[key]
+    assert module.ELEMENTWISE == (module.REDUCE_PHASES == 0 and "numel" not in module.step.__code__.co_varnames)
+    if not module.ELEMENTWISE:
         for check in ("init_many", "step_many"):
             raised, message, changed = findings[check]
-            assert raised == "TypeError" and "reduces over each tensor" in message and not changed
+            assert raised == "TypeError" and "reads whole tensors" in message and not changed
         return
     assert findings["matches step"] <= 1
     for check, kind in [("reordered", "ValueError"), ("separate allocations", "ValueError"),

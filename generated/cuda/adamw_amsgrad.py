@@ -45,6 +45,9 @@ THREADS_PER_BLOCK = 256
 MAX_BLOCKS = None
 # Passes over the elements that reduce (per-tensor norms, means) before the update pass.
 REDUCE_PHASES = 0
+# Whether each element's update reads nothing but that element (no reduction, no element count), so that one launch
+# over many tensors laid end to end equals one launch per tensor: what init_many and step_many need.
+ELEMENTWISE = True
 
 
 # No fastmath: the kernels are bound by memory bandwidth, so approximate division and square root would gain nothing
