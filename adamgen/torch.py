@@ -111,7 +111,8 @@ class _Block:
         self.scalars = {name: torch.full((count,), float(module.SCALAR_STATES[name]), dtype=torch.float64)
                         for name in self.scalar_names}
         self.scalars_np = {name: tensor.numpy() for name, tensor in self.scalars.items()}
-        self.param_flat = self.grad_flat = None
+        self.param_flat = self.grad_flat = self.param_array = self.grad_array = None
+        self.param_start = self.grad_start = 0
         if flat:
             self.buffers = {name: torch.full((total,), init_values[name], dtype=self.dtype, device=self.device)
                             for name in self.names}
@@ -248,41 +249,40 @@ class _Block:
                 return True
         return tensor.untyped_storage().data_ptr() == first.untyped_storage().data_ptr()
 
-    def _span(self, tensors, k0, k1, flat, flat_array, flat_start):
-        """One 1-D kernel array over parameters (or gradients) k0..k1-1 of the block, which lie end to end."""
-        first = tensors[0]
-        if k1 - k0 == 1:
-            if first.is_contiguous():
-                return self._array(first.view(-1))
-            return self._array(_memory_order(first))
-        if flat is not None and first.data_ptr() == flat_start + self.offsets[k0] * self.itemsize:
-            return flat_array[self.offsets[k0]:self.offsets[k1]]
+    def _span(self, first, k0, k1, flat, flat_array, flat_start):
+        """One 1-D kernel array over parameters (or gradients) k0..k1-1 of the block, which lie end to end from
+        ``first``'s start."""
+        start, stop = self.offsets[k0], self.offsets[k1]
+        if flat is not None and first.data_ptr() == flat_start + start * self.itemsize:
+            return flat_array[start:stop]
         first = first.detach()
-        return self._array(first.as_strided((self.offsets[k1] - self.offsets[k0],), (1,), first.storage_offset()))
+        return self._array(first.as_strided((stop - start,), (1,), first.storage_offset()))
 
     def step(self, module, hyperparameters, runs):
+        """One kernel call per run; step counts and scalar states of the run advance together."""
+        kernel = module.step
+        steps, scalars = self.steps_np, self.scalars_np
         for k0, k1 in runs:
-            params = [p.data for p in self.params[k0:k1]]
-            grads = [p.grad for p in self.params[k0:k1]]
-            param = self._span(params, k0, k1, self.param_flat, getattr(self, "param_array", None),
-                               getattr(self, "param_start", None))
-            if k1 - k0 == 1 and grads[0].stride() != params[0].stride():
-                grads = [torch.empty_like(params[0]).copy_(grads[0])]  # the gradient in the parameter's memory order
-            grad = self._span(grads, k0, k1, self.grad_flat, getattr(self, "grad_array", None),
-                              getattr(self, "grad_start", None))
-            kernel_state = {"step": int(self.steps_np[k0])}
-            if self.flat:
-                start, stop = self.offsets[k0], self.offsets[k1]
-                for name in self.names:
-                    kernel_state[name] = self.buffer_arrays[name][start:stop]
+            p = self.params[k0]
+            g = p.grad
+            if k1 - k0 == 1:
+                param = self._array(_memory_order(p))
+                if g.stride() != p.stride():
+                    g = torch.empty_like(p).copy_(g)  # the gradient in the parameter's memory order
+                grad = self._array(_memory_order(g))
+                kernel_state = dict(zip(self.names, self.state_arrays[k0]))
             else:
-                kernel_state.update(zip(self.names, self.state_arrays[k0]))
+                param = self._span(p, k0, k1, self.param_flat, self.param_array, self.param_start)
+                grad = self._span(g, k0, k1, self.grad_flat, self.grad_array, self.grad_start)
+                start, stop = self.offsets[k0], self.offsets[k1]
+                kernel_state = {name: self.buffer_arrays[name][start:stop] for name in self.names}
+            kernel_state["step"] = int(steps[k0])
             for name in self.scalar_names:
-                kernel_state[name] = float(self.scalars_np[name][k0])
-            module.step(param, grad, kernel_state, **hyperparameters)
-            self.steps_np[k0:k1] = kernel_state["step"]
+                kernel_state[name] = float(scalars[name][k0])
+            kernel(param, grad, kernel_state, **hyperparameters)
+            steps[k0:k1] = kernel_state["step"]
             for name in self.scalar_names:
-                self.scalars_np[name][k0:k1] = kernel_state[name]
+                scalars[name][k0:k1] = kernel_state[name]
 
 
 class _Layout:
