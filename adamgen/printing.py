@@ -41,7 +41,8 @@ class ElementPrinter(PythonCodePrinter):
     Only functions that Numba compiles in the arguments' own precision on every target are printed; SymPy's other known
     functions (``math.gamma``, ...) would run in float64 and are refused."""
 
-    FUNCTIONS = (sympy.Abs, sympy.Max, sympy.Min, sympy.exp, sympy.log, sympy.atan2, sympy.Piecewise)
+    FUNCTIONS = (sympy.Abs, sympy.Max, sympy.Min, sympy.exp, sympy.log, sympy.atan2, sympy.Piecewise,
+                 sympy.And, sympy.Or, sympy.Not, sympy.logic.boolalg.ITE)
 
     def __init__(self):
         super().__init__(_SETTINGS)

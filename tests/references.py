@@ -280,3 +280,124 @@ REFERENCES = {
     "numpy.ademamix": AdEMAMix,
     "numpy.adam_atan2": AdamAtan2,
 }
+
+
+class Lamb(Reference):
+    """You et al., "Large Batch Optimization for Deep Learning: Training BERT in 76 minutes", arXiv:1904.00962,
+    Algorithm 2 (LAMB) with bias correction, phi = identity, and timm's trust ratio (1 when either norm is 0):
+    r = m_hat / (sqrt(v_hat) + eps) + lambda x; x -= eta |x| / |r| r."""
+
+    name = "lamb"
+    defaults = dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-6, weight_decay=0.01)
+    state_inits = {"exp_avg": 0.0, "exp_avg_sq": 0.0}
+    cautious = False
+
+    def update(self, p, g, state, t, lr, beta1, beta2, eps, weight_decay):
+        m, v = state["exp_avg"], state["exp_avg_sq"]
+        m[...] = beta1 * m + (1 - beta1) * g
+        v[...] = beta2 * v + (1 - beta2) * g * g
+        r = (m / (1 - beta1**t)) / (np.sqrt(v / (1 - beta2**t)) + eps)
+        if self.cautious:
+            r = r * cautious_mask(state, r, g)
+        r = r + weight_decay * p
+        p_norm, r_norm = np.linalg.norm(p), np.linalg.norm(r)
+        trust = p_norm / r_norm if p_norm > 0 and r_norm > 0 else 1.0
+        p -= lr * trust * r
+
+
+class StableAdamW(Reference):
+    """Wortsman et al., "Stable and low-precision training for large-scale vision-language models", arXiv:2304.13013,
+    Algorithm 2 (StableAdamW): debiased betas beta_hat = beta (1 - beta^(t-1)) / (1 - beta^t), so the moments are
+    bias-corrected; eta_t = eta / max(1, RMS(g^2 / max(v, eps^2))); x -= eta_t (m / (sqrt(v) + eps) + lambda x)."""
+
+    name = "stableadamw"
+    defaults = dict(lr=1e-3, beta1=0.9, beta2=0.99, eps=1e-6, weight_decay=1e-2)
+    state_inits = {"exp_avg": 0.0, "exp_avg_sq": 0.0}
+
+    def update(self, p, g, state, t, lr, beta1, beta2, eps, weight_decay):
+        m, v = state["exp_avg"], state["exp_avg_sq"]
+        beta1_hat = beta1 * (1 - beta1 ** (t - 1)) / (1 - beta1**t)
+        beta2_hat = beta2 * (1 - beta2 ** (t - 1)) / (1 - beta2**t)
+        m[...] = beta1_hat * m + (1 - beta1_hat) * g
+        v[...] = beta2_hat * v + (1 - beta2_hat) * g * g
+        rms = math.sqrt(np.mean(g * g / np.maximum(v, eps * eps))) if g.size else 0.0
+        lr_t = lr / max(1.0, rms)
+        p -= lr_t * (m / (np.sqrt(v) + eps) + weight_decay * p)
+
+
+class Mars(Reference):
+    """Yuan et al., "MARS: Unleashing the Power of Variance Reduction for Training Large Models", arXiv:2411.10438,
+    Algorithm 2 (MARS-AdamW): c = g + gamma beta1/(1-beta1) (g - g_prev), c /= |c| if |c| > 1, AdamW moments of c,
+    x -= eta (m_hat / (sqrt(v_hat) + eps) + lambda x); g_prev starts at 0."""
+
+    name = "mars"
+    defaults = dict(lr=3e-3, beta1=0.9, beta2=0.99, eps=1e-8, weight_decay=0.0, gamma=0.025)
+    state_inits = {"exp_avg": 0.0, "exp_avg_sq": 0.0, "prev_grad": 0.0}
+
+    def update(self, p, g, state, t, lr, beta1, beta2, eps, weight_decay, gamma):
+        m, v, prev = state["exp_avg"], state["exp_avg_sq"], state["prev_grad"]
+        c = g + gamma * beta1 / (1 - beta1) * (g - prev)
+        norm = np.linalg.norm(c)
+        if norm > 1:
+            c = c / norm
+        m[...] = beta1 * m + (1 - beta1) * c
+        v[...] = beta2 * v + (1 - beta2) * c * c
+        prev[...] = g
+        p -= lr * ((m / (1 - beta1**t)) / (np.sqrt(v / (1 - beta2**t)) + eps) + weight_decay * p)
+
+
+def cautious_mask(state, update, g):
+    """Liang et al., "Cautious Optimizers", arXiv:2411.16085, Algorithm 1 with timm's rescaling: phi = [u g > 0],
+    divided by max(mean(phi), 1e-3). Near-zero products are recorded as near ties (the mask may flip in float32)."""
+    Reference.note_ties(state, update * g, np.abs(update * g) + 1e-30)
+    phi = (update * g > 0).astype(np.float64)
+    return phi / max(phi.mean() if phi.size else 0.0, 1e-3)
+
+
+class CautiousAdamW(Reference):
+    """AdamW (Loshchilov & Hutter, arXiv:1711.05101, Algorithm 2) with the cautious mask on the Adam step; the decay
+    x *= 1 - eta lambda is not masked."""
+
+    name = "cadamw"
+    defaults = dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=1e-2)
+    state_inits = {"exp_avg": 0.0, "exp_avg_sq": 0.0}
+
+    def update(self, p, g, state, t, lr, beta1, beta2, eps, weight_decay):
+        m, v = state["exp_avg"], state["exp_avg_sq"]
+        m[...] = beta1 * m + (1 - beta1) * g
+        v[...] = beta2 * v + (1 - beta2) * g * g
+        u = (m / (1 - beta1**t)) / (np.sqrt(v / (1 - beta2**t)) + eps)
+        p *= 1 - lr * weight_decay
+        p -= lr * u * cautious_mask(state, u, g)
+
+
+class CautiousLion(Reference):
+    """Lion (arXiv:2302.06675, Algorithm 2) with the cautious mask on sign(c); the decay is not masked."""
+
+    name = "clion"
+    defaults = dict(lr=1e-4, beta1=0.9, beta2=0.99, weight_decay=0.0)
+    state_inits = {"exp_avg": 0.0}
+
+    def update(self, p, g, state, t, lr, beta1, beta2, weight_decay):
+        m = state["exp_avg"]
+        c = beta1 * m + (1 - beta1) * g
+        self.note_ties(state, c, np.abs(beta1 * m) + np.abs((1 - beta1) * g))
+        u = np.sign(c)
+        p *= 1 - lr * weight_decay
+        p -= lr * u * cautious_mask(state, u, g)
+        m[...] = beta2 * m + (1 - beta2) * g
+
+
+class CautiousLamb(Lamb):
+    name = "clamb"
+    cautious = True
+
+
+REFERENCES.update({
+    "numpy.lamb": Lamb,
+    "numpy.stableadamw": StableAdamW,
+    "numpy.mars": Mars,
+    "numpy.cadamw": CautiousAdamW,
+    "numpy.clion": CautiousLion,
+    "numpy.clamb": CautiousLamb,
+})

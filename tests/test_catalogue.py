@@ -240,7 +240,22 @@ class OfficialAdaBelief(TorchReference):
         return {"exp_avg": s["exp_avg"].numpy(), "exp_avg_var": s["exp_avg_var"].numpy()}
 
 
-TORCH_REFERENCES = {"optimi.Lion": OptimiLion, "optimi.Adan": OptimiAdan, "adabelief_pytorch": OfficialAdaBelief}
+class OptimiStableAdamW(TorchReference):
+    """optimi keeps the moments bias-corrected (debiased betas), as the stableadamw spec does."""
+
+    def make(self, tensor, h):
+        optimi = pytest.importorskip("optimi")
+        return optimi.StableAdamW([tensor], lr=h.get("lr", 1e-3), betas=(h.get("beta1", 0.9), h.get("beta2", 0.99)),
+                                  eps=h.get("eps", 1e-6), weight_decay=h.get("weight_decay", 1e-2),
+                                  decouple_lr=False, kahan_sum=False, foreach=False, triton=False)
+
+    def states(self, state):
+        s = self.optimizer_state(state)
+        return {"exp_avg": s["exp_avg"].numpy(), "exp_avg_sq": s["exp_avg_sq"].numpy()}
+
+
+TORCH_REFERENCES = {"optimi.Lion": OptimiLion, "optimi.Adan": OptimiAdan, "adabelief_pytorch": OfficialAdaBelief,
+                    "optimi.StableAdamW": OptimiStableAdamW}
 
 
 def make_reference(case: Case):
@@ -280,6 +295,11 @@ def assert_close(actual, expected, tolerance: Tolerance, what: str, excused=None
 
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
 def test_matches_reference(case):
+    check_against_reference(case)
+
+
+def check_against_reference(case):
+    """Run the case's kernel in float32 and float64 and its reference in float64; compare at the checkpoints."""
     module = adamgen.load(case.variant, **case.options)
     reference = make_reference(case)
     schedule = _schedule(case, case.hyperparameters, module.HYPERPARAMETERS)
@@ -328,6 +348,11 @@ for _case in CASES:  # one case per generated module: the one with decay and max
 
 @pytest.mark.parametrize("case", list(ORACLE_CASES.values()), ids=list(ORACLE_CASES))
 def test_float64_kernel_matches_oracle(case):
+    check_against_oracle(case)
+
+
+def check_against_oracle(case):
+    """Run the case's float64 kernel and the float64 oracle of its spec; compare at the checkpoints."""
     variant = with_options(builtin(case.variant), **case.options)
     module, oracle = adamgen.load(case.variant, **case.options), Oracle(variant)
     schedule = _schedule(case, case.hyperparameters, module.HYPERPARAMETERS)

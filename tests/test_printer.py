@@ -46,6 +46,10 @@ def test_host_printer(expr, text):
     (sympy.exp(x), "math.exp(x)"),
     (sympy.log(x), "math.log(x)"),
     (sympy.atan2(x, y), "math.atan2(x, y)"),
+    (sympy.And(x < y, y < z), "(x < y) and (y < z)"),
+    (sympy.Or(x < y, y < z), "(x < y) or (y < z)"),
+    (sympy.Not(x < y), "x >= y"),
+    (sympy.logic.boolalg.ITE(x < y, y < z, x < z), "(((y < z)) if (x < y) else ((x < z)))"),
 ], ids=str)
 def test_element_printer(expr, text):
     assert ElementPrinter().doprint(expr) == text

@@ -15,7 +15,7 @@ from ..spec import Spec, Variant, validate
 # name -> options it takes (each a spec-to-spec transform)
 BUILTINS: dict[str, tuple[str, ...]] = {
     "adam": ("amsgrad",),
-    "adamw": ("amsgrad",),
+    "adamw": ("amsgrad", "cautious"),
     "adamax": (),
     "nadam": ("decoupled_weight_decay",),
     "radam": ("decoupled_weight_decay",),
@@ -24,10 +24,13 @@ BUILTINS: dict[str, tuple[str, ...]] = {
     "qhadam": (),
     "laprop": ("amsgrad",),
     "adan": (),
-    "lion": (),
+    "lion": ("cautious",),
     "adopt": (),
     "ademamix": (),
     "adam_atan2": (),
+    "lamb": ("cautious",),
+    "stableadamw": (),
+    "mars": (),
 }
 
 OPTIONS = {
