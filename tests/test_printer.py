@@ -48,7 +48,7 @@ def test_host_printer(expr, text):
     (sympy.atan2(x, y), "math.atan2(x, y)"),
     (sympy.And(x < y, y < z), "(x < y) and (y < z)"),
     (sympy.Or(x < y, y < z), "(x < y) or (y < z)"),
-    (sympy.Not(x < y), "x >= y"),
+    (sympy.Not(x < y), "(x >= y)"),
     (sympy.logic.boolalg.ITE(x < y, y < z, x < z), "(((y < z)) if (x < y) else ((x < z)))"),
 ], ids=str)
 def test_element_printer(expr, text):
