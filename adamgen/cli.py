@@ -37,9 +37,16 @@ def main(argv: list[str] | None = None) -> int:
     demo = commands.add_parser("demo", help="train a small model with generated optimizers and print the losses")
     demo.add_argument("--steps", type=int, default=300)
 
+    new = commands.add_parser("new", help="start a variant: write NAME.py, an editable spec file copied from BASE")
+    new.add_argument("name", metavar="NAME", help="the new variant's name (a Python identifier)")
+    new.add_argument("--from", dest="base", required=True, metavar="BASE", help="a built-in name or a spec file")
+    new.add_argument("--out", type=Path, default=Path("."), help="folder for NAME.py (default: .)")
+    new.add_argument("--force", action="store_true", help="overwrite an existing NAME.py")
+
     args = parser.parse_args(argv)
     try:
-        return {"list": _list, "show": _show, "generate": _generate, "check": _check, "demo": _demo}[args.command](args)
+        return {"list": _list, "show": _show, "generate": _generate, "check": _check, "demo": _demo,
+                "new": _new}[args.command](args)
     except AdamgenError as error:
         print(f"adamgen: error: {error}", file=sys.stderr)
         return 2
@@ -165,6 +172,70 @@ def _demo(args) -> int:
         seconds = time.perf_counter() - start
         marks = "  ".join(f"{i}:{losses[i]:.4f}" for i in range(0, args.steps, max(1, args.steps // 5)))
         print(f"  {name:6s} loss {marks}  final {loss_and_grad(w)[0]:.4f}  ({seconds:.2f} s, first call compiles)")
+    return 0
+
+
+# Built-ins that are derived by transforms (no `Spec(...)` in their file), written out as standalone spec files.
+_STANDALONE = {
+    "adamw": '''"""{name}: AdamW (Loshchilov & Hutter, 2017) written out as one spec: decoupled weight decay, then Adam."""
+
+from adamgen.spec import Spec, grad, param, sqrt, step
+
+spec = Spec("{name}", doc="AdamW written out: decoupled weight decay, then the Adam step.")
+lr, beta1, beta2, eps, weight_decay = spec.hyperparameters(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=1e-2)
+exp_avg, exp_avg_sq = spec.states("exp_avg", "exp_avg_sq")
+bias_correction1 = spec.define("bias_correction1", 1 - beta1**step)
+bias_correction2 = spec.define("bias_correction2", 1 - beta2**step)
+step_size = spec.define("step_size", lr / bias_correction1)
+m = spec.update(exp_avg, beta1 * exp_avg + (1 - beta1) * grad)
+v = spec.update(exp_avg_sq, beta2 * exp_avg_sq + (1 - beta2) * grad**2)
+spec.update(param, param * (1 - lr * weight_decay) - step_size * m / (sqrt(v / bias_correction2) + eps))
+''',
+}
+
+
+def new_spec_source(name: str, base: str) -> str:
+    """The text of an editable spec file for variant ``name``, copied from ``base`` (a built-in or a spec file)."""
+    import keyword
+    import re
+
+    from .errors import SpecError
+
+    if not name.isidentifier() or keyword.iskeyword(name):
+        raise SpecError(f"{name!r} is not a valid variant name: use a Python identifier such as my_adamw")
+    if base in _STANDALONE:
+        source = _STANDALONE[base].format(name=name)
+    else:
+        path = Path(__file__).parent / "variants" / f"{base}.py" if base in BUILTINS else Path(base)
+        if not path.is_file():
+            raise AdamgenError(f"--from {base}: no such spec file, and not a built-in variant ({', '.join(BUILTINS)})")
+        source = path.read_text()
+        pattern = re.compile(r"(Spec\(\s*)([\"'])([A-Za-z_]\w*)\2")
+        if not pattern.search(source):
+            raise AdamgenError(f"--from {base}: {path.name} builds its spec by transforms, not with Spec(...); start "
+                               f"from one of {', '.join(sorted(set(BUILTINS) - {base}) + sorted(_STANDALONE))}")
+        source = pattern.sub(lambda m: f'{m.group(1)}"{name}"', source, count=1)
+        # an edited variant no longer matches the base's reference implementation
+        source = re.sub(r"\breference=([\"']).*?\1,\s*", "", source, count=1)
+    header = (f"# {name}: started from {base} (adamgen new {name} --from {base}). Edit the update rule, then\n"
+              f"#   adamgen show {name}.py  /  adamgen generate {name}.py  /  adamgen.load(\"{name}.py\")\n")
+    return header + source
+
+
+def _new(args) -> int:
+    from .loader import read_spec_file
+
+    path = args.out / f"{args.name}.py"
+    if path.exists() and not args.force:
+        print(f"adamgen: error: {path} exists (--force overwrites it)", file=sys.stderr)
+        return 2
+    source = new_spec_source(args.name, args.base)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(source)
+    variant = read_spec_file(path)
+    print(f"wrote {path}: variant {variant.name} ({len(variant.states)} state(s), hyperparameters "
+          f"{', '.join(h.name for h, _ in variant.hyperparameters)})")
+    print(f"next: edit it, then `adamgen show {path}` and `adamgen generate {path}`")
     return 0
 
 
