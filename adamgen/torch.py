@@ -28,6 +28,7 @@ into existing gradients) keeps the one-call path every step.
 from __future__ import annotations
 
 import re
+from collections import defaultdict
 
 import numpy as np
 import torch
@@ -113,6 +114,8 @@ class _Block:
         self.scalars_np = {name: tensor.numpy() for name, tensor in self.scalars.items()}
         self.param_flat = self.grad_flat = self.param_array = self.grad_array = None
         self.param_start = self.grad_start = 0
+        self.param_slots = self.grad_slots = None
+        self.exposed = [bool(old_states.get(p)) for p in params]
         if flat:
             self.buffers = {name: torch.full((total,), init_values[name], dtype=self.dtype, device=self.device)
                             for name in self.names}
@@ -168,6 +171,7 @@ class _Block:
             p.data = self.param_flat.as_strided(p.shape, p.stride(), self.offsets[k])
         self.param_array = self._array(self.param_flat)
         self.param_start = self.param_flat.data_ptr()
+        self.param_slots = [self.param_start + offset * self.itemsize for offset in self.offsets[:-1]]
 
     def _adopt_grads(self, total):
         """Move existing gradients into one flat buffer too, so that gradients accumulated in place land end to end."""
@@ -183,71 +187,103 @@ class _Block:
             p.grad = view
         self.grad_array = self._array(self.grad_flat)
         self.grad_start = self.grad_flat.data_ptr()
+        self.grad_slots = [self.grad_start + offset * self.itemsize for offset in self.offsets[:-1]]
 
     def current(self, state) -> bool:
         """Whether the optimizer's state dicts are still this block's views (load_state_dict, ZeRO and users may replace
-        them)."""
-        for p, views in zip(self.params, self.views):
-            held = state.get(p)
+        them); notes which parameters have state."""
+        for k, (p, views) in enumerate(zip(self.params, self.views)):
+            held = dict.get(state, p)
             if held and held is not views:
                 return False
+            self.exposed[k] = held is views
         return True
+
+    def _expose(self, state, k):
+        """Give parameter k its state dict on its first step, as torch.optim creates state lazily."""
+        dict.__setitem__(state, self.params[k], self.views[k])
+        self.exposed[k] = True
 
     def plan(self, state, where):
         """Validate every gradient, then cut the parameters that have one into calls: runs of consecutive parameters
-        whose parameters and gradients lie end to end in one storage each, with equal step counts and scalar states."""
+        whose parameters and gradients lie end to end in one storage each, with equal step counts and scalar states.
+
+        The common case costs a few attribute reads per parameter: a parameter and a gradient found at their slots of the
+        block's flat buffers are views of them (nothing else can live at those addresses while the buffers do), so
+        they are valid and join their neighbours as they are."""
         runs = []
         run = None
-        flat = self.flat
-        in_flat_grads = 0
+        slots = self.param_flat is not None and self.grad_flat is not None
+        param_slots, grad_slots = self.param_slots, self.grad_slots
+        in_slots = 0
         for k, p in enumerate(self.params):
             g = p.grad
             if g is None:
                 run = None
                 continue
-            if g.layout != torch.strided:
-                raise UnsupportedTensorError(f"{where}: parameter {k} has a sparse gradient ({g.layout}); adamgen's "
-                                             "kernels take dense gradients (torch.optim.SparseAdam handles sparse ones)")
-            if g.dtype != p.dtype or g.shape != p.shape or g.device != p.device:
-                raise UnsupportedTensorError(f"{where}: parameter {k} is {p.dtype} {tuple(p.shape)} on {p.device} but "
-                                             f"its gradient is {g.dtype} {tuple(g.shape)} on {g.device}")
-            if not _is_dense(p):
-                raise UnsupportedTensorError(f"{where}: parameter {k} is not dense in memory (strides {p.stride()})")
-            if p not in state or not state[p]:
-                state[p] = self.views[k]
-            if not flat:
+            try:
+                grad_address = g.data_ptr()
+            except RuntimeError:  # a sparse gradient has no data pointer: _validate names it
+                grad_address = None
+            if slots and grad_address == grad_slots[k] and p.data_ptr() == param_slots[k]:
+                in_slots += 1
+                if not self.exposed[k]:
+                    self._expose(state, k)
+                if run is not None and run[1] == k and run[2] is None:
+                    run[1] = k + 1
+                else:
+                    run = [k, k + 1, None]
+                    runs.append(run)
+                continue
+            self._validate(k, p, g, where)
+            if not self.exposed[k]:
+                self._expose(state, k)
+            if not self.flat:
                 runs.append((k, k + 1))
                 continue
-            p_address, g_address = p.data_ptr(), g.data_ptr()
+            p_address, g_address = p.data_ptr(), grad_address
             nbytes = self.numels[k] * self.itemsize
-            if self.grad_flat is not None and g_address == self.grad_start + self.offsets[k] * self.itemsize:
-                in_flat_grads += 1
             joinable = p.is_contiguous() and g.is_contiguous()
-            if (joinable and run is not None and run[6] and run[1] == k and p_address == run[2]
-                    and g_address == run[3] and self._same_counters(run[0], k)
-                    and self._same_storage(p, run[4], self.param_flat) and self._same_storage(g, run[5], self.grad_flat)):
-                run[1], run[2], run[3] = k + 1, p_address + nbytes, g_address + nbytes
+            if (joinable and run is not None and run[2] is not None and run[2][4] and run[1] == k
+                    and p_address == run[2][0] and g_address == run[2][1]
+                    and p.untyped_storage().data_ptr() == run[2][2] and g.untyped_storage().data_ptr() == run[2][3]):
+                run[1] = k + 1
+                run[2][0], run[2][1] = p_address + nbytes, g_address + nbytes
             else:
-                run = [k, k + 1, p_address + nbytes, g_address + nbytes, p, g, joinable]
+                run = [k, k + 1, [p_address + nbytes, g_address + nbytes, p.untyped_storage().data_ptr(),
+                                  g.untyped_storage().data_ptr(), joinable]]
                 runs.append(run)
-        if flat and self.grad_flat is not None and in_flat_grads == 0 and runs:
+        if self.grad_flat is not None and in_slots == 0 and runs:
             self.grad_flat = None  # every gradient was replaced (set_to_none): stop holding the buffer's memory
-        return [(run[0], run[1]) for run in runs] if flat else runs
+        if not self.flat:
+            return runs
+        return [piece for k0, k1, _ in runs for piece in self._equal_counters(k0, k1)]
 
-    def _same_counters(self, first, k) -> bool:
-        if self.steps_np[k] != self.steps_np[first]:
-            return False
-        return all(values[k] == values[first] for values in self.scalars_np.values())
+    def _validate(self, k, p, g, where):
+        if g.layout != torch.strided:
+            raise UnsupportedTensorError(f"{where}: parameter {k} has a sparse gradient ({g.layout}); adamgen's "
+                                         "kernels take dense gradients (torch.optim.SparseAdam handles sparse ones)")
+        if g.dtype != p.dtype or g.shape != p.shape or g.device != p.device:
+            raise UnsupportedTensorError(f"{where}: parameter {k} is {p.dtype} {tuple(p.shape)} on {p.device} but "
+                                         f"its gradient is {g.dtype} {tuple(g.shape)} on {g.device}")
+        if p.dtype != self.dtype or p.device != self.device or not _is_dense(p):
+            raise UnsupportedTensorError(f"{where}: parameter {k} changed to {p.dtype} on {p.device} with strides "
+                                         f"{p.stride()} after its state was created ({self.dtype} on {self.device})")
 
-    @staticmethod
-    def _same_storage(tensor, first, flat) -> bool:
-        """Whether ``tensor`` shares ``first``'s storage (so one view can span both); cheap when both are in ``flat``."""
-        if flat is not None:
-            start = flat.data_ptr()
-            end = start + flat.numel() * flat.element_size()
-            if start <= tensor.data_ptr() < end and start <= first.data_ptr() < end:
-                return True
-        return tensor.untyped_storage().data_ptr() == first.untyped_storage().data_ptr()
+    def _equal_counters(self, k0, k1):
+        """[k0, k1) cut where the step count or a scalar state changes (parameters that missed steps)."""
+        if k1 - k0 == 1:
+            return [(k0, k1)]
+        columns = [self.steps_np[k0:k1], *(values[k0:k1] for values in self.scalars_np.values())]
+        if all(column.min() == column.max() for column in columns):
+            return [(k0, k1)]
+        pieces, first = [], k0
+        for k in range(k0 + 1, k1):
+            if any(column[k - k0] != column[first - k0] for column in columns):
+                pieces.append((first, k))
+                first = k
+        pieces.append((first, k1))
+        return pieces
 
     def _span(self, first, k0, k1, flat, flat_array, flat_start):
         """One 1-D kernel array over parameters (or gradients) k0..k1-1 of the block, which lie end to end from
@@ -285,19 +321,64 @@ class _Block:
                 scalars[name][k0:k1] = kernel_state[name]
 
 
+class _StateDict(defaultdict):
+    """``optimizer.state`` (a ``defaultdict(dict)`` as torch's) that counts changes to its entries, so that a step can
+    tell in O(1) that nobody replaced a parameter's state dict since the last one (ZeroRedundancyOptimizer assigns
+    ``optim.state[param]`` directly)."""
+
+    def __init__(self, default_factory=dict, *args, **kwargs):
+        super().__init__(default_factory, *args, **kwargs)
+        self.version = 0
+
+    def __setitem__(self, key, value):
+        self.version += 1
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key):
+        self.version += 1
+        super().__delitem__(key)
+
+    def update(self, *args, **kwargs):
+        self.version += 1
+        super().update(*args, **kwargs)
+
+    def pop(self, *args):
+        self.version += 1
+        return super().pop(*args)
+
+    def popitem(self):
+        self.version += 1
+        return super().popitem()
+
+    def clear(self):
+        self.version += 1
+        super().clear()
+
+    def setdefault(self, key, default=None):
+        self.version += 1
+        return super().setdefault(key, default)
+
+
 class _Layout:
     """A param group's blocks, and what they were built from (to tell when they are stale)."""
 
-    def __init__(self, group, blocks, key):
+    def __init__(self, group, blocks, key, version):
         self.group = group
         self.params = list(group["params"])
         self.blocks = blocks
         self.key = key
+        self.version = version
 
     def current(self, group, key, state) -> bool:
         params = group["params"]
-        return (key == self.key and len(params) == len(self.params)
-                and all(a is b for a, b in zip(params, self.params)) and all(b.current(state) for b in self.blocks))
+        if not (group is self.group and key == self.key and len(params) == len(self.params)
+                and all(a is b for a, b in zip(params, self.params))):
+            return False
+        if state.version != self.version:
+            if not all(block.current(state) for block in self.blocks):
+                return False
+            self.version = state.version
+        return True
 
 
 class Optimizer(torch.optim.Optimizer):
@@ -335,6 +416,7 @@ class Optimizer(torch.optim.Optimizer):
         _check_values(defaults)
         defaults.update(options)
         super().__init__(params, defaults)
+        self.state = _StateDict(dict, self.state)
 
     # -- configuration -----------------------------------------------------------------------------------------------
 
@@ -394,7 +476,7 @@ class Optimizer(torch.optim.Optimizer):
     def _layout(self, index, group, module, options):
         key = (options, module.STATES, tuple(module.SCALAR_STATES))
         entry = self._layouts.get(id(group))
-        if entry is not None and entry.group is group and entry.current(group, key, self.state):
+        if entry is not None and entry.current(group, key, self.state):
             return entry
         where = f"adamgen.torch.Optimizer: group {index}"
         flat = (self._flat if self._flat is not None else True) and _elementwise(module)
@@ -405,10 +487,10 @@ class Optimizer(torch.optim.Optimizer):
         for params in by_kind.values():
             blocks.append(_Block(params, self.state, module, self._init_values[options], flat))
         for block in blocks:  # expose the new views for every parameter that has state
-            for p, views in zip(block.params, block.views):
-                if self.state.get(p):
-                    self.state[p] = views
-        entry = self._layouts[id(group)] = _Layout(group, blocks, key)
+            for k, p in enumerate(block.params):
+                if block.exposed[k]:
+                    block._expose(self.state, k)
+        entry = self._layouts[id(group)] = _Layout(group, blocks, key, self.state.version)
         return entry
 
     # -- torch.optim.Optimizer interface -----------------------------------------------------------------------------
@@ -462,6 +544,8 @@ class Optimizer(torch.optim.Optimizer):
 
     def __setstate__(self, state):
         super().__setstate__(state)
+        if not isinstance(self.state, _StateDict):
+            self.state = _StateDict(dict, self.state)
         for name, value in (("_modules", {}), ("_init_values", {}), ("_layouts", {})):
             if not hasattr(self, name):
                 setattr(self, name, value)
