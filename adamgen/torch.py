@@ -116,6 +116,7 @@ class _Block:
         self.param_start = self.grad_start = 0
         self.param_slots = self.grad_slots = None
         self.exposed = [bool(old_states.get(p)) for p in params]
+        self.param_cache = [None] * count  # per parameter: (address, strides, kernel array) of its last call
         if flat:
             self.buffers = {name: torch.full((total,), init_values[name], dtype=self.dtype, device=self.device)
                             for name in self.names}
@@ -145,7 +146,9 @@ class _Block:
 
     def _array(self, tensor):
         """What the kernel takes: a numpy view of a CPU tensor, the (detached) tensor itself on CUDA."""
-        return tensor.detach().numpy() if self.cpu else tensor.detach()
+        if not self.cpu:
+            return tensor.detach()
+        return (tensor.detach() if tensor.requires_grad else tensor).numpy().reshape(-1)
 
     def _restore(self, k, views, old):
         """Copy a parameter's existing state (ours before a re-layout, or loaded from a checkpoint) into the new views;
@@ -302,10 +305,15 @@ class _Block:
             p = self.params[k0]
             g = p.grad
             if k1 - k0 == 1:
-                param = self._array(_memory_order(p))
+                cached = self.param_cache[k0]
+                if cached is not None and cached[0] == p.data_ptr() and cached[1] == p.stride():
+                    param = cached[2]  # the array's base keeps that memory alive: same address, same tensor data
+                else:
+                    param = self._array(_memory_order(p))
+                    self.param_cache[k0] = (p.data_ptr(), p.stride(), param)
                 if g.stride() != p.stride():
                     g = torch.empty_like(p).copy_(g)  # the gradient in the parameter's memory order
-                grad = self._array(_memory_order(g))
+                grad = self._array(g if g.is_contiguous() else _memory_order(g))
                 kernel_state = dict(zip(self.names, self.state_arrays[k0]))
             else:
                 param = self._span(p, k0, k1, self.param_flat, self.param_array, self.param_start)
