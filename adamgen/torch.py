@@ -118,8 +118,7 @@ class _Block:
         self.exposed = [bool(old_states.get(p)) for p in params]
         self.param_cache = [None] * count  # per parameter: (address, strides, kernel array) of its last call
         if flat:
-            self.buffers = {name: torch.full((total,), init_values[name], dtype=self.dtype, device=self.device)
-                            for name in self.names}
+            self.buffers = {name: self._new(total, init_values[name]) for name in self.names}
             self.buffer_arrays = {name: self._array(buffer) for name, buffer in self.buffers.items()}
             self._move_params(total)
         self.views, self.state_arrays = [], []
@@ -130,6 +129,9 @@ class _Block:
                 if flat:
                     tensor = self.buffers[name].as_strided(p.shape, p.stride(), self.offsets[k])
                     arrays.append(self.buffer_arrays[name][self.offsets[k]:self.offsets[k + 1]])
+                elif p.is_contiguous():
+                    tensor = self._new(p.numel(), init_values[name]).view(p.shape)
+                    arrays.append(self._array(tensor))
                 else:
                     tensor = torch.empty_like(p, memory_format=torch.preserve_format).fill_(init_values[name])
                     arrays.append(self._array(_memory_order(tensor)))
@@ -143,6 +145,18 @@ class _Block:
             self.state_arrays.append(arrays)
         if flat and self.param_flat is not None:
             self._adopt_grads(total)
+
+    def _new(self, count, value):
+        """A 1-D tensor of ``count`` elements filled with ``value`` (None: uninitialised). On the CPU numpy allocates it:
+        numpy asks the kernel for transparent huge pages on large arrays (torch's allocator does not), which made the
+        update kernel ~25% faster on 2^24 elements here, as it spends fewer cycles on TLB misses."""
+        if self.cpu:
+            dtype = np.float32 if self.dtype == torch.float32 else np.float64
+            array = np.empty(count, dtype) if value is None else np.full(count, value, dtype)
+            return torch.from_numpy(array)
+        if value is None:
+            return torch.empty(count, dtype=self.dtype, device=self.device)
+        return torch.full((count,), value, dtype=self.dtype, device=self.device)
 
     def _array(self, tensor):
         """What the kernel takes: a numpy view of a CPU tensor, the (detached) tensor itself on CUDA."""
@@ -163,31 +177,58 @@ class _Block:
             else:
                 views[key] = value
 
+    def _span_of(self, tensors):
+        """A 1-D view over ``tensors`` if they already lie end to end in one storage, in order (ZeroRedundancyOptimizer's
+        buckets, or this optimizer's buffers of an earlier layout); else None."""
+        sized = [t for t in tensors if t.numel()]
+        if not sized or not all(t.dtype == self.dtype and t.device == self.device and _is_dense(t) for t in sized):
+            return None
+        storage = sized[0].untyped_storage().data_ptr()
+        address = sized[0].data_ptr()
+        for t in sized:
+            if t.data_ptr() != address or t.untyped_storage().data_ptr() != storage:
+                return None
+            address += t.numel() * self.itemsize
+        first = sized[0].detach()
+        return first.as_strided((self.offsets[-1],), (1,), first.storage_offset())
+
     def _move_params(self, total):
-        """Re-point every parameter to its view of one flat buffer, if each owns its storage (a parameter that is a view
-        into something else, such as ZeroRedundancyOptimizer's buckets, stays where it is)."""
-        if len(self.params) < 2 or not all(_owns_storage(p.data) for p in self.params):
+        """Lay the parameters end to end: keep them where they are if they already are (in someone's buckets, or in
+        this optimizer's buffer of an earlier layout), else re-point each to its view of one new flat buffer if each
+        owns its storage (a parameter that is a view into something else stays where it is)."""
+        if len(self.params) < 2:
             return
-        self.param_flat = torch.empty(total, dtype=self.dtype, device=self.device)
-        for k, p in enumerate(self.params):
-            self.param_flat[self.offsets[k]:self.offsets[k + 1]].copy_(_memory_order(p.data))
-            p.data = self.param_flat.as_strided(p.shape, p.stride(), self.offsets[k])
+        params = [p.data for p in self.params]
+        self.param_flat = self._span_of(params)
+        if self.param_flat is None:
+            if not all(_owns_storage(p) for p in params):
+                return
+            self.param_flat = self._new(total, None)
+            for k, p in enumerate(self.params):
+                self.param_flat[self.offsets[k]:self.offsets[k + 1]].copy_(_memory_order(p.data))
+                p.data = self.param_flat.as_strided(p.shape, p.stride(), self.offsets[k])
         self.param_array = self._array(self.param_flat)
         self.param_start = self.param_flat.data_ptr()
         self.param_slots = [self.param_start + offset * self.itemsize for offset in self.offsets[:-1]]
 
     def _adopt_grads(self, total):
-        """Move existing gradients into one flat buffer too, so that gradients accumulated in place land end to end."""
-        movable = [k for k, p in enumerate(self.params) if p.grad is not None and not p.grad.is_sparse
-                   and p.grad.dtype == self.dtype and p.grad.stride() == p.stride() and _owns_storage(p.grad)]
-        if not movable:
-            return
-        self.grad_flat = torch.zeros(total, dtype=self.dtype, device=self.device)
-        for k in movable:
-            p = self.params[k]
-            view = self.grad_flat.as_strided(p.shape, p.stride(), self.offsets[k])
-            view.copy_(p.grad)
-            p.grad = view
+        """Lay existing gradients end to end too (where they are, or moved into a new flat buffer), so that gradients
+        accumulated in place stay in one call's reach."""
+        grads = [p.grad for p in self.params]
+        if all(g is not None and g.layout == torch.strided and g.stride() == p.stride()
+               for g, p in zip(grads, self.params)):
+            self.grad_flat = self._span_of(grads)
+        if self.grad_flat is None:
+            movable = [k for k, (p, g) in enumerate(zip(self.params, grads)) if g is not None and not g.is_sparse
+                       and g.dtype == self.dtype and g.stride() == p.stride() and _owns_storage(g)]
+            if not movable:
+                return
+            self.grad_flat = self._new(total, 0.0)
+            for k in movable:
+                p = self.params[k]
+                view = self.grad_flat.as_strided(p.shape, p.stride(), self.offsets[k])
+                view.copy_(p.grad)
+                p.grad = view
         self.grad_array = self._array(self.grad_flat)
         self.grad_start = self.grad_flat.data_ptr()
         self.grad_slots = [self.grad_start + offset * self.itemsize for offset in self.offsets[:-1]]
