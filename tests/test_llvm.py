@@ -1,0 +1,164 @@
+"""No float64 operation in any float32 CPU kernel: the LLVM IR of every kernel is scanned.
+
+Numba promotes silently: a literal (``1 - x``, ``2*x``, ``x**0.5``) or a Python-float argument turns float32 arithmetic
+into float64 with ``fpext``/``fptrunc`` around it, which is slower and no longer float32 semantics. The generated
+modules avoid that by passing every number in as a typed scalar; this test holds them to it.
+
+``inspect_llvm()`` on a dispatcher loaded from numba's disk cache returns junk (TOOLCHAIN.md), so each kernel is
+recompiled here from its ``py_func`` with the same options, swapped into the module, and driven through the module's
+own ``step`` (so the kernels see exactly the argument types ``step`` passes), below and above the parallel threshold.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numba
+import numpy as np
+import pytest
+from numba.core.registry import CPUDispatcher
+
+import adamgen
+from adamgen.loader import read_spec_file
+from adamgen.spec import ReduceSum
+from adamgen.variants import BUILTINS, builtin_variants
+
+try:
+    from . import cases
+except ImportError:  # tests/ is not a package: pytest put it on sys.path
+    import cases
+
+# LLVM IR that computes in float64: the type itself (scalars and vectors `<8 x double>`), conversions to and from it,
+# and float64 intrinsics (`llvm.sqrt.f64`, `llvm.fma.f64`).
+FLOAT64 = re.compile(r"\bdouble\b|\bfpext\b|\bfptrunc\b|\.f64\b")
+FUNCTION = re.compile(r"^define\b.*?^\}", re.M | re.S)
+FUNCTION_NAME = re.compile(r'@"?([^\s("]+)')
+# numba's CPython wrapper unboxes Python floats with PyFloat_AsDouble and truncates them: float64 by design, once per
+# call, outside the loop. Everything else (the kernel, the parfor gufunc, the C wrapper) is scanned.
+CPYTHON_WRAPPER = "_ZN7cpython"
+
+BUILTINS_ = builtin_variants()
+SPEC_DIR = Path(adamgen.__file__).parent / "variants"
+# Spec files shipped beside the built-ins but not (yet) built-ins, such as LAMB and StableAdamW: they use per-tensor
+# reductions, so their modules also have reduce kernels to scan.
+OTHER_SPECS = sorted(p for p in SPEC_DIR.glob("*.py") if p.stem != "__init__" and p.stem not in BUILTINS)
+
+
+def float64_operations(llvm: str) -> list[str]:
+    """The lines of LLVM IR that operate on float64, outside numba's CPython argument wrapper."""
+    found = []
+    for function in FUNCTION.finditer(llvm):
+        text = function.group(0)
+        name = FUNCTION_NAME.search(text.split("\n", 1)[0]).group(1)
+        if name.startswith(CPYTHON_WRAPPER):
+            continue
+        found += [f"{name[:50]}...: {line.strip()}" for line in text.splitlines() if FLOAT64.search(line)]
+    return found
+
+
+def fresh_copy(dispatcher: CPUDispatcher) -> CPUDispatcher:
+    """A new dispatcher for the same Python function with the same options (parallel, error_model, fastmath ...), never
+    loaded from numba's cache."""
+    options = {key: value for key, value in dispatcher.targetoptions.items() if key != "nopython"}  # implied by njit
+    return numba.njit(**options)(dispatcher.py_func)
+
+
+def kernels(module) -> dict:
+    return {name: obj for name, obj in vars(module).items() if isinstance(obj, CPUDispatcher)}
+
+
+def scan_module(module, monkeypatch) -> dict:
+    """Swap fresh copies of every kernel into ``module``, run float32 steps that reach each of them, return
+    kernel name -> (signatures, float64 lines)."""
+    fresh = {name: fresh_copy(kernel) for name, kernel in kernels(module).items()}
+    assert fresh, f"{module.__name__} has no numba kernel"
+    for name, kernel in fresh.items():
+        monkeypatch.setattr(module, name, kernel)
+    rng = np.random.default_rng(0)
+    for size in (100, cases.PARALLEL_SIZE):  # below and above PARALLEL_THRESHOLD
+        assert (size >= module.PARALLEL_THRESHOLD) == (size == cases.PARALLEL_SIZE)
+        param = rng.standard_normal(size).astype(np.float32)
+        state = module.init(param)
+        for _ in range(2):
+            module.step(param, rng.standard_normal(size).astype(np.float32), state)
+    return {name: (kernel.signatures, [line for llvm in kernel.inspect_llvm().values()
+                                       for line in float64_operations(llvm)])
+            for name, kernel in fresh.items()}
+
+
+def _check(result: dict) -> None:
+    for name, (signatures, lines) in result.items():
+        assert len(signatures) == 1, f"{name} compiled for {signatures}: expected one float32 signature"
+        for argument in signatures[0]:
+            base = getattr(argument, "dtype", argument)  # arrays: their element type
+            assert base in (numba.float32, numba.boolean), f"{name} got a {argument} argument: {signatures[0]}"
+        assert not lines, f"{name} computes in float64:\n" + "\n".join(lines[:20])
+
+
+@pytest.mark.parametrize("name, options", [(n, o) for n, o, _ in BUILTINS_], ids=[v.name for _, _, v in BUILTINS_])
+def test_builtin_float32_kernels_have_no_float64(name, options, monkeypatch):
+    _check(scan_module(adamgen.load(name, **options), monkeypatch))
+
+
+@pytest.mark.parametrize("path", OTHER_SPECS, ids=[p.stem for p in OTHER_SPECS])
+def test_other_shipped_specs_float32_kernels_have_no_float64(path, monkeypatch, tmp_path):
+    monkeypatch.setenv("ADAMGEN_CACHE_DIR", str(tmp_path))
+    result = scan_module(adamgen.load(path), monkeypatch)
+    if any(expr.has(ReduceSum) for _, expr in read_spec_file(path).definitions):
+        assert any(name.startswith("_reduce") for name in result), sorted(result)  # reduce kernels were scanned too
+    _check(result)
+
+
+# --- the scanner itself: it must see what it is meant to see ---
+
+def _literal_one_minus(x, y, a):
+    for i in numba.prange(x.shape[0]):
+        x[i] = a * (1.0 - y[i])      # 1.0 is a float64 literal: promotes the float32 y[i]
+
+
+def _integer_times(x, y, a):
+    for i in numba.prange(x.shape[0]):
+        x[i] = 2 * y[i] * a          # int * float32 is float64 in numba
+
+
+def _float_power(x, y, a):
+    for i in numba.prange(x.shape[0]):
+        x[i] = y[i] ** 0.5 + a       # a float exponent: float64 pow
+
+
+def _typed_only(x, y, a):
+    for i in numba.prange(x.shape[0]):
+        x[i] = a * y[i] * y[i] + a   # typed arguments only: stays float32
+
+
+def _compile_and_scan(function, parallel):
+    kernel = numba.njit(parallel=parallel, error_model="numpy")(function)
+    x = np.ones(64, np.float32)
+    kernel(x, x.copy(), np.float32(0.5))
+    (llvm,) = kernel.inspect_llvm().values()
+    return float64_operations(llvm)
+
+
+@pytest.mark.parametrize("parallel", [True, False], ids=["parallel", "serial"])
+@pytest.mark.parametrize("function", [_literal_one_minus, _integer_times, _float_power], ids=lambda f: f.__name__[1:])
+def test_scanner_detects_float64_promotion(function, parallel):
+    assert _compile_and_scan(function, parallel), f"{function.__name__}: float64 promotion not detected"
+
+
+@pytest.mark.parametrize("parallel", [True, False], ids=["parallel", "serial"])
+def test_scanner_passes_a_float32_kernel(parallel):
+    assert _compile_and_scan(_typed_only, parallel) == []
+
+
+def test_scanner_ignores_only_the_cpython_wrapper():
+    """The wrapper of the clean kernel does convert Python floats (so skipping it is needed), and nothing else is
+    skipped: a float64 line in any other function is reported."""
+    kernel = numba.njit(error_model="numpy")(_typed_only)
+    x = np.ones(8, np.float32)
+    kernel(x, x.copy(), np.float32(0.5))
+    (llvm,) = kernel.inspect_llvm().values()
+    wrappers = [m.group(0) for m in FUNCTION.finditer(llvm) if CPYTHON_WRAPPER in m.group(0).split("\n", 1)[0]]
+    assert wrappers and any(FLOAT64.search(w) for w in wrappers)
+    renamed = llvm.replace(CPYTHON_WRAPPER, "_ZN7renamed")
+    assert float64_operations(renamed)
