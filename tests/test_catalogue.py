@@ -380,7 +380,8 @@ def test_catalogue_covers_the_new_builtins():
     from adamgen.variants import builtin_variants
 
     names = {case.variant for case in CASES}
-    modules = {variant.name for name, _, variant in builtin_variants() if name in names}
+    # (the cautious forms are covered with the other reduction variants, in test_reductions.py)
+    modules = {variant.name for name, options, variant in builtin_variants() if name in names and "cautious" not in options}
     assert modules == set(ORACLE_CASES)
     for name in names:
         reference = references.REFERENCES[f"numpy.{name}"]()

@@ -106,10 +106,21 @@ def _flat_arrays(param, grad, state):
             raise ValueError(f"{VARIANT}.step: {name} has shape {array.shape}, param has shape {param.shape}")
         if not array.flags.c_contiguous:
             raise ValueError(f"{VARIANT}.step: {name} must be C-contiguous")
-    for name in STATES:
-        if not state[name].flags.writeable or np.shares_memory(state[name], param):
-            raise ValueError(f"{VARIANT}.step: state {name} must be writeable and must not overlap param")
+    written = [("param", param)] + [(name, state[name]) for name in STATES]
+    for k, (name, array) in enumerate(written[1:], start=1):
+        if not array.flags.writeable:
+            raise ValueError(f"{VARIANT}.step: state {name} must be writeable")
+        for other, other_array in written[:k]:
+            if np.may_share_memory(array, other_array):
+                raise ValueError(f"{VARIANT}.step: state {name} overlaps {other} in memory")
     return [param.reshape(-1)] + [array.reshape(-1) for _, array in arrays]
+
+
+def _number(name, value):
+    """A hyperparameter as a float, checked before anything is written; a TypeError names it if it is not a number."""
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__float__"):
+        raise TypeError(f"{VARIANT}.step: hyperparameter {name} must be a number, got {value!r}")
+    return float(value)
 
 
 def init(param):
@@ -130,6 +141,13 @@ def step(param, grad, state, *, lr=0.001, beta1=0.98, beta2=0.92, beta3=0.99, ep
     names the problem and nothing is modified.
     """
     arrays = _flat_arrays(param, grad, state)
+    lr = _number('lr', lr)
+    beta1 = _number('beta1', beta1)
+    beta2 = _number('beta2', beta2)
+    beta3 = _number('beta3', beta3)
+    eps = _number('eps', eps)
+    weight_decay = _number('weight_decay', weight_decay)
+    maximize = bool(maximize)
     step = state["step"] + 1
     grad_sign = ((-1) if maximize else (1))
     bias_correction1 = 1 - beta1**step

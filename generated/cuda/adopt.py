@@ -196,6 +196,13 @@ def _full(like, shape, value, what="param"):
     return library.full(shape, value, dtype=like.dtype)
 
 
+def _number(name, value):
+    """A hyperparameter as a float, checked before anything is written; a TypeError names it if it is not a number."""
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__float__"):
+        raise TypeError(f"{VARIANT}.step: hyperparameter {name} must be a number, got {value!r}")
+    return float(value)
+
+
 def init(param):
     """Fresh optimizer state for `param`: the step counter, state arrays shaped like `param`, scalar states."""
     return {
@@ -213,6 +220,13 @@ def step(param, grad, state, *, lr=0.001, beta1=0.9, beta2=0.9999, eps=1e-06, we
     """
     arrays = _checked_arrays(param, grad, state)
     stream = _launch_stream(stream, param)
+    lr = _number('lr', lr)
+    beta1 = _number('beta1', beta1)
+    beta2 = _number('beta2', beta2)
+    eps = _number('eps', eps)
+    weight_decay = _number('weight_decay', weight_decay)
+    clip_exp = _number('clip_exp', clip_exp)
+    maximize = bool(maximize)
     step = state["step"] + 1
     grad_sign = ((-1) if maximize else (1))
     first_step = (step <= 1)
