@@ -135,4 +135,5 @@ def cautious(variant: Variant) -> Variant:
         else:
             definitions.append((symbol, expr))
     return dataclasses.replace(variant, name=f"c{variant.name}", definitions=tuple(definitions),
-                               doc=variant.doc + " Cautious: the update is masked where it disagrees with the gradient.")
+                               doc=variant.doc + " Cautious: the update is masked where it disagrees with the gradient.",
+                               reference=f"cautious form (Liang et al. 2024; timm's C-variants) of {variant.reference}")

@@ -2,7 +2,7 @@
 # Spec hash: sha256:c2fe1d1f7b02a2cc8ee7ef3f9d9e46ed1fb53ff38f327925dfac2b5816dd7888
 # Regenerate with: adamgen generate lamb --cautious --target cpu
 #
-# Update rule (timm.optim.Lamb); right-hand sides read old values:
+# Update rule (cautious form (Liang et al. 2024; timm's C-variants) of timm.optim.Lamb); right-hand sides read old values:
 #   bias_correction1 = 1 - beta1**step
 #   bias_correction2 = 1 - beta2**step
 #   exp_avg_new = beta1*exp_avg + grad*(1 - beta1)
@@ -37,7 +37,7 @@ TARGET = 'cpu'
 STATES = ('exp_avg', 'exp_avg_sq')
 SCALAR_STATES = {}
 HYPERPARAMETERS = {'lr': 0.001, 'beta1': 0.9, 'beta2': 0.999, 'eps': 1e-06, 'weight_decay': 0.01, 'maximize': False}
-REFERENCE = 'timm.optim.Lamb'
+REFERENCE = "cautious form (Liang et al. 2024; timm's C-variants) of timm.optim.Lamb"
 SPEC_HASH = 'c2fe1d1f7b02a2cc8ee7ef3f9d9e46ed1fb53ff38f327925dfac2b5816dd7888'
 # Tensors smaller than this run the serial kernel: below it, starting threads costs more than it saves.
 PARALLEL_THRESHOLD = 65536

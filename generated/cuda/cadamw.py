@@ -2,7 +2,7 @@
 # Spec hash: sha256:70ab52defa2c2efd958947543a6e6d776ddf8246ffdea25a630e303095b55cf4
 # Regenerate with: adamgen generate adamw --cautious --target cuda
 #
-# Update rule (torch.optim.AdamW); right-hand sides read old values:
+# Update rule (cautious form (Liang et al. 2024; timm's C-variants) of torch.optim.AdamW); right-hand sides read old values:
 #   bias_correction1 = 1 - beta1**step
 #   bias_correction2 = 1 - beta2**step
 #   step_size = lr/bias_correction1
@@ -36,7 +36,7 @@ TARGET = 'cuda'
 STATES = ('exp_avg', 'exp_avg_sq')
 SCALAR_STATES = {}
 HYPERPARAMETERS = {'lr': 0.001, 'beta1': 0.9, 'beta2': 0.999, 'eps': 1e-08, 'weight_decay': 0.01, 'maximize': False}
-REFERENCE = 'torch.optim.AdamW'
+REFERENCE = "cautious form (Liang et al. 2024; timm's C-variants) of torch.optim.AdamW"
 SPEC_HASH = '70ab52defa2c2efd958947543a6e6d776ddf8246ffdea25a630e303095b55cf4'
 # Launch configuration: THREADS_PER_BLOCK threads per block and, unless MAX_BLOCKS is set, at most as many blocks as the
 # device keeps resident at once (multiprocessors x resident threads per multiprocessor / THREADS_PER_BLOCK); the

@@ -2,7 +2,7 @@
 # Spec hash: sha256:98f0c35577762af7650c53bd3248eb05edad95d19e4e6fcf05a8178f4ecf7381
 # Regenerate with: adamgen generate adamw --amsgrad --cautious --target cuda
 #
-# Update rule (torch.optim.AdamW); right-hand sides read old values:
+# Update rule (cautious form (Liang et al. 2024; timm's C-variants) of torch.optim.AdamW); right-hand sides read old values:
 #   bias_correction1 = 1 - beta1**step
 #   bias_correction2 = 1 - beta2**step
 #   step_size = lr/bias_correction1
@@ -38,7 +38,7 @@ TARGET = 'cuda'
 STATES = ('exp_avg', 'exp_avg_sq', 'max_exp_avg_sq')
 SCALAR_STATES = {}
 HYPERPARAMETERS = {'lr': 0.001, 'beta1': 0.9, 'beta2': 0.999, 'eps': 1e-08, 'weight_decay': 0.01, 'maximize': False}
-REFERENCE = 'torch.optim.AdamW'
+REFERENCE = "cautious form (Liang et al. 2024; timm's C-variants) of torch.optim.AdamW"
 SPEC_HASH = '98f0c35577762af7650c53bd3248eb05edad95d19e4e6fcf05a8178f4ecf7381'
 # Launch configuration: THREADS_PER_BLOCK threads per block and, unless MAX_BLOCKS is set, at most as many blocks as the
 # device keeps resident at once (multiprocessors x resident threads per multiprocessor / THREADS_PER_BLOCK); the

@@ -2,7 +2,7 @@
 # Spec hash: sha256:401a42b7aa8966ad5bdec49abeecbf9f8cc272ccd617a6a9228f384af9cfb9e5
 # Regenerate with: adamgen generate lion --cautious --target cuda
 #
-# Update rule (optimi.Lion, timm.optim.Lion (google/automl lion); Chen et al. 2023, arXiv:2302.06675); right-hand sides read old values:
+# Update rule (cautious form (Liang et al. 2024; timm's C-variants) of optimi.Lion, timm.optim.Lion (google/automl lion); Chen et al. 2023, arXiv:2302.06675); right-hand sides read old values:
 #   exp_avg_new = beta2*exp_avg + grad*(1 - beta2)
 #   cautious_mask = Piecewise((1, grad*lr*sign(beta1*exp_avg + grad*(1 - beta1)) > 0), (0, True))
 #   cautious_scale = 1/Max(1/1000, ReduceSum(cautious_mask)/numel)
@@ -31,7 +31,7 @@ TARGET = 'cuda'
 STATES = ('exp_avg',)
 SCALAR_STATES = {}
 HYPERPARAMETERS = {'lr': 0.0001, 'beta1': 0.9, 'beta2': 0.99, 'weight_decay': 0.0, 'maximize': False}
-REFERENCE = 'optimi.Lion, timm.optim.Lion (google/automl lion); Chen et al. 2023, arXiv:2302.06675'
+REFERENCE = "cautious form (Liang et al. 2024; timm's C-variants) of optimi.Lion, timm.optim.Lion (google/automl lion); Chen et al. 2023, arXiv:2302.06675"
 SPEC_HASH = '401a42b7aa8966ad5bdec49abeecbf9f8cc272ccd617a6a9228f384af9cfb9e5'
 # Launch configuration: THREADS_PER_BLOCK threads per block and, unless MAX_BLOCKS is set, at most as many blocks as the
 # device keeps resident at once (multiprocessors x resident threads per multiprocessor / THREADS_PER_BLOCK); the
