@@ -255,9 +255,19 @@ class _Block:
         The common case costs a few attribute reads per parameter: a parameter and a gradient found at their slots of the
         block's flat buffers are views of them (nothing else can live at those addresses while the buffers do), so
         they are valid and join their neighbours as they are."""
+        slots = self.param_flat is not None and self.grad_flat is not None
+        if slots and all(self.exposed):  # the steady state: every parameter and gradient at its slot, one call
+            try:
+                for p, param_slot, grad_slot in zip(self.params, self.param_slots, self.grad_slots):
+                    g = p.grad
+                    if g is None or g.data_ptr() != grad_slot or p.data_ptr() != param_slot:
+                        break
+                else:
+                    return self._equal_counters(0, len(self.params))
+            except RuntimeError:  # a sparse gradient: the loop below names it
+                pass
         runs = []
         run = None
-        slots = self.param_flat is not None and self.grad_flat is not None
         param_slots, grad_slots = self.param_slots, self.grad_slots
         in_slots = 0
         for k, p in enumerate(self.params):

@@ -14,7 +14,10 @@ call costs a switch each time, so blocks never interleave):
   kernel              the generated module's step() called once directly on the flat numpy buffers: the floor that
                       adamgen_flat's wrapper overhead is measured against;
   torch_fused         torch.optim.AdamW(fused=True);
-  torch_foreach       torch.optim.AdamW(foreach=True).
+  torch_foreach       torch.optim.AdamW(foreach=True);
+  torch_fused_numpy_memory  torch fused with parameters and gradients moved into numpy-allocated memory, which (unlike
+                      torch's allocator) asks for transparent huge pages, as adamgen's flat buffers do: how much of
+                      the difference is memory placement rather than the kernel.
 
 Every block is warmed up, then timed step by step; --rounds repeats all blocks (the order rotating) and each figure is
 the median over all samples. Ratios are same-run: torch_time / adamgen_time (> 1: adamgen is faster), and the wrapper
@@ -125,15 +128,19 @@ def count_calls(optimizer, before):
 
 def block_kernel(variant, params, grads, steps, warmup):
     module = adamgen.load(variant)
-    param = torch.cat([p.flatten() for p in params]).numpy()
-    grad = torch.cat([g.flatten() for g in grads]).numpy()
+    param = np.concatenate([p.numpy().ravel() for p in params])  # numpy-allocated, as adamgen's flat buffers are
+    grad = np.concatenate([g.numpy().ravel() for g in grads])
     state = module.init(param)
     hyperparameters = {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 1e-2}
     return time_block(lambda: module.step(param, grad, state, **hyperparameters), steps, warmup)
 
 
-def block_torch(kind, params, grads, steps, warmup):
+def block_torch(kind, params, grads, steps, warmup, numpy_memory=False):
     ps = parameters_of(params, grads)
+    if numpy_memory:  # parameters and gradients in numpy-allocated (huge-page) memory; torch still allocates the states
+        for p in ps:
+            p.data = torch.from_numpy(p.data.numpy().copy())
+            p.grad = torch.from_numpy(p.grad.numpy().copy())
     optimizer = torch.optim.AdamW(ps, **HYPERPARAMETERS, **{kind: True})
     return time_block(optimizer.step, steps, warmup)
 
@@ -162,6 +169,7 @@ def main(argv=None) -> int:
                                                     args.warmup),
         "torch_fused": lambda: (block_torch("fused", params, grads, args.steps, args.warmup), None),
         "torch_foreach": lambda: (block_torch("foreach", params, grads, args.steps, args.warmup), None),
+        "torch_fused_numpy_memory": lambda: (block_torch("fused", params, grads, args.steps, args.warmup, True), None),
     }
     samples = {name: [] for name in blocks}
     per_round = {name: [] for name in blocks}
@@ -179,7 +187,7 @@ def main(argv=None) -> int:
     median = {name: statistics.median(values) * 1e3 for name, values in samples.items()}
     ratios = {
         f"{torch_name}/{ours}": median[torch_name] / median[ours]
-        for torch_name in ("torch_fused", "torch_foreach")
+        for torch_name in ("torch_fused", "torch_foreach", "torch_fused_numpy_memory")
         for ours in ("adamgen_flat", "adamgen_flat_fresh", "adamgen_per_tensor", "kernel")
     }
     overhead = {
