@@ -27,6 +27,7 @@ into existing gradients) keeps the one-call path every step.
 
 from __future__ import annotations
 
+import operator
 import re
 from collections import defaultdict
 
@@ -431,7 +432,7 @@ class _Layout:
     def current(self, group, key, state) -> bool:
         params = group["params"]
         if not (group is self.group and key == self.key and len(params) == len(self.params)
-                and all(a is b for a, b in zip(params, self.params))):
+                and all(map(operator.is_, params, self.params))):
             return False
         if state.version != self.version:
             if not all(block.current(state) for block in self.blocks):
@@ -464,6 +465,7 @@ class Optimizer(torch.optim.Optimizer):
         self._modules = {}
         self._init_values = {}
         self._layouts = {}
+        self._hyperparameter_plans = {}
         self._names = _torch_names(base.HYPERPARAMETERS)
         defaults = dict(self._names)
         given = self._translate(hyperparameters, "adamgen.torch.Optimizer()")
@@ -519,17 +521,21 @@ class Optimizer(torch.optim.Optimizer):
 
     def _hyperparameters(self, group, module):
         """The module's keyword arguments from a param group (torch names), falling back on the defaults."""
+        plan = self._hyperparameter_plans.get(module)
+        if plan is None:  # per hyperparameter: (name, index into betas or None, default, is a flag)
+            plan = self._hyperparameter_plans[module] = [
+                (name, int(m.group(1)) - 1 if (m := _BETA.match(name)) else None, default, isinstance(default, bool))
+                for name, default in module.HYPERPARAMETERS.items()]
         values = {}
         betas = group.get("betas", self.defaults.get("betas"))
-        for name, default in module.HYPERPARAMETERS.items():
-            match = _BETA.match(name)
-            if match and betas is not None:
-                value = betas[int(match.group(1)) - 1]
+        for name, beta, default, flag in plan:
+            if beta is not None and betas is not None:
+                value = betas[beta]
             else:
                 value = group.get(name, self.defaults.get(name, default))
             if isinstance(value, torch.Tensor):
                 value = value.item()
-            values[name] = value if isinstance(default, bool) else float(value)
+            values[name] = value if flag else float(value)
         return values
 
     def _layout(self, index, group, module, options):
@@ -605,7 +611,7 @@ class Optimizer(torch.optim.Optimizer):
         super().__setstate__(state)
         if not isinstance(self.state, _StateDict):
             self.state = _StateDict(dict, self.state)
-        for name, value in (("_modules", {}), ("_init_values", {}), ("_layouts", {})):
+        for name, value in (("_modules", {}), ("_init_values", {}), ("_layouts", {}), ("_hyperparameter_plans", {})):
             if not hasattr(self, name):
                 setattr(self, name, value)
         self._layouts.clear()
