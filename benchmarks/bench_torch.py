@@ -21,7 +21,9 @@ call costs a switch each time, so blocks never interleave):
 
 Every block is warmed up, then timed step by step; --rounds repeats all blocks (the order rotating) and each figure is
 the median over all samples. Ratios are same-run: torch_time / adamgen_time (> 1: adamgen is faster), and the wrapper
-overhead (adamgen_flat - kernel) / kernel. Everything goes to the JSON file.
+overhead (adamgen_flat - kernel) / kernel; the headline figures (`*_median_of_rounds`, used for `meets_targets`) are
+medians over rounds of the ratios within each round, which a shared, noisy machine disturbs least. Everything goes to
+the JSON file.
 """
 
 from __future__ import annotations
@@ -190,6 +192,17 @@ def main(argv=None) -> int:
         for torch_name in ("torch_fused", "torch_foreach", "torch_fused_numpy_memory")
         for ours in ("adamgen_flat", "adamgen_flat_fresh", "adamgen_per_tensor", "kernel")
     }
+    # The machine is shared: a block that ran while something else held a core or the memory bus is slow as a whole.
+    # Ratios within one round (blocks minutes apart at most) and their median over rounds resist that best.
+    round_ratios = {
+        key: statistics.median(per_round[key.split("/")[0]][r] / per_round[key.split("/")[1]][r]
+                               for r in range(args.rounds))
+        for key in ratios
+    }
+    round_overhead = {
+        name: statistics.median(per_round[name][r] / per_round["kernel"][r] - 1 for r in range(args.rounds))
+        for name in ("adamgen_flat", "adamgen_flat_fresh", "adamgen_per_tensor")
+    }
     overhead = {
         "adamgen_flat": (median["adamgen_flat"] - median["kernel"]) / median["kernel"],
         "adamgen_flat_fresh": (median["adamgen_flat_fresh"] - median["kernel"]) / median["kernel"],
@@ -202,11 +215,13 @@ def main(argv=None) -> int:
         "per_round_median_ms": per_round,
         "kernel_calls_per_step": calls,
         "speedup": ratios,
+        "speedup_median_of_rounds": round_ratios,
         "wrapper_overhead_vs_kernel": overhead,
+        "wrapper_overhead_median_of_rounds": round_overhead,
         "targets": TARGETS,
         "meets_targets": {
-            "speedup_vs_fused": ratios["torch_fused/adamgen_flat"] >= TARGETS["speedup_vs_fused"],
-            "wrapper_overhead": overhead["adamgen_flat"] <= TARGETS["wrapper_overhead"],
+            "speedup_vs_fused": round_ratios["torch_fused/adamgen_flat"] >= TARGETS["speedup_vs_fused"],
+            "wrapper_overhead": round_overhead["adamgen_flat"] <= TARGETS["wrapper_overhead"],
         },
         "settings": {"steps": args.steps, "warmup": args.warmup, "rounds": args.rounds},
         "machine": {"python": sys.version.split()[0], "platform": platform.platform(), "cpus": os.cpu_count(),
@@ -215,8 +230,9 @@ def main(argv=None) -> int:
     }
     with open(args.out, "w") as handle:
         json.dump(result, handle, indent=2)
-    print(json.dumps({"median_ms": median, "speedup": ratios, "wrapper_overhead_vs_kernel": overhead,
-                      "kernel_calls_per_step": calls}, indent=2))
+    print(json.dumps({"median_ms": median, "speedup_median_of_rounds": round_ratios,
+                      "wrapper_overhead_median_of_rounds": round_overhead, "kernel_calls_per_step": calls,
+                      "meets_targets": result["meets_targets"]}, indent=2))
     print(f"wrote {args.out}")
     return 0
 
