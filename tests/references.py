@@ -181,12 +181,16 @@ class Lion(Reference):
     name = "lion"
     defaults = dict(lr=1e-4, beta1=0.9, beta2=0.99, weight_decay=0.0)
     state_inits = {"exp_avg": 0.0}
+    cautious = False
 
     def update(self, p, g, state, t, lr, beta1, beta2, weight_decay):
         m = state["exp_avg"]
         c = beta1 * m + (1 - beta1) * g
         self.note_ties(state, c, np.abs(beta1 * m) + np.abs((1 - beta1) * g))
-        p -= lr * (np.sign(c) + weight_decay * p)
+        u = np.sign(c)
+        if self.cautious:  # the decay is not masked
+            u = u * cautious_mask(state, u, g)
+        p -= lr * (u + weight_decay * p)
         m[...] = beta2 * m + (1 - beta2) * g
 
 
@@ -371,21 +375,11 @@ class CautiousAdamW(Reference):
         p -= lr * u * cautious_mask(state, u, g)
 
 
-class CautiousLion(Reference):
-    """Lion (arXiv:2302.06675, Algorithm 2) with the cautious mask on sign(c); the decay is not masked."""
+class CautiousLion(Lion):
+    """Lion with the cautious mask on sign(c)."""
 
     name = "clion"
-    defaults = dict(lr=1e-4, beta1=0.9, beta2=0.99, weight_decay=0.0)
-    state_inits = {"exp_avg": 0.0}
-
-    def update(self, p, g, state, t, lr, beta1, beta2, weight_decay):
-        m = state["exp_avg"]
-        c = beta1 * m + (1 - beta1) * g
-        self.note_ties(state, c, np.abs(beta1 * m) + np.abs((1 - beta1) * g))
-        u = np.sign(c)
-        p *= 1 - lr * weight_decay
-        p -= lr * u * cautious_mask(state, u, g)
-        m[...] = beta2 * m + (1 - beta2) * g
+    cautious = True
 
 
 class CautiousLamb(Lamb):
