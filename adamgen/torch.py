@@ -309,7 +309,7 @@ class _Block:
                                   g.untyped_storage().data_ptr(), joinable]]
                 runs.append(run)
         if self.grad_flat is not None and in_slots == 0 and runs:
-            self.grad_flat = None  # every gradient was replaced (set_to_none): stop holding the buffer's memory
+            self.grad_flat = self.grad_array = None  # every gradient was replaced (set_to_none): free the buffer
         if not self.flat:
             return runs
         return [piece for k0, k1, _ in runs for piece in self._equal_counters(k0, k1)]

@@ -510,3 +510,17 @@ def test_cuda_matches_cpu():
     finally:
         X, Y = x, y
     torch.testing.assert_close(flat_params(gpu).cpu(), flat_params(cpu), rtol=0, atol=1e-5)
+
+
+def test_flat_gradient_buffer_is_released_once_gradients_are_replaced():
+    import gc
+    import weakref
+
+    model = make_model()
+    optimizer = agt.AdamW(model.parameters(), lr=1e-2)
+    train(model, optimizer, 1)
+    block = optimizer._layouts[id(optimizer.param_groups[0])].blocks[0]
+    buffer = weakref.ref(block.grad_flat)
+    train(model, optimizer, 1, set_to_none=True)  # autograd allocates new gradients; the buffer serves nothing now
+    gc.collect()
+    assert block.grad_flat is None and buffer() is None
