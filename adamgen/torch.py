@@ -160,9 +160,9 @@ class _Block:
         return torch.full((count,), value, dtype=self.dtype, device=self.device)
 
     def _array(self, tensor):
-        """What the kernel takes: a numpy view of a CPU tensor, the (detached) tensor itself on CUDA."""
+        """What the kernel takes, 1-D: a numpy view of a CPU tensor, the (detached) tensor itself on CUDA."""
         if not self.cpu:
-            return tensor.detach()
+            return tensor.detach().reshape(-1)  # a view: every tensor passed here is contiguous
         return (tensor.detach() if tensor.requires_grad else tensor).numpy().reshape(-1)
 
     def _restore(self, k, views, old):
@@ -500,10 +500,15 @@ class Optimizer(torch.optim.Optimizer):
             raise TypeError(f"param_group must be a dict, got {type(param_group).__name__}")
         param_group = self._translate(param_group, "add_param_group")
         params = param_group.get("params")
-        params = [params] if isinstance(params, torch.Tensor) else list(params if params is not None else [])
-        for k, p in enumerate(params):
-            if isinstance(p, torch.Tensor):
-                _check_param(p, f"adamgen.torch.Optimizer: parameter {k} of group {len(self.param_groups)}")
+        if isinstance(params, torch.Tensor):
+            params = [params]
+        elif params is not None and not isinstance(params, set):  # torch names the error for a set
+            params = list(params)  # a generator is read once, here
+        if params is not None:
+            param_group["params"] = params
+            for k, p in enumerate(params):
+                if isinstance(p, torch.Tensor):
+                    _check_param(p, f"adamgen.torch.Optimizer: parameter {k} of group {len(self.param_groups)}")
         _check_values(param_group)
         super().add_param_group(param_group)
 
@@ -514,7 +519,7 @@ class Optimizer(torch.optim.Optimizer):
         if module is None:
             module = self._modules[key] = load(self._variant, target, **dict.fromkeys(options, True))
             if options not in self._init_values:
-                cpu = module if target == "cpu" else self._module(group, "cpu")
+                cpu = module if target == "cpu" else self._module(group, "cpu")[0]
                 fresh = cpu.init(np.zeros(1, np.float64))
                 self._init_values[options] = {name: float(fresh[name][0]) for name in cpu.STATES}
         return module, options

@@ -414,7 +414,7 @@ def test_flat_mode_after_add_param_group_and_load_state_dict(monkeypatch):
     calls = count_kernel_calls(monkeypatch, adamgen.load("adamw"))
     for model, opt in ((reference, torch_optimizer), (ours, optimizer)):
         train(model, opt, 3, set_to_none=False)
-        opt.add_param_group({"params": list(model[2].parameters()) + list(model[4].parameters()), "lr": 2e-2})
+        opt.add_param_group({"params": (p for m in (model[2], model[4]) for p in m.parameters()), "lr": 2e-2})
         train(model, opt, 3, set_to_none=False)
     torch.testing.assert_close(flat_params(ours), flat_params(reference), rtol=0, atol=1e-5)
     calls.clear()
