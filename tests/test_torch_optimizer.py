@@ -524,3 +524,34 @@ def test_flat_gradient_buffer_is_released_once_gradients_are_replaced():
     train(model, optimizer, 1, set_to_none=True)  # autograd allocates new gradients; the buffer serves nothing now
     gc.collect()
     assert block.grad_flat is None and buffer() is None
+
+
+def test_tensor_passing_path_used_for_cuda(monkeypatch):
+    """Without a GPU: run the CUDA code path's plumbing (the kernel gets 1-D torch tensors, not numpy arrays) on the
+    CPU, with a stand-in module that checks what a CUDA module receives and runs the CPU kernel on it."""
+    cpu_module = adamgen.load("adamw")
+    received = []
+
+    class TensorModule:
+        STATES, SCALAR_STATES, HYPERPARAMETERS = cpu_module.STATES, cpu_module.SCALAR_STATES, cpu_module.HYPERPARAMETERS
+
+        @staticmethod
+        def step(param, grad, state, stream=None, **hyperparameters):
+            arrays = [param, grad] + [state[name] for name in cpu_module.STATES]
+            assert all(isinstance(a, torch.Tensor) and a.dim() == 1 and a.numel() == param.numel() for a in arrays)
+            assert stream is None  # the CUDA module then launches on torch's current stream
+            received.append(param.numel())
+            numpy_state = {**state, **{name: state[name].numpy() for name in cpu_module.STATES}}
+            cpu_module.step(param.numpy(), grad.numpy(), numpy_state, **hyperparameters)
+            state["step"] = numpy_state["step"]
+
+    monkeypatch.setattr(agt, "_elementwise", lambda module: True)
+    monkeypatch.setattr(agt._Block, "_array", lambda self, tensor: tensor.detach().reshape(-1))
+    reference, ours = make_model(), make_model()
+    train(reference, torch.optim.AdamW(reference.parameters(), lr=1e-2), 6)
+    optimizer = agt.AdamW(ours.parameters(), lr=1e-2)
+    optimizer._modules[("cpu", ())] = TensorModule
+    optimizer._init_values[()] = {name: 0.0 for name in cpu_module.STATES}
+    train(ours, optimizer, 6)
+    assert received[0] == sum(p.numel() for p in ours.parameters())  # first step: one call over the flat buffers
+    torch.testing.assert_close(flat_params(ours), flat_params(reference), rtol=0, atol=1e-5)
