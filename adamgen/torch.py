@@ -148,9 +148,9 @@ class _Block:
             self._adopt_grads(total)
 
     def _new(self, count, value):
-        """A 1-D tensor of ``count`` elements filled with ``value`` (None: uninitialised). On the CPU numpy allocates it:
-        numpy asks the kernel for transparent huge pages on large arrays (torch's allocator does not), which made the
-        update kernel ~25% faster on 2^24 elements here, as it spends fewer cycles on TLB misses."""
+        """A 1-D tensor of ``count`` elements filled with ``value`` (None: uninitialised). On the CPU numpy allocates
+        it: numpy asks the kernel for transparent huge pages on large arrays (torch's allocator does not), which made
+        the update kernel ~25% faster on 2^24 elements here, as it spends fewer cycles on TLB misses."""
         if self.cpu:
             dtype = np.float32 if self.dtype == torch.float32 else np.float64
             array = np.empty(count, dtype) if value is None else np.full(count, value, dtype)
@@ -179,8 +179,8 @@ class _Block:
                 views[key] = value
 
     def _span_of(self, tensors):
-        """A 1-D view over ``tensors`` if they already lie end to end in one storage, in order (ZeroRedundancyOptimizer's
-        buckets, or this optimizer's buffers of an earlier layout); else None."""
+        """A 1-D view over ``tensors`` if they already lie end to end in one storage, in order
+        (ZeroRedundancyOptimizer's buckets, or this optimizer's buffers of an earlier layout); else None."""
         sized = [t for t in tensors if t.numel()]
         if not sized or not all(t.dtype == self.dtype and t.device == self.device and _is_dense(t) for t in sized):
             return None
@@ -253,8 +253,8 @@ class _Block:
         """Validate every gradient, then cut the parameters that have one into calls: runs of consecutive parameters
         whose parameters and gradients lie end to end in one storage each, with equal step counts and scalar states.
 
-        The common case costs a few attribute reads per parameter: a parameter and a gradient found at their slots of the
-        block's flat buffers are views of them (nothing else can live at those addresses while the buffers do), so
+        The common case costs a few attribute reads per parameter: a parameter and a gradient found at their slots of
+        the block's flat buffers are views of them (nothing else can live at those addresses while the buffers do), so
         they are valid and join their neighbours as they are."""
         slots = self.param_flat is not None and self.grad_flat is not None
         if slots and all(self.exposed):  # the steady state: every parameter and gradient at its slot, one call
@@ -472,7 +472,8 @@ class Optimizer(torch.optim.Optimizer):
         unknown = sorted(set(given) - set(defaults))
         if unknown:
             raise TypeError(f"adamgen.torch.Optimizer: unknown hyperparameter(s) {', '.join(unknown)} for variant "
-                            f"{base.VARIANT}; it takes {', '.join(defaults)} and options {', '.join(option_names) or 'none'}")
+                            f"{base.VARIANT}; it takes {', '.join(defaults)} and options "
+                            f"{', '.join(sorted(option_names)) or 'none'}")
         defaults.update(given)
         _check_values(defaults)
         defaults.update(options)
@@ -573,7 +574,8 @@ class Optimizer(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         work = []
-        for index, group in enumerate(self.param_groups):  # plan every call first: a bad gradient raises before any write
+        # plan every call first, so that a bad gradient raises before anything is written
+        for index, group in enumerate(self.param_groups):
             if not group["params"]:
                 continue
             target = group["params"][0].device.type
@@ -692,7 +694,8 @@ def optimizer_class(variant="adamw", **defaults) -> type[Optimizer]:
     name = variant if isinstance(variant, str) else getattr(variant, "name", "Custom")
     name = re.sub(r"\W", "_", str(name).rsplit("/", 1)[-1].removesuffix(".py"))
     cls = type(f"Optimizer_{name}", (Optimizer,), {"__init__": __init__, "__module__": __name__,
-                                                   "__doc__": f"adamgen's {name} optimizer ({defaults or 'defaults'})."})
+                                                   "__doc__": f"adamgen's {name} optimizer ({defaults or 'defaults'})."
+                                                   })
     if key is not None:
         _CLASSES[key] = cls
     return cls

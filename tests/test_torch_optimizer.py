@@ -1,5 +1,5 @@
-"""adamgen.torch.Optimizer against torch.optim: trajectories, param groups, schedulers, checkpoints both ways, zero-copy,
-the flat many-tensor mode and its fallbacks, and the errors it raises."""
+"""adamgen.torch.Optimizer against torch.optim: trajectories, param groups, schedulers, checkpoints both ways,
+zero-copy, the flat many-tensor mode and its fallbacks, and the errors it raises."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The research workflow: `adamgen new`, the README tutorial run as written, and the digits example against torch.optim."""
+"""The research workflow: `adamgen new`, the README tutorial run as written, and the digits example against
+torch.optim."""
 
 from __future__ import annotations
 
