@@ -177,7 +177,7 @@ def _demo(args) -> int:
 
 # Built-ins that are derived by transforms (no `Spec(...)` in their file), written out as standalone spec files.
 _STANDALONE = {
-    "adamw": '''"""{name}: AdamW (Loshchilov & Hutter, 2017) written out as one spec: decoupled weight decay, then Adam."""
+    "adamw": '''"""{name}: AdamW (Loshchilov & Hutter, 2017) as one spec: decoupled weight decay, then Adam."""
 
 from adamgen.spec import Spec, grad, param, sqrt, step
 
