@@ -469,6 +469,13 @@ class Optimizer(torch.optim.Optimizer):
         self._names = _torch_names(base.HYPERPARAMETERS)
         defaults = dict(self._names)
         given = self._translate(hyperparameters, "adamgen.torch.Optimizer()")
+        # torch.optim's implementation switches: the kernel is always one fused loop, so foreach/fused change nothing
+        for name in ("foreach", "fused"):
+            given.pop(name, None)
+        for name in ("capturable", "differentiable"):
+            if given.pop(name, False):
+                raise ValueError(f"adamgen.torch.Optimizer: {name}=True is not supported (the kernels run outside "
+                                 "autograd and CUDA graphs)")
         unknown = sorted(set(given) - set(defaults))
         if unknown:
             raise TypeError(f"adamgen.torch.Optimizer: unknown hyperparameter(s) {', '.join(unknown)} for variant "

@@ -258,6 +258,12 @@ def test_bad_hyperparameters_are_named():
         agt.Optimizer(make_model().parameters(), "no_such_variant")
 
 
+def test_torch_implementation_switches_are_accepted_or_refused():
+    agt.AdamW(make_model().parameters(), foreach=False, fused=True, capturable=False, differentiable=False)
+    with pytest.raises(ValueError, match="capturable"):
+        agt.AdamW(make_model().parameters(), capturable=True)
+
+
 def test_spec_names_are_accepted_for_betas():
     optimizer = agt.Optimizer(make_model().parameters(), "adamw", beta1=0.8, beta2=0.9)
     assert optimizer.defaults["betas"] == (0.8, 0.9)
