@@ -57,6 +57,7 @@ def _context(variant: Variant, printed, target: str, command: str) -> dict:
         scalar_updates=printed.scalar_updates,
         parallel_threshold=PARALLEL_THRESHOLD,
         reductions=printed.reductions,
+        elementwise=not printed.reductions and "numel" not in printed.host_inputs,
         host_inputs=printed.host_inputs,
         reduce_block=REDUCE_BLOCK,
     )

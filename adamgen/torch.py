@@ -52,10 +52,7 @@ class UnsupportedTensorError(AdamgenError, TypeError):
 def _elementwise(module) -> bool:
     """Whether the module's update reads nothing but the element itself, so that one call over many tensors laid end to
     end equals one call per tensor. Per-tensor reductions (norms, means) and the element count break that."""
-    flag = getattr(module, "ELEMENTWISE", None)
-    if flag is not None:
-        return bool(flag)
-    return not hasattr(module, "REDUCE_BLOCK") and "numel" not in module.step.__code__.co_varnames
+    return bool(module.ELEMENTWISE)
 
 
 def _is_dense(tensor) -> bool:

@@ -32,6 +32,11 @@ SCALAR_STATES = {}
 HYPERPARAMETERS = {'lr': 0.001, 'beta1': 0.9, 'beta2': 0.999, 'eps': 1e-16, 'weight_decay': 0.0, 'maximize': False}
 REFERENCE = 'adabelief_pytorch.AdaBelief(rectify=False) (official adabelief-pytorch 0.2)'
 SPEC_HASH = 'f047d9a7b03241013669cb10586c0da92ca480a6dcf66eefda7558485ccd1bb9'
+# Passes over the elements that reduce (per-tensor norms, means) before the update pass.
+REDUCE_PHASES = 0
+# Whether each element's update reads nothing but that element (no reduction, no element count), so that one call
+# over many tensors laid end to end equals one call per tensor.
+ELEMENTWISE = True
 # Tensors smaller than this run the serial kernel: below it, starting threads costs more than it saves.
 PARALLEL_THRESHOLD = 65536
 

@@ -32,6 +32,11 @@ SCALAR_STATES = {}
 HYPERPARAMETERS = {'lr': 0.001, 'beta1': 0.9, 'beta2': 0.999, 'weight_decay': 0.0, 'a': 1.27, 'b': 1.0, 'maximize': False}
 REFERENCE = 'Everett et al. 2024, arXiv:2407.05872 (section on Adam-atan2); lucidrains adam-atan2-pytorch'
 SPEC_HASH = 'aa68ac9ed1b5da863fe5f7b4849e8ce4cc2d01aee28ac62d99578a437acffd9d'
+# Passes over the elements that reduce (per-tensor norms, means) before the update pass.
+REDUCE_PHASES = 0
+# Whether each element's update reads nothing but that element (no reduction, no element count), so that one call
+# over many tensors laid end to end equals one call per tensor.
+ELEMENTWISE = True
 # Tensors smaller than this run the serial kernel: below it, starting threads costs more than it saves.
 PARALLEL_THRESHOLD = 65536
 

@@ -31,6 +31,11 @@ SCALAR_STATES = {}
 HYPERPARAMETERS = {'lr': 0.002, 'beta1': 0.9, 'beta2': 0.999, 'eps': 1e-08, 'weight_decay': 0.0, 'maximize': False}
 REFERENCE = 'torch.optim.Adamax'
 SPEC_HASH = '0b6aa6f798a1f7bade6ace7dbb2191f5f950ae0238cd0adec4bb98c1f2c973ee'
+# Passes over the elements that reduce (per-tensor norms, means) before the update pass.
+REDUCE_PHASES = 0
+# Whether each element's update reads nothing but that element (no reduction, no element count), so that one call
+# over many tensors laid end to end equals one call per tensor.
+ELEMENTWISE = True
 # Tensors smaller than this run the serial kernel: below it, starting threads costs more than it saves.
 PARALLEL_THRESHOLD = 65536
 

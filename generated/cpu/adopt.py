@@ -32,6 +32,11 @@ SCALAR_STATES = {}
 HYPERPARAMETERS = {'lr': 0.001, 'beta1': 0.9, 'beta2': 0.9999, 'eps': 1e-06, 'weight_decay': 0.0, 'clip_exp': 0.25, 'maximize': False}
 REFERENCE = 'official iShohei220/adopt ADOPT(decouple=True), timm.optim.Adopt(decoupled=True, clip_exp=0.25); Taniguchi et al. 2024, arXiv:2411.02853'
 SPEC_HASH = '37e0df6b694a3ca831bafb5d819709936e284a30849680e95cde79cd0d2d3f77'
+# Passes over the elements that reduce (per-tensor norms, means) before the update pass.
+REDUCE_PHASES = 0
+# Whether each element's update reads nothing but that element (no reduction, no element count), so that one call
+# over many tensors laid end to end equals one call per tensor.
+ELEMENTWISE = True
 # Tensors smaller than this run the serial kernel: below it, starting threads costs more than it saves.
 PARALLEL_THRESHOLD = 65536
 

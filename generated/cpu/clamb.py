@@ -39,6 +39,11 @@ SCALAR_STATES = {}
 HYPERPARAMETERS = {'lr': 0.001, 'beta1': 0.9, 'beta2': 0.999, 'eps': 1e-06, 'weight_decay': 0.01, 'maximize': False}
 REFERENCE = "cautious form (Liang et al. 2024; timm's C-variants) of timm.optim.Lamb"
 SPEC_HASH = 'c2fe1d1f7b02a2cc8ee7ef3f9d9e46ed1fb53ff38f327925dfac2b5816dd7888'
+# Passes over the elements that reduce (per-tensor norms, means) before the update pass.
+REDUCE_PHASES = 2
+# Whether each element's update reads nothing but that element (no reduction, no element count), so that one call
+# over many tensors laid end to end equals one call per tensor.
+ELEMENTWISE = False
 # Tensors smaller than this run the serial kernel: below it, starting threads costs more than it saves.
 PARALLEL_THRESHOLD = 65536
 # Reductions sum blocks of this many elements in the arrays' dtype, then add the block sums in float64 on the host.

@@ -30,6 +30,11 @@ SCALAR_STATES = {}
 HYPERPARAMETERS = {'lr': 0.0001, 'beta1': 0.9, 'beta2': 0.99, 'weight_decay': 0.0, 'maximize': False}
 REFERENCE = "cautious form (Liang et al. 2024; timm's C-variants) of optimi.Lion, timm.optim.Lion (google/automl lion); Chen et al. 2023, arXiv:2302.06675"
 SPEC_HASH = '401a42b7aa8966ad5bdec49abeecbf9f8cc272ccd617a6a9228f384af9cfb9e5'
+# Passes over the elements that reduce (per-tensor norms, means) before the update pass.
+REDUCE_PHASES = 1
+# Whether each element's update reads nothing but that element (no reduction, no element count), so that one call
+# over many tensors laid end to end equals one call per tensor.
+ELEMENTWISE = False
 # Tensors smaller than this run the serial kernel: below it, starting threads costs more than it saves.
 PARALLEL_THRESHOLD = 65536
 # Reductions sum blocks of this many elements in the arrays' dtype, then add the block sums in float64 on the host.

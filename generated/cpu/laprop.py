@@ -35,6 +35,11 @@ SCALAR_STATES = {'exp_avg_lr_1': 0.0, 'exp_avg_lr_2': 0.0}
 HYPERPARAMETERS = {'lr': 0.0004, 'beta1': 0.9, 'beta2': 0.999, 'eps': 1e-15, 'weight_decay': 0.0, 'maximize': False}
 REFERENCE = 'timm.optim.LaProp (and the official Z-T-WANG/LaProp-Optimizer); Ziyin et al. 2020, arXiv:2002.04839'
 SPEC_HASH = '98c681e269cb9df5ca56b3146663faede57b57ed1444ad658d9be3ffecd51936'
+# Passes over the elements that reduce (per-tensor norms, means) before the update pass.
+REDUCE_PHASES = 0
+# Whether each element's update reads nothing but that element (no reduction, no element count), so that one call
+# over many tensors laid end to end equals one call per tensor.
+ELEMENTWISE = True
 # Tensors smaller than this run the serial kernel: below it, starting threads costs more than it saves.
 PARALLEL_THRESHOLD = 65536
 

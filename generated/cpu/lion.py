@@ -28,6 +28,11 @@ SCALAR_STATES = {}
 HYPERPARAMETERS = {'lr': 0.0001, 'beta1': 0.9, 'beta2': 0.99, 'weight_decay': 0.0, 'maximize': False}
 REFERENCE = 'optimi.Lion, timm.optim.Lion (google/automl lion); Chen et al. 2023, arXiv:2302.06675'
 SPEC_HASH = '69164117b902ce31de5c9af450dcd2f1bb055eb15047fe3ae37fa31ddede59cb'
+# Passes over the elements that reduce (per-tensor norms, means) before the update pass.
+REDUCE_PHASES = 0
+# Whether each element's update reads nothing but that element (no reduction, no element count), so that one call
+# over many tensors laid end to end equals one call per tensor.
+ELEMENTWISE = True
 # Tensors smaller than this run the serial kernel: below it, starting threads costs more than it saves.
 PARALLEL_THRESHOLD = 65536
 

@@ -36,6 +36,11 @@ SCALAR_STATES = {}
 HYPERPARAMETERS = {'lr': 0.003, 'beta1': 0.9, 'beta2': 0.99, 'eps': 1e-08, 'weight_decay': 0.0, 'gamma': 0.025, 'maximize': False}
 REFERENCE = 'timm.optim.Mars'
 SPEC_HASH = 'c827791f1c67f0690e6fe6e245020e700f7e14e301157d2e9f46d085b1606623'
+# Passes over the elements that reduce (per-tensor norms, means) before the update pass.
+REDUCE_PHASES = 1
+# Whether each element's update reads nothing but that element (no reduction, no element count), so that one call
+# over many tensors laid end to end equals one call per tensor.
+ELEMENTWISE = False
 # Tensors smaller than this run the serial kernel: below it, starting threads costs more than it saves.
 PARALLEL_THRESHOLD = 65536
 # Reductions sum blocks of this many elements in the arrays' dtype, then add the block sums in float64 on the host.

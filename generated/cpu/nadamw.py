@@ -36,6 +36,11 @@ SCALAR_STATES = {'mu_product': 1.0}
 HYPERPARAMETERS = {'lr': 0.002, 'beta1': 0.9, 'beta2': 0.999, 'eps': 1e-08, 'weight_decay': 0.0, 'momentum_decay': 0.004, 'maximize': False}
 REFERENCE = 'torch.optim.NAdam'
 SPEC_HASH = 'a294d9762be24967c8efedfd8f3f0af3d4c943ec473ede1364981c451b554ad0'
+# Passes over the elements that reduce (per-tensor norms, means) before the update pass.
+REDUCE_PHASES = 0
+# Whether each element's update reads nothing but that element (no reduction, no element count), so that one call
+# over many tensors laid end to end equals one call per tensor.
+ELEMENTWISE = True
 # Tensors smaller than this run the serial kernel: below it, starting threads costs more than it saves.
 PARALLEL_THRESHOLD = 65536
 

@@ -32,6 +32,11 @@ SCALAR_STATES = {}
 HYPERPARAMETERS = {'lr': 0.01, 'beta1': 0.9, 'beta2': 0.999, 'eps': 0.001, 'weight_decay': 0.0, 'maximize': False}
 REFERENCE = "Zaheer et al., NeurIPS 2018, Algorithm 2 (with Adam's bias correction, as torch-optimizer's Yogi)"
 SPEC_HASH = 'b7d675f2b5ae24cf127d7d78a0b75419ba0cf925331e1b7ac607e85a4168c592'
+# Passes over the elements that reduce (per-tensor norms, means) before the update pass.
+REDUCE_PHASES = 0
+# Whether each element's update reads nothing but that element (no reduction, no element count), so that one call
+# over many tensors laid end to end equals one call per tensor.
+ELEMENTWISE = True
 # Tensors smaller than this run the serial kernel: below it, starting threads costs more than it saves.
 PARALLEL_THRESHOLD = 65536
 

@@ -35,16 +35,16 @@ SCALAR_STATES = {}
 HYPERPARAMETERS = {'lr': 0.001, 'beta1': 0.9, 'beta2': 0.999, 'eps': 1e-16, 'weight_decay': 0.0, 'maximize': False}
 REFERENCE = 'adabelief_pytorch.AdaBelief(rectify=False) (official adabelief-pytorch 0.2)'
 SPEC_HASH = 'f047d9a7b03241013669cb10586c0da92ca480a6dcf66eefda7558485ccd1bb9'
+# Passes over the elements that reduce (per-tensor norms, means) before the update pass.
+REDUCE_PHASES = 0
+# Whether each element's update reads nothing but that element (no reduction, no element count), so that one call
+# over many tensors laid end to end equals one call per tensor.
+ELEMENTWISE = True
 # Launch configuration: THREADS_PER_BLOCK threads per block and, unless MAX_BLOCKS is set, at most as many blocks as the
 # device keeps resident at once (multiprocessors x resident threads per multiprocessor / THREADS_PER_BLOCK); the
 # grid-stride loop covers any tensor size with that one wave of blocks.
 THREADS_PER_BLOCK = 256
 MAX_BLOCKS = None
-# Passes over the elements that reduce (per-tensor norms, means) before the update pass.
-REDUCE_PHASES = 0
-# Whether each element's update reads nothing but that element (no reduction, no element count), so that one launch
-# over many tensors laid end to end equals one launch per tensor: what init_many and step_many need.
-ELEMENTWISE = True
 
 
 # No fastmath: the kernels are bound by memory bandwidth, so approximate division and square root would gain nothing

@@ -41,16 +41,16 @@ SCALAR_STATES = {}
 HYPERPARAMETERS = {'lr': 0.001, 'beta1': 0.9, 'beta2': 0.999, 'beta3': 0.9999, 'alpha': 5.0, 'alpha_warmup': 0.0, 'beta3_warmup': 0.0, 'eps': 1e-08, 'weight_decay': 0.0, 'maximize': False}
 REFERENCE = 'official apple/ml-ademamix AdEMAMix (PyTorch); Pagliardini et al. 2024, arXiv:2409.03137'
 SPEC_HASH = 'dcbf86902f935b493582e48994aafd05207ccfd00b326ca2dbb393e6ea796932'
+# Passes over the elements that reduce (per-tensor norms, means) before the update pass.
+REDUCE_PHASES = 0
+# Whether each element's update reads nothing but that element (no reduction, no element count), so that one call
+# over many tensors laid end to end equals one call per tensor.
+ELEMENTWISE = True
 # Launch configuration: THREADS_PER_BLOCK threads per block and, unless MAX_BLOCKS is set, at most as many blocks as the
 # device keeps resident at once (multiprocessors x resident threads per multiprocessor / THREADS_PER_BLOCK); the
 # grid-stride loop covers any tensor size with that one wave of blocks.
 THREADS_PER_BLOCK = 256
 MAX_BLOCKS = None
-# Passes over the elements that reduce (per-tensor norms, means) before the update pass.
-REDUCE_PHASES = 0
-# Whether each element's update reads nothing but that element (no reduction, no element count), so that one launch
-# over many tensors laid end to end equals one launch per tensor: what init_many and step_many need.
-ELEMENTWISE = True
 
 
 # No fastmath: the kernels are bound by memory bandwidth, so approximate division and square root would gain nothing

@@ -38,16 +38,16 @@ SCALAR_STATES = {}
 HYPERPARAMETERS = {'lr': 0.001, 'beta1': 0.9, 'beta2': 0.999, 'eps': 1e-08, 'weight_decay': 0.01, 'maximize': False}
 REFERENCE = "cautious form (Liang et al. 2024; timm's C-variants) of torch.optim.AdamW"
 SPEC_HASH = '70ab52defa2c2efd958947543a6e6d776ddf8246ffdea25a630e303095b55cf4'
+# Passes over the elements that reduce (per-tensor norms, means) before the update pass.
+REDUCE_PHASES = 1
+# Whether each element's update reads nothing but that element (no reduction, no element count), so that one call
+# over many tensors laid end to end equals one call per tensor.
+ELEMENTWISE = False
 # Launch configuration: THREADS_PER_BLOCK threads per block and, unless MAX_BLOCKS is set, at most as many blocks as the
 # device keeps resident at once (multiprocessors x resident threads per multiprocessor / THREADS_PER_BLOCK); the
 # grid-stride loop covers any tensor size with that one wave of blocks.
 THREADS_PER_BLOCK = 256
 MAX_BLOCKS = None
-# Passes over the elements that reduce (per-tensor norms, means) before the update pass.
-REDUCE_PHASES = 1
-# Whether each element's update reads nothing but that element (no reduction, no element count), so that one launch
-# over many tensors laid end to end equals one launch per tensor: what init_many and step_many need.
-ELEMENTWISE = False
 # Reduce kernels run blocks of this many threads (a power of 2), the size of their shared scratch, which is fixed when
 # they compile: change it only before the first step. Each thread sums its elements in the arrays' dtype, each block
 # adds its threads' sums in a tree, the host adds the block sums in float64.

@@ -39,16 +39,16 @@ SCALAR_STATES = {'mu_product': 1.0}
 HYPERPARAMETERS = {'lr': 0.002, 'beta1': 0.9, 'beta2': 0.999, 'eps': 1e-08, 'weight_decay': 0.0, 'momentum_decay': 0.004, 'maximize': False}
 REFERENCE = 'torch.optim.NAdam'
 SPEC_HASH = '3ffda0128b0a7cedc21d7effbbd8209b12422ba1f1e9029b7d34ff94a62bdaed'
+# Passes over the elements that reduce (per-tensor norms, means) before the update pass.
+REDUCE_PHASES = 0
+# Whether each element's update reads nothing but that element (no reduction, no element count), so that one call
+# over many tensors laid end to end equals one call per tensor.
+ELEMENTWISE = True
 # Launch configuration: THREADS_PER_BLOCK threads per block and, unless MAX_BLOCKS is set, at most as many blocks as the
 # device keeps resident at once (multiprocessors x resident threads per multiprocessor / THREADS_PER_BLOCK); the
 # grid-stride loop covers any tensor size with that one wave of blocks.
 THREADS_PER_BLOCK = 256
 MAX_BLOCKS = None
-# Passes over the elements that reduce (per-tensor norms, means) before the update pass.
-REDUCE_PHASES = 0
-# Whether each element's update reads nothing but that element (no reduction, no element count), so that one launch
-# over many tensors laid end to end equals one launch per tensor: what init_many and step_many need.
-ELEMENTWISE = True
 
 
 # No fastmath: the kernels are bound by memory bandwidth, so approximate division and square root would gain nothing

@@ -35,16 +35,16 @@ SCALAR_STATES = {}
 HYPERPARAMETERS = {'lr': 0.001, 'beta1': 0.995, 'beta2': 0.999, 'nu1': 0.7, 'nu2': 1.0, 'eps': 1e-08, 'weight_decay': 0.0, 'maximize': False}
 REFERENCE = 'qhoptim.pyt.QHAdam (facebookresearch/qhoptim); Ma & Yarats 2018, arXiv:1810.06801'
 SPEC_HASH = 'eaf16075f2d2676639f1d5fcc754b92680f7200ae5c7b2c432cb1dc83f8c1870'
+# Passes over the elements that reduce (per-tensor norms, means) before the update pass.
+REDUCE_PHASES = 0
+# Whether each element's update reads nothing but that element (no reduction, no element count), so that one call
+# over many tensors laid end to end equals one call per tensor.
+ELEMENTWISE = True
 # Launch configuration: THREADS_PER_BLOCK threads per block and, unless MAX_BLOCKS is set, at most as many blocks as the
 # device keeps resident at once (multiprocessors x resident threads per multiprocessor / THREADS_PER_BLOCK); the
 # grid-stride loop covers any tensor size with that one wave of blocks.
 THREADS_PER_BLOCK = 256
 MAX_BLOCKS = None
-# Passes over the elements that reduce (per-tensor norms, means) before the update pass.
-REDUCE_PHASES = 0
-# Whether each element's update reads nothing but that element (no reduction, no element count), so that one launch
-# over many tensors laid end to end equals one launch per tensor: what init_many and step_many need.
-ELEMENTWISE = True
 
 
 # No fastmath: the kernels are bound by memory bandwidth, so approximate division and square root would gain nothing
