@@ -45,7 +45,16 @@ PARALLEL_THRESHOLD = 65536
 
 
 @numba.njit(parallel=True, error_model="numpy", cache=True)
-def _update_parallel(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, beta1, beta2, eps, weight_decay, grad_sign, c0, c1, c2, c3):
+def _update_parallel(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, scalars):
+    beta1 = scalars[0]
+    beta2 = scalars[1]
+    eps = scalars[2]
+    weight_decay = scalars[3]
+    grad_sign = scalars[4]
+    c0 = scalars[5]
+    c1 = scalars[6]
+    c2 = scalars[7]
+    c3 = scalars[8]
     for i in numba.prange(param.shape[0]):
         param_i = param[i]
         grad_i = grad[i]
@@ -64,7 +73,16 @@ def _update_parallel(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, beta1, be
 
 
 @numba.njit(parallel=False, error_model="numpy", cache=True)
-def _update_serial(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, beta1, beta2, eps, weight_decay, grad_sign, c0, c1, c2, c3):
+def _update_serial(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, scalars):
+    beta1 = scalars[0]
+    beta2 = scalars[1]
+    eps = scalars[2]
+    weight_decay = scalars[3]
+    grad_sign = scalars[4]
+    c0 = scalars[5]
+    c1 = scalars[6]
+    c2 = scalars[7]
+    c3 = scalars[8]
     for i in numba.prange(param.shape[0]):
         param_i = param[i]
         grad_i = grad[i]
@@ -108,7 +126,7 @@ def _flat_arrays(param, grad, state):
         for other, other_array in written[:k]:
             if np.may_share_memory(array, other_array):
                 raise ValueError(f"{VARIANT}.step: state {name} overlaps {other} in memory")
-    return [param.reshape(-1)] + [array.reshape(-1) for _, array in arrays]
+    return [a if a.ndim == 1 else a.reshape(-1) for a in [param] + [array for _, array in arrays]]
 
 
 def _number(name, value):
@@ -150,8 +168,8 @@ def step(param, grad, state, *, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-08, wei
     c1 = 1 - beta2
     c2 = 1/bias_correction2
     c3 = -step_size
-    dtype = param.dtype.type
+    dtype = param.dtype
     parallel = param.size >= PARALLEL_THRESHOLD
     kernel = _update_parallel if parallel else _update_serial
-    kernel(*arrays, dtype(beta1), dtype(beta2), dtype(eps), dtype(weight_decay), dtype(grad_sign), dtype(c0), dtype(c1), dtype(c2), dtype(c3))
+    kernel(*arrays, np.array([beta1, beta2, eps, weight_decay, grad_sign, c0, c1, c2, c3], dtype))
     state["step"] = step

@@ -41,7 +41,14 @@ PARALLEL_THRESHOLD = 65536
 
 
 @numba.njit(parallel=True, error_model="numpy", cache=True)
-def _update_parallel(param, grad, exp_avg, exp_inf, beta1, beta2, eps, weight_decay, grad_sign, c0, c1):
+def _update_parallel(param, grad, exp_avg, exp_inf, scalars):
+    beta1 = scalars[0]
+    beta2 = scalars[1]
+    eps = scalars[2]
+    weight_decay = scalars[3]
+    grad_sign = scalars[4]
+    c0 = scalars[5]
+    c1 = scalars[6]
     for i in numba.prange(param.shape[0]):
         param_i = param[i]
         grad_i = grad[i]
@@ -57,7 +64,14 @@ def _update_parallel(param, grad, exp_avg, exp_inf, beta1, beta2, eps, weight_de
 
 
 @numba.njit(parallel=False, error_model="numpy", cache=True)
-def _update_serial(param, grad, exp_avg, exp_inf, beta1, beta2, eps, weight_decay, grad_sign, c0, c1):
+def _update_serial(param, grad, exp_avg, exp_inf, scalars):
+    beta1 = scalars[0]
+    beta2 = scalars[1]
+    eps = scalars[2]
+    weight_decay = scalars[3]
+    grad_sign = scalars[4]
+    c0 = scalars[5]
+    c1 = scalars[6]
     for i in numba.prange(param.shape[0]):
         param_i = param[i]
         grad_i = grad[i]
@@ -98,7 +112,7 @@ def _flat_arrays(param, grad, state):
         for other, other_array in written[:k]:
             if np.may_share_memory(array, other_array):
                 raise ValueError(f"{VARIANT}.step: state {name} overlaps {other} in memory")
-    return [param.reshape(-1)] + [array.reshape(-1) for _, array in arrays]
+    return [a if a.ndim == 1 else a.reshape(-1) for a in [param] + [array for _, array in arrays]]
 
 
 def _number(name, value):
@@ -135,8 +149,8 @@ def step(param, grad, state, *, lr=0.002, beta1=0.9, beta2=0.999, eps=1e-08, wei
     step_size = lr/(1 - beta1**step)
     c0 = 1 - beta1
     c1 = -step_size
-    dtype = param.dtype.type
+    dtype = param.dtype
     parallel = param.size >= PARALLEL_THRESHOLD
     kernel = _update_parallel if parallel else _update_serial
-    kernel(*arrays, dtype(beta1), dtype(beta2), dtype(eps), dtype(weight_decay), dtype(grad_sign), dtype(c0), dtype(c1))
+    kernel(*arrays, np.array([beta1, beta2, eps, weight_decay, grad_sign, c0, c1], dtype))
     state["step"] = step

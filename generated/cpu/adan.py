@@ -47,7 +47,21 @@ PARALLEL_THRESHOLD = 65536
 
 
 @numba.njit(parallel=True, error_model="numpy", cache=True)
-def _update_parallel(param, grad, exp_avg, exp_avg_diff, exp_avg_sq, prev_grad, beta1, beta2, beta3, eps, grad_sign, c0, c1, c2, c3, c4, c5, c6, c7, c8, c9):
+def _update_parallel(param, grad, exp_avg, exp_avg_diff, exp_avg_sq, prev_grad, scalars, c1):
+    beta1 = scalars[0]
+    beta2 = scalars[1]
+    beta3 = scalars[2]
+    eps = scalars[3]
+    grad_sign = scalars[4]
+    c0 = scalars[5]
+    c2 = scalars[6]
+    c3 = scalars[7]
+    c4 = scalars[8]
+    c5 = scalars[9]
+    c6 = scalars[10]
+    c7 = scalars[11]
+    c8 = scalars[12]
+    c9 = scalars[13]
     for i in numba.prange(param.shape[0]):
         param_i = param[i]
         grad_i = grad[i]
@@ -70,7 +84,21 @@ def _update_parallel(param, grad, exp_avg, exp_avg_diff, exp_avg_sq, prev_grad, 
 
 
 @numba.njit(parallel=False, error_model="numpy", cache=True)
-def _update_serial(param, grad, exp_avg, exp_avg_diff, exp_avg_sq, prev_grad, beta1, beta2, beta3, eps, grad_sign, c0, c1, c2, c3, c4, c5, c6, c7, c8, c9):
+def _update_serial(param, grad, exp_avg, exp_avg_diff, exp_avg_sq, prev_grad, scalars, c1):
+    beta1 = scalars[0]
+    beta2 = scalars[1]
+    beta3 = scalars[2]
+    eps = scalars[3]
+    grad_sign = scalars[4]
+    c0 = scalars[5]
+    c2 = scalars[6]
+    c3 = scalars[7]
+    c4 = scalars[8]
+    c5 = scalars[9]
+    c6 = scalars[10]
+    c7 = scalars[11]
+    c8 = scalars[12]
+    c9 = scalars[13]
     for i in numba.prange(param.shape[0]):
         param_i = param[i]
         grad_i = grad[i]
@@ -118,7 +146,7 @@ def _flat_arrays(param, grad, state):
         for other, other_array in written[:k]:
             if np.may_share_memory(array, other_array):
                 raise ValueError(f"{VARIANT}.step: state {name} overlaps {other} in memory")
-    return [param.reshape(-1)] + [array.reshape(-1) for _, array in arrays]
+    return [a if a.ndim == 1 else a.reshape(-1) for a in [param] + [array for _, array in arrays]]
 
 
 def _number(name, value):
@@ -168,8 +196,8 @@ def step(param, grad, state, *, lr=0.001, beta1=0.98, beta2=0.92, beta3=0.99, ep
     c7 = beta2/bias_correction2
     c8 = -lr
     c9 = 1/(lr*weight_decay + 1)
-    dtype = param.dtype.type
+    dtype = param.dtype
     parallel = param.size >= PARALLEL_THRESHOLD
     kernel = _update_parallel if parallel else _update_serial
-    kernel(*arrays, dtype(beta1), dtype(beta2), dtype(beta3), dtype(eps), dtype(grad_sign), dtype(c0), bool(c1), dtype(c2), dtype(c3), dtype(c4), dtype(c5), dtype(c6), dtype(c7), dtype(c8), dtype(c9))
+    kernel(*arrays, np.array([beta1, beta2, beta3, eps, grad_sign, c0, c2, c3, c4, c5, c6, c7, c8, c9], dtype), bool(c1))
     state["step"] = step

@@ -48,7 +48,19 @@ PARALLEL_THRESHOLD = 65536
 
 
 @numba.njit(parallel=True, error_model="numpy", cache=True)
-def _update_parallel(param, grad, exp_avg, exp_avg_slow, exp_avg_sq, beta1, beta2, eps, weight_decay, alpha_t, beta3_t, c0, c1, c2, c3, c4, c5):
+def _update_parallel(param, grad, exp_avg, exp_avg_slow, exp_avg_sq, scalars):
+    beta1 = scalars[0]
+    beta2 = scalars[1]
+    eps = scalars[2]
+    weight_decay = scalars[3]
+    alpha_t = scalars[4]
+    beta3_t = scalars[5]
+    c0 = scalars[6]
+    c1 = scalars[7]
+    c2 = scalars[8]
+    c3 = scalars[9]
+    c4 = scalars[10]
+    c5 = scalars[11]
     for i in numba.prange(param.shape[0]):
         param_i = param[i]
         grad_i = grad[i]
@@ -66,7 +78,19 @@ def _update_parallel(param, grad, exp_avg, exp_avg_slow, exp_avg_sq, beta1, beta
 
 
 @numba.njit(parallel=False, error_model="numpy", cache=True)
-def _update_serial(param, grad, exp_avg, exp_avg_slow, exp_avg_sq, beta1, beta2, eps, weight_decay, alpha_t, beta3_t, c0, c1, c2, c3, c4, c5):
+def _update_serial(param, grad, exp_avg, exp_avg_slow, exp_avg_sq, scalars):
+    beta1 = scalars[0]
+    beta2 = scalars[1]
+    eps = scalars[2]
+    weight_decay = scalars[3]
+    alpha_t = scalars[4]
+    beta3_t = scalars[5]
+    c0 = scalars[6]
+    c1 = scalars[7]
+    c2 = scalars[8]
+    c3 = scalars[9]
+    c4 = scalars[10]
+    c5 = scalars[11]
     for i in numba.prange(param.shape[0]):
         param_i = param[i]
         grad_i = grad[i]
@@ -109,7 +133,7 @@ def _flat_arrays(param, grad, state):
         for other, other_array in written[:k]:
             if np.may_share_memory(array, other_array):
                 raise ValueError(f"{VARIANT}.step: state {name} overlaps {other} in memory")
-    return [param.reshape(-1)] + [array.reshape(-1) for _, array in arrays]
+    return [a if a.ndim == 1 else a.reshape(-1) for a in [param] + [array for _, array in arrays]]
 
 
 def _number(name, value):
@@ -160,8 +184,8 @@ def step(param, grad, state, *, lr=0.001, beta1=0.9, beta2=0.999, beta3=0.9999, 
     c3 = 1/bias_correction2
     c4 = 1/bias_correction1
     c5 = -lr
-    dtype = param.dtype.type
+    dtype = param.dtype
     parallel = param.size >= PARALLEL_THRESHOLD
     kernel = _update_parallel if parallel else _update_serial
-    kernel(*arrays, dtype(beta1), dtype(beta2), dtype(eps), dtype(weight_decay), dtype(alpha_t), dtype(beta3_t), dtype(c0), dtype(c1), dtype(c2), dtype(c3), dtype(c4), dtype(c5))
+    kernel(*arrays, np.array([beta1, beta2, eps, weight_decay, alpha_t, beta3_t, c0, c1, c2, c3, c4, c5], dtype))
     state["step"] = step

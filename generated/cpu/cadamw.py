@@ -48,7 +48,16 @@ REDUCE_BLOCK = 4096
 
 # reassoc lets the sums vectorise (several partial sums per block); nothing else in a reduce phase reorders.
 @numba.njit(parallel=True, error_model="numpy", fastmath={"reassoc"}, cache=True)
-def _reduce0_parallel(param, grad, exp_avg, exp_avg_sq, partials, beta1, beta2, eps, c0, c1, c2, c3, c4, c5):
+def _reduce0_parallel(param, grad, exp_avg, exp_avg_sq, partials, scalars):
+    beta1 = scalars[0]
+    beta2 = scalars[1]
+    eps = scalars[2]
+    c0 = scalars[3]
+    c1 = scalars[4]
+    c2 = scalars[5]
+    c3 = scalars[6]
+    c4 = scalars[7]
+    c5 = scalars[8]
     n = param.shape[0]
     for block in numba.prange(partials.shape[0]):
         start = block * REDUCE_BLOCK
@@ -72,7 +81,16 @@ def _reduce0_parallel(param, grad, exp_avg, exp_avg_sq, partials, beta1, beta2, 
 
 # reassoc lets the sums vectorise (several partial sums per block); nothing else in a reduce phase reorders.
 @numba.njit(parallel=False, error_model="numpy", fastmath={"reassoc"}, cache=True)
-def _reduce0_serial(param, grad, exp_avg, exp_avg_sq, partials, beta1, beta2, eps, c0, c1, c2, c3, c4, c5):
+def _reduce0_serial(param, grad, exp_avg, exp_avg_sq, partials, scalars):
+    beta1 = scalars[0]
+    beta2 = scalars[1]
+    eps = scalars[2]
+    c0 = scalars[3]
+    c1 = scalars[4]
+    c2 = scalars[5]
+    c3 = scalars[6]
+    c4 = scalars[7]
+    c5 = scalars[8]
     n = param.shape[0]
     for block in numba.prange(partials.shape[0]):
         start = block * REDUCE_BLOCK
@@ -95,7 +113,14 @@ def _reduce0_serial(param, grad, exp_avg, exp_avg_sq, partials, beta1, beta2, ep
 
 
 @numba.njit(parallel=True, error_model="numpy", cache=True)
-def _update_parallel(param, grad, exp_avg, exp_avg_sq, eps, c0, c2, c4, c5, c6, c7):
+def _update_parallel(param, grad, exp_avg, exp_avg_sq, scalars):
+    eps = scalars[0]
+    c0 = scalars[1]
+    c2 = scalars[2]
+    c4 = scalars[3]
+    c5 = scalars[4]
+    c6 = scalars[5]
+    c7 = scalars[6]
     for i in numba.prange(param.shape[0]):
         param_i = param[i]
         grad_i = grad[i]
@@ -107,7 +132,14 @@ def _update_parallel(param, grad, exp_avg, exp_avg_sq, eps, c0, c2, c4, c5, c6, 
 
 
 @numba.njit(parallel=False, error_model="numpy", cache=True)
-def _update_serial(param, grad, exp_avg, exp_avg_sq, eps, c0, c2, c4, c5, c6, c7):
+def _update_serial(param, grad, exp_avg, exp_avg_sq, scalars):
+    eps = scalars[0]
+    c0 = scalars[1]
+    c2 = scalars[2]
+    c4 = scalars[3]
+    c5 = scalars[4]
+    c6 = scalars[5]
+    c7 = scalars[6]
     for i in numba.prange(param.shape[0]):
         param_i = param[i]
         grad_i = grad[i]
@@ -144,7 +176,7 @@ def _flat_arrays(param, grad, state):
         for other, other_array in written[:k]:
             if np.may_share_memory(array, other_array):
                 raise ValueError(f"{VARIANT}.step: state {name} overlaps {other} in memory")
-    return [param.reshape(-1)] + [array.reshape(-1) for _, array in arrays]
+    return [a if a.ndim == 1 else a.reshape(-1) for a in [param] + [array for _, array in arrays]]
 
 
 def _number(name, value):
@@ -189,14 +221,14 @@ def step(param, grad, state, *, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-08, wei
     c4 = grad_sign*step_size
     c5 = 0
     c6 = -lr*weight_decay + 1
-    dtype = param.dtype.type
+    dtype = param.dtype
     parallel = param.size >= PARALLEL_THRESHOLD
     partials = np.empty((-(-param.size // REDUCE_BLOCK), 1), param.dtype)
     reduce = _reduce0_parallel if parallel else _reduce0_serial
-    reduce(*arrays, partials, dtype(beta1), dtype(beta2), dtype(eps), dtype(c0), dtype(c1), dtype(c2), dtype(c3), dtype(c4), dtype(c5))
+    reduce(*arrays, partials, np.array([beta1, beta2, eps, c0, c1, c2, c3, c4, c5], dtype))
     r0, = partials.sum(axis=0, dtype=np.float64).tolist()
     cautious_scale = 1/max((1/1000), r0/numel)
     c7 = -cautious_scale*step_size
     kernel = _update_parallel if parallel else _update_serial
-    kernel(*arrays, dtype(eps), dtype(c0), dtype(c2), dtype(c4), dtype(c5), dtype(c6), dtype(c7))
+    kernel(*arrays, np.array([eps, c0, c2, c4, c5, c6, c7], dtype))
     state["step"] = step

@@ -43,7 +43,12 @@ REDUCE_BLOCK = 4096
 
 # reassoc lets the sums vectorise (several partial sums per block); nothing else in a reduce phase reorders.
 @numba.njit(parallel=True, error_model="numpy", fastmath={"reassoc"}, cache=True)
-def _reduce0_parallel(param, grad, exp_avg, partials, beta1, c0, c1, c2, c3):
+def _reduce0_parallel(param, grad, exp_avg, partials, scalars):
+    beta1 = scalars[0]
+    c0 = scalars[1]
+    c1 = scalars[2]
+    c2 = scalars[3]
+    c3 = scalars[4]
     n = param.shape[0]
     for block in numba.prange(partials.shape[0]):
         start = block * REDUCE_BLOCK
@@ -63,7 +68,12 @@ def _reduce0_parallel(param, grad, exp_avg, partials, beta1, c0, c1, c2, c3):
 
 # reassoc lets the sums vectorise (several partial sums per block); nothing else in a reduce phase reorders.
 @numba.njit(parallel=False, error_model="numpy", fastmath={"reassoc"}, cache=True)
-def _reduce0_serial(param, grad, exp_avg, partials, beta1, c0, c1, c2, c3):
+def _reduce0_serial(param, grad, exp_avg, partials, scalars):
+    beta1 = scalars[0]
+    c0 = scalars[1]
+    c1 = scalars[2]
+    c2 = scalars[3]
+    c3 = scalars[4]
     n = param.shape[0]
     for block in numba.prange(partials.shape[0]):
         start = block * REDUCE_BLOCK
@@ -82,7 +92,17 @@ def _reduce0_serial(param, grad, exp_avg, partials, beta1, c0, c1, c2, c3):
 
 
 @numba.njit(parallel=True, error_model="numpy", cache=True)
-def _update_parallel(param, grad, exp_avg, beta1, beta2, c0, c1, c2, c3, c4, c5, c6, c7):
+def _update_parallel(param, grad, exp_avg, scalars):
+    beta1 = scalars[0]
+    beta2 = scalars[1]
+    c0 = scalars[2]
+    c1 = scalars[3]
+    c2 = scalars[4]
+    c3 = scalars[5]
+    c4 = scalars[6]
+    c5 = scalars[7]
+    c6 = scalars[8]
+    c7 = scalars[9]
     for i in numba.prange(param.shape[0]):
         param_i = param[i]
         grad_i = grad[i]
@@ -97,7 +117,17 @@ def _update_parallel(param, grad, exp_avg, beta1, beta2, c0, c1, c2, c3, c4, c5,
 
 
 @numba.njit(parallel=False, error_model="numpy", cache=True)
-def _update_serial(param, grad, exp_avg, beta1, beta2, c0, c1, c2, c3, c4, c5, c6, c7):
+def _update_serial(param, grad, exp_avg, scalars):
+    beta1 = scalars[0]
+    beta2 = scalars[1]
+    c0 = scalars[2]
+    c1 = scalars[3]
+    c2 = scalars[4]
+    c3 = scalars[5]
+    c4 = scalars[6]
+    c5 = scalars[7]
+    c6 = scalars[8]
+    c7 = scalars[9]
     for i in numba.prange(param.shape[0]):
         param_i = param[i]
         grad_i = grad[i]
@@ -137,7 +167,7 @@ def _flat_arrays(param, grad, state):
         for other, other_array in written[:k]:
             if np.may_share_memory(array, other_array):
                 raise ValueError(f"{VARIANT}.step: state {name} overlaps {other} in memory")
-    return [param.reshape(-1)] + [array.reshape(-1) for _, array in arrays]
+    return [a if a.ndim == 1 else a.reshape(-1) for a in [param] + [array for _, array in arrays]]
 
 
 def _number(name, value):
@@ -177,14 +207,14 @@ def step(param, grad, state, *, lr=0.0001, beta1=0.9, beta2=0.99, weight_decay=0
     c4 = grad_sign*(1 - beta2)
     c5 = -lr*weight_decay + 1
     c6 = -1
-    dtype = param.dtype.type
+    dtype = param.dtype
     parallel = param.size >= PARALLEL_THRESHOLD
     partials = np.empty((-(-param.size // REDUCE_BLOCK), 1), param.dtype)
     reduce = _reduce0_parallel if parallel else _reduce0_serial
-    reduce(*arrays, partials, dtype(beta1), dtype(c0), dtype(c1), dtype(c2), dtype(c3))
+    reduce(*arrays, partials, np.array([beta1, c0, c1, c2, c3], dtype))
     r0, = partials.sum(axis=0, dtype=np.float64).tolist()
     cautious_scale = 1/max((1/1000), r0/numel)
     c7 = -cautious_scale*lr
     kernel = _update_parallel if parallel else _update_serial
-    kernel(*arrays, dtype(beta1), dtype(beta2), dtype(c0), dtype(c1), dtype(c2), dtype(c3), dtype(c4), dtype(c5), dtype(c6), dtype(c7))
+    kernel(*arrays, np.array([beta1, beta2, c0, c1, c2, c3, c4, c5, c6, c7], dtype))
     state["step"] = step

@@ -50,7 +50,16 @@ REDUCE_BLOCK = 4096
 
 # reassoc lets the sums vectorise (several partial sums per block); nothing else in a reduce phase reorders.
 @numba.njit(parallel=True, error_model="numpy", fastmath={"reassoc"}, cache=True)
-def _reduce0_parallel(param, grad, exp_avg, exp_avg_sq, partials, beta1, beta2, eps, weight_decay, c0, c1, c2, c3, c4):
+def _reduce0_parallel(param, grad, exp_avg, exp_avg_sq, partials, scalars):
+    beta1 = scalars[0]
+    beta2 = scalars[1]
+    eps = scalars[2]
+    weight_decay = scalars[3]
+    c0 = scalars[4]
+    c1 = scalars[5]
+    c2 = scalars[6]
+    c3 = scalars[7]
+    c4 = scalars[8]
     n = param.shape[0]
     for block in numba.prange(partials.shape[0]):
         start = block * REDUCE_BLOCK
@@ -80,7 +89,16 @@ def _reduce0_parallel(param, grad, exp_avg, exp_avg_sq, partials, beta1, beta2, 
 
 # reassoc lets the sums vectorise (several partial sums per block); nothing else in a reduce phase reorders.
 @numba.njit(parallel=False, error_model="numpy", fastmath={"reassoc"}, cache=True)
-def _reduce0_serial(param, grad, exp_avg, exp_avg_sq, partials, beta1, beta2, eps, weight_decay, c0, c1, c2, c3, c4):
+def _reduce0_serial(param, grad, exp_avg, exp_avg_sq, partials, scalars):
+    beta1 = scalars[0]
+    beta2 = scalars[1]
+    eps = scalars[2]
+    weight_decay = scalars[3]
+    c0 = scalars[4]
+    c1 = scalars[5]
+    c2 = scalars[6]
+    c3 = scalars[7]
+    c4 = scalars[8]
     n = param.shape[0]
     for block in numba.prange(partials.shape[0]):
         start = block * REDUCE_BLOCK
@@ -109,7 +127,12 @@ def _reduce0_serial(param, grad, exp_avg, exp_avg_sq, partials, beta1, beta2, ep
 
 
 @numba.njit(parallel=True, error_model="numpy", cache=True)
-def _update_parallel(param, grad, exp_avg, exp_avg_sq, eps, weight_decay, c1, c3, c5):
+def _update_parallel(param, grad, exp_avg, exp_avg_sq, scalars):
+    eps = scalars[0]
+    weight_decay = scalars[1]
+    c1 = scalars[2]
+    c3 = scalars[3]
+    c5 = scalars[4]
     for i in numba.prange(param.shape[0]):
         param_i = param[i]
         exp_avg_i = exp_avg[i]
@@ -119,7 +142,12 @@ def _update_parallel(param, grad, exp_avg, exp_avg_sq, eps, weight_decay, c1, c3
 
 
 @numba.njit(parallel=False, error_model="numpy", cache=True)
-def _update_serial(param, grad, exp_avg, exp_avg_sq, eps, weight_decay, c1, c3, c5):
+def _update_serial(param, grad, exp_avg, exp_avg_sq, scalars):
+    eps = scalars[0]
+    weight_decay = scalars[1]
+    c1 = scalars[2]
+    c3 = scalars[3]
+    c5 = scalars[4]
     for i in numba.prange(param.shape[0]):
         param_i = param[i]
         exp_avg_i = exp_avg[i]
@@ -154,7 +182,7 @@ def _flat_arrays(param, grad, state):
         for other, other_array in written[:k]:
             if np.may_share_memory(array, other_array):
                 raise ValueError(f"{VARIANT}.step: state {name} overlaps {other} in memory")
-    return [param.reshape(-1)] + [array.reshape(-1) for _, array in arrays]
+    return [a if a.ndim == 1 else a.reshape(-1) for a in [param] + [array for _, array in arrays]]
 
 
 def _number(name, value):
@@ -195,16 +223,16 @@ def step(param, grad, state, *, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-06, wei
     c2 = grad_sign*(1 - beta1)
     c3 = 1/bias_correction1
     c4 = 0
-    dtype = param.dtype.type
+    dtype = param.dtype
     parallel = param.size >= PARALLEL_THRESHOLD
     partials = np.empty((-(-param.size // REDUCE_BLOCK), 2), param.dtype)
     reduce = _reduce0_parallel if parallel else _reduce0_serial
-    reduce(*arrays, partials, dtype(beta1), dtype(beta2), dtype(eps), dtype(weight_decay), dtype(c0), dtype(c1), dtype(c2), dtype(c3), dtype(c4))
+    reduce(*arrays, partials, np.array([beta1, beta2, eps, weight_decay, c0, c1, c2, c3, c4], dtype))
     r0, r1, = partials.sum(axis=0, dtype=np.float64).tolist()
     param_norm = math.sqrt(r0)
     update_norm = math.sqrt(r1)
     trust_ratio = ((param_norm/update_norm) if (param_norm > 0) and (update_norm > 0) else (1))
     c5 = -lr*trust_ratio
     kernel = _update_parallel if parallel else _update_serial
-    kernel(*arrays, dtype(eps), dtype(weight_decay), dtype(c1), dtype(c3), dtype(c5))
+    kernel(*arrays, np.array([eps, weight_decay, c1, c3, c5], dtype))
     state["step"] = step

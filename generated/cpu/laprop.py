@@ -45,7 +45,15 @@ PARALLEL_THRESHOLD = 65536
 
 
 @numba.njit(parallel=True, error_model="numpy", cache=True)
-def _update_parallel(param, grad, exp_avg, exp_avg_sq, beta1, beta2, eps, c0, c1, c2, c3, c4):
+def _update_parallel(param, grad, exp_avg, exp_avg_sq, scalars):
+    beta1 = scalars[0]
+    beta2 = scalars[1]
+    eps = scalars[2]
+    c0 = scalars[3]
+    c1 = scalars[4]
+    c2 = scalars[5]
+    c3 = scalars[6]
+    c4 = scalars[7]
     for i in numba.prange(param.shape[0]):
         param_i = param[i]
         grad_i = grad[i]
@@ -60,7 +68,15 @@ def _update_parallel(param, grad, exp_avg, exp_avg_sq, beta1, beta2, eps, c0, c1
 
 
 @numba.njit(parallel=False, error_model="numpy", cache=True)
-def _update_serial(param, grad, exp_avg, exp_avg_sq, beta1, beta2, eps, c0, c1, c2, c3, c4):
+def _update_serial(param, grad, exp_avg, exp_avg_sq, scalars):
+    beta1 = scalars[0]
+    beta2 = scalars[1]
+    eps = scalars[2]
+    c0 = scalars[3]
+    c1 = scalars[4]
+    c2 = scalars[5]
+    c3 = scalars[6]
+    c4 = scalars[7]
     for i in numba.prange(param.shape[0]):
         param_i = param[i]
         grad_i = grad[i]
@@ -100,7 +116,7 @@ def _flat_arrays(param, grad, state):
         for other, other_array in written[:k]:
             if np.may_share_memory(array, other_array):
                 raise ValueError(f"{VARIANT}.step: state {name} overlaps {other} in memory")
-    return [param.reshape(-1)] + [array.reshape(-1) for _, array in arrays]
+    return [a if a.ndim == 1 else a.reshape(-1) for a in [param] + [array for _, array in arrays]]
 
 
 def _number(name, value):
@@ -146,10 +162,10 @@ def step(param, grad, state, *, lr=0.0004, beta1=0.9, beta2=0.999, eps=1e-15, we
     c2 = grad_sign*lr*(1 - beta1)
     c3 = -step_size
     c4 = -lr*weight_decay + 1
-    dtype = param.dtype.type
+    dtype = param.dtype
     parallel = param.size >= PARALLEL_THRESHOLD
     kernel = _update_parallel if parallel else _update_serial
-    kernel(*arrays, dtype(beta1), dtype(beta2), dtype(eps), dtype(c0), dtype(c1), dtype(c2), dtype(c3), dtype(c4))
+    kernel(*arrays, np.array([beta1, beta2, eps, c0, c1, c2, c3, c4], dtype))
     state["step"] = step
     state['exp_avg_lr_1'] = exp_avg_lr_1_new
     state['exp_avg_lr_2'] = exp_avg_lr_2_new

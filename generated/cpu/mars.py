@@ -49,7 +49,10 @@ REDUCE_BLOCK = 4096
 
 # reassoc lets the sums vectorise (several partial sums per block); nothing else in a reduce phase reorders.
 @numba.njit(parallel=True, error_model="numpy", fastmath={"reassoc"}, cache=True)
-def _reduce0_parallel(param, grad, exp_avg, exp_avg_sq, prev_grad, partials, grad_sign, c0, c1):
+def _reduce0_parallel(param, grad, exp_avg, exp_avg_sq, prev_grad, partials, scalars):
+    grad_sign = scalars[0]
+    c0 = scalars[1]
+    c1 = scalars[2]
     n = param.shape[0]
     for block in numba.prange(partials.shape[0]):
         start = block * REDUCE_BLOCK
@@ -69,7 +72,10 @@ def _reduce0_parallel(param, grad, exp_avg, exp_avg_sq, prev_grad, partials, gra
 
 # reassoc lets the sums vectorise (several partial sums per block); nothing else in a reduce phase reorders.
 @numba.njit(parallel=False, error_model="numpy", fastmath={"reassoc"}, cache=True)
-def _reduce0_serial(param, grad, exp_avg, exp_avg_sq, prev_grad, partials, grad_sign, c0, c1):
+def _reduce0_serial(param, grad, exp_avg, exp_avg_sq, prev_grad, partials, scalars):
+    grad_sign = scalars[0]
+    c0 = scalars[1]
+    c1 = scalars[2]
     n = param.shape[0]
     for block in numba.prange(partials.shape[0]):
         start = block * REDUCE_BLOCK
@@ -88,7 +94,18 @@ def _reduce0_serial(param, grad, exp_avg, exp_avg_sq, prev_grad, partials, grad_
 
 
 @numba.njit(parallel=True, error_model="numpy", cache=True)
-def _update_parallel(param, grad, exp_avg, exp_avg_sq, prev_grad, beta1, beta2, eps, weight_decay, grad_sign, c0, c2, c3, c4, c5, c6):
+def _update_parallel(param, grad, exp_avg, exp_avg_sq, prev_grad, scalars):
+    beta1 = scalars[0]
+    beta2 = scalars[1]
+    eps = scalars[2]
+    weight_decay = scalars[3]
+    grad_sign = scalars[4]
+    c0 = scalars[5]
+    c2 = scalars[6]
+    c3 = scalars[7]
+    c4 = scalars[8]
+    c5 = scalars[9]
+    c6 = scalars[10]
     for i in numba.prange(param.shape[0]):
         param_i = param[i]
         grad_i = grad[i]
@@ -107,7 +124,18 @@ def _update_parallel(param, grad, exp_avg, exp_avg_sq, prev_grad, beta1, beta2, 
 
 
 @numba.njit(parallel=False, error_model="numpy", cache=True)
-def _update_serial(param, grad, exp_avg, exp_avg_sq, prev_grad, beta1, beta2, eps, weight_decay, grad_sign, c0, c2, c3, c4, c5, c6):
+def _update_serial(param, grad, exp_avg, exp_avg_sq, prev_grad, scalars):
+    beta1 = scalars[0]
+    beta2 = scalars[1]
+    eps = scalars[2]
+    weight_decay = scalars[3]
+    grad_sign = scalars[4]
+    c0 = scalars[5]
+    c2 = scalars[6]
+    c3 = scalars[7]
+    c4 = scalars[8]
+    c5 = scalars[9]
+    c6 = scalars[10]
     for i in numba.prange(param.shape[0]):
         param_i = param[i]
         grad_i = grad[i]
@@ -151,7 +179,7 @@ def _flat_arrays(param, grad, state):
         for other, other_array in written[:k]:
             if np.may_share_memory(array, other_array):
                 raise ValueError(f"{VARIANT}.step: state {name} overlaps {other} in memory")
-    return [param.reshape(-1)] + [array.reshape(-1) for _, array in arrays]
+    return [a if a.ndim == 1 else a.reshape(-1) for a in [param] + [array for _, array in arrays]]
 
 
 def _number(name, value):
@@ -194,16 +222,16 @@ def step(param, grad, state, *, lr=0.003, beta1=0.9, beta2=0.99, eps=1e-08, weig
     c4 = 1/bias_correction2
     c5 = 1/bias_correction1
     c6 = -lr
-    dtype = param.dtype.type
+    dtype = param.dtype
     parallel = param.size >= PARALLEL_THRESHOLD
     partials = np.empty((-(-param.size // REDUCE_BLOCK), 1), param.dtype)
     reduce = _reduce0_parallel if parallel else _reduce0_serial
-    reduce(*arrays, partials, dtype(grad_sign), dtype(c0), dtype(c1))
+    reduce(*arrays, partials, np.array([grad_sign, c0, c1], dtype))
     r0, = partials.sum(axis=0, dtype=np.float64).tolist()
     correction_norm = math.sqrt(r0)
     scale = ((1/correction_norm) if (correction_norm > 1) else (1))
     c2 = scale*(1 - beta1)
     c3 = scale**2*(1 - beta2)
     kernel = _update_parallel if parallel else _update_serial
-    kernel(*arrays, dtype(beta1), dtype(beta2), dtype(eps), dtype(weight_decay), dtype(grad_sign), dtype(c0), dtype(c2), dtype(c3), dtype(c4), dtype(c5), dtype(c6))
+    kernel(*arrays, np.array([beta1, beta2, eps, weight_decay, grad_sign, c0, c2, c3, c4, c5, c6], dtype))
     state["step"] = step

@@ -46,7 +46,18 @@ PARALLEL_THRESHOLD = 65536
 
 
 @numba.njit(parallel=True, error_model="numpy", cache=True)
-def _update_parallel(param, grad, exp_avg, exp_avg_sq, beta1, beta2, eps, weight_decay, grad_sign, c0, c1, c2, c3, c4, c5):
+def _update_parallel(param, grad, exp_avg, exp_avg_sq, scalars):
+    beta1 = scalars[0]
+    beta2 = scalars[1]
+    eps = scalars[2]
+    weight_decay = scalars[3]
+    grad_sign = scalars[4]
+    c0 = scalars[5]
+    c1 = scalars[6]
+    c2 = scalars[7]
+    c3 = scalars[8]
+    c4 = scalars[9]
+    c5 = scalars[10]
     for i in numba.prange(param.shape[0]):
         param_i = param[i]
         grad_i = grad[i]
@@ -63,7 +74,18 @@ def _update_parallel(param, grad, exp_avg, exp_avg_sq, beta1, beta2, eps, weight
 
 
 @numba.njit(parallel=False, error_model="numpy", cache=True)
-def _update_serial(param, grad, exp_avg, exp_avg_sq, beta1, beta2, eps, weight_decay, grad_sign, c0, c1, c2, c3, c4, c5):
+def _update_serial(param, grad, exp_avg, exp_avg_sq, scalars):
+    beta1 = scalars[0]
+    beta2 = scalars[1]
+    eps = scalars[2]
+    weight_decay = scalars[3]
+    grad_sign = scalars[4]
+    c0 = scalars[5]
+    c1 = scalars[6]
+    c2 = scalars[7]
+    c3 = scalars[8]
+    c4 = scalars[9]
+    c5 = scalars[10]
     for i in numba.prange(param.shape[0]):
         param_i = param[i]
         grad_i = grad[i]
@@ -105,7 +127,7 @@ def _flat_arrays(param, grad, state):
         for other, other_array in written[:k]:
             if np.may_share_memory(array, other_array):
                 raise ValueError(f"{VARIANT}.step: state {name} overlaps {other} in memory")
-    return [param.reshape(-1)] + [array.reshape(-1) for _, array in arrays]
+    return [a if a.ndim == 1 else a.reshape(-1) for a in [param] + [array for _, array in arrays]]
 
 
 def _number(name, value):
@@ -153,9 +175,9 @@ def step(param, grad, state, *, lr=0.002, beta1=0.9, beta2=0.999, eps=1e-08, wei
     c3 = -lr*mu_next/(1 - mu_product_next)
     c4 = -lr*(1 - mu)/(1 - mu_product_new)
     c5 = 1
-    dtype = param.dtype.type
+    dtype = param.dtype
     parallel = param.size >= PARALLEL_THRESHOLD
     kernel = _update_parallel if parallel else _update_serial
-    kernel(*arrays, dtype(beta1), dtype(beta2), dtype(eps), dtype(weight_decay), dtype(grad_sign), dtype(c0), dtype(c1), dtype(c2), dtype(c3), dtype(c4), dtype(c5))
+    kernel(*arrays, np.array([beta1, beta2, eps, weight_decay, grad_sign, c0, c1, c2, c3, c4, c5], dtype))
     state["step"] = step
     state['mu_product'] = mu_product_new

@@ -47,7 +47,14 @@ REDUCE_BLOCK = 4096
 
 # reassoc lets the sums vectorise (several partial sums per block); nothing else in a reduce phase reorders.
 @numba.njit(parallel=True, error_model="numpy", fastmath={"reassoc"}, cache=True)
-def _reduce0_parallel(param, grad, exp_avg, exp_avg_sq, partials, beta1_hat, beta2_hat, c0, c1, c2, c3, c4):
+def _reduce0_parallel(param, grad, exp_avg, exp_avg_sq, partials, scalars):
+    beta1_hat = scalars[0]
+    beta2_hat = scalars[1]
+    c0 = scalars[2]
+    c1 = scalars[3]
+    c2 = scalars[4]
+    c3 = scalars[5]
+    c4 = scalars[6]
     n = param.shape[0]
     for block in numba.prange(partials.shape[0]):
         start = block * REDUCE_BLOCK
@@ -71,7 +78,14 @@ def _reduce0_parallel(param, grad, exp_avg, exp_avg_sq, partials, beta1_hat, bet
 
 # reassoc lets the sums vectorise (several partial sums per block); nothing else in a reduce phase reorders.
 @numba.njit(parallel=False, error_model="numpy", fastmath={"reassoc"}, cache=True)
-def _reduce0_serial(param, grad, exp_avg, exp_avg_sq, partials, beta1_hat, beta2_hat, c0, c1, c2, c3, c4):
+def _reduce0_serial(param, grad, exp_avg, exp_avg_sq, partials, scalars):
+    beta1_hat = scalars[0]
+    beta2_hat = scalars[1]
+    c0 = scalars[2]
+    c1 = scalars[3]
+    c2 = scalars[4]
+    c3 = scalars[5]
+    c4 = scalars[6]
     n = param.shape[0]
     for block in numba.prange(partials.shape[0]):
         start = block * REDUCE_BLOCK
@@ -94,7 +108,10 @@ def _reduce0_serial(param, grad, exp_avg, exp_avg_sq, partials, beta1_hat, beta2
 
 
 @numba.njit(parallel=True, error_model="numpy", cache=True)
-def _update_parallel(param, grad, exp_avg, exp_avg_sq, eps, c5, c6):
+def _update_parallel(param, grad, exp_avg, exp_avg_sq, scalars):
+    eps = scalars[0]
+    c5 = scalars[1]
+    c6 = scalars[2]
     for i in numba.prange(param.shape[0]):
         param_i = param[i]
         exp_avg_i = exp_avg[i]
@@ -104,7 +121,10 @@ def _update_parallel(param, grad, exp_avg, exp_avg_sq, eps, c5, c6):
 
 
 @numba.njit(parallel=False, error_model="numpy", cache=True)
-def _update_serial(param, grad, exp_avg, exp_avg_sq, eps, c5, c6):
+def _update_serial(param, grad, exp_avg, exp_avg_sq, scalars):
+    eps = scalars[0]
+    c5 = scalars[1]
+    c6 = scalars[2]
     for i in numba.prange(param.shape[0]):
         param_i = param[i]
         exp_avg_i = exp_avg[i]
@@ -139,7 +159,7 @@ def _flat_arrays(param, grad, state):
         for other, other_array in written[:k]:
             if np.may_share_memory(array, other_array):
                 raise ValueError(f"{VARIANT}.step: state {name} overlaps {other} in memory")
-    return [param.reshape(-1)] + [array.reshape(-1) for _, array in arrays]
+    return [a if a.ndim == 1 else a.reshape(-1) for a in [param] + [array for _, array in arrays]]
 
 
 def _number(name, value):
@@ -181,16 +201,16 @@ def step(param, grad, state, *, lr=0.001, beta1=0.9, beta2=0.99, eps=1e-06, weig
     c2 = grad_sign**2
     c3 = grad_sign*(1 - beta1_hat)
     c4 = 0
-    dtype = param.dtype.type
+    dtype = param.dtype
     parallel = param.size >= PARALLEL_THRESHOLD
     partials = np.empty((-(-param.size // REDUCE_BLOCK), 1), param.dtype)
     reduce = _reduce0_parallel if parallel else _reduce0_serial
-    reduce(*arrays, partials, dtype(beta1_hat), dtype(beta2_hat), dtype(c0), dtype(c1), dtype(c2), dtype(c3), dtype(c4))
+    reduce(*arrays, partials, np.array([beta1_hat, beta2_hat, c0, c1, c2, c3, c4], dtype))
     r0, = partials.sum(axis=0, dtype=np.float64).tolist()
     mean_square = r0/numel
     lr_t = lr/max(1, math.sqrt(mean_square))
     c5 = -lr_t*weight_decay + 1
     c6 = -lr_t
     kernel = _update_parallel if parallel else _update_serial
-    kernel(*arrays, dtype(eps), dtype(c5), dtype(c6))
+    kernel(*arrays, np.array([eps, c5, c6], dtype))
     state["step"] = step
