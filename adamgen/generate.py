@@ -16,7 +16,7 @@ from .variants import as_variant, builtin_variants
 from .errors import GenerateError
 
 TARGETS = ("cpu", "cuda")
-PARALLEL_THRESHOLD = 1 << 16  # below this many elements a serial CPU kernel beats a parallel one
+PARALLEL_THRESHOLD = 1 << 15  # below this many elements a serial CPU kernel beats a parallel one (measured: 2^14-2^15)
 REDUCE_BLOCK = 1 << 12  # elements summed in the arrays' dtype before the float64 sum of block sums
 
 

@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-# A size above the CPU kernels' switch from the serial to the parallel kernel (PARALLEL_THRESHOLD = 65536).
+# A size above the CPU kernels' switch from the serial to the parallel kernel (PARALLEL_THRESHOLD = 32768).
 PARALLEL_SIZE = 70_000
 
 

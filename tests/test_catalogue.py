@@ -35,7 +35,7 @@ except ImportError:  # tests/ is not a package: pytest put it on sys.path
 
 STEPS = 100
 CHECKPOINTS = (1, 10, STEPS)
-PARALLEL_SIZE = 70_000  # above the CPU kernels' PARALLEL_THRESHOLD (65536), so the prange kernel runs too
+PARALLEL_SIZE = 70_000  # above the CPU kernels' PARALLEL_THRESHOLD (32768), so the prange kernel runs too
 SHAPES = [(1,), (0,), (5, 7), (PARALLEL_SIZE,)]
 
 

@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from adamgen.cli import main
-from adamgen.generate import check_builtins, write_builtins
+from adamgen.generate import PARALLEL_THRESHOLD, check_builtins, write_builtins
 from adamgen.variants import builtin_variants
 
 
@@ -41,13 +41,13 @@ def test_generate_builtins_elsewhere_and_check_detects_staleness(tmp_path):
     assert len(written) == 2 + len(builtin_variants())  # two package __init__ files and one module per built-in
     assert check_builtins(tmp_path, targets=("cpu",)) == []
     stale = tmp_path / "cpu" / "adam.py"
-    stale.write_text(stale.read_text().replace("PARALLEL_THRESHOLD = 65536", "PARALLEL_THRESHOLD = 1"))
+    stale.write_text(stale.read_text().replace(f"PARALLEL_THRESHOLD = {PARALLEL_THRESHOLD}", "PARALLEL_THRESHOLD = 1"))
     (tmp_path / "cpu" / "radamw.py").unlink()
     (tmp_path / "cpu" / "extra.py").write_text("")
     problems = check_builtins(tmp_path, targets=("cpu",))
     assert [p.splitlines()[0] for p in problems] == ["stale: cpu/adam.py", "missing: cpu/radamw.py",
                                                       "unexpected: cpu/extra.py"]
-    assert "-PARALLEL_THRESHOLD = 1" in problems[0] and "+PARALLEL_THRESHOLD = 65536" in problems[0]
+    assert "-PARALLEL_THRESHOLD = 1" in problems[0] and f"+PARALLEL_THRESHOLD = {PARALLEL_THRESHOLD}" in problems[0]
 
 
 def test_check_passes_on_the_shipped_kernels():

@@ -41,7 +41,7 @@ REDUCE_PHASES = 0
 # over many tensors laid end to end equals one call per tensor.
 ELEMENTWISE = True
 # Tensors smaller than this run the serial kernel: below it, starting threads costs more than it saves.
-PARALLEL_THRESHOLD = 65536
+PARALLEL_THRESHOLD = 32768
 
 
 @numba.njit(parallel=True, error_model="numpy", cache=True)

@@ -40,7 +40,7 @@ REDUCE_PHASES = 1
 # over many tensors laid end to end equals one call per tensor.
 ELEMENTWISE = False
 # Tensors smaller than this run the serial kernel: below it, starting threads costs more than it saves.
-PARALLEL_THRESHOLD = 65536
+PARALLEL_THRESHOLD = 32768
 # Reductions sum blocks of this many elements in the arrays' dtype, then add the block sums in float64 on the host.
 REDUCE_BLOCK = 4096
 
