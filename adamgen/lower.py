@@ -245,6 +245,9 @@ def _kernel_forms(expr):
     return expr.replace(sympy.sign, lambda a: sympy.Piecewise((1, a > 0), (-1, a < 0), (a, True)))
 
 
+MAX_PRODUCT_POWER = 8  # larger integer powers take their exponent as a typed scalar (a pow call, not a product)
+
+
 class _Hoister:
     """Rewrites an element expression so that every scalar-only part is a host symbol ``c<k>`` (or a named host value).
 
@@ -285,8 +288,8 @@ class _Hoister:
             return sympy.Piecewise(*((self(value), self(condition)) for value, condition in expr.args))
         if expr.is_Pow:
             base, exponent = expr.args
-            if exponent.is_Integer or exponent in (sympy.S.Half, -sympy.S.Half):
-                return sympy.Pow(self(base), exponent)
+            if (exponent.is_Integer and abs(exponent) <= MAX_PRODUCT_POWER) or exponent in (sympy.S.Half, -sympy.S.Half):
+                return sympy.Pow(self(base), exponent)  # printed as a product, a square root or a quotient
             return sympy.Pow(self(base), self(exponent))
         return expr.func(*(self(arg) for arg in expr.args))
 

@@ -241,6 +241,9 @@ def validate(spec: Spec) -> Variant:
         if not isinstance(target, sympy.Symbol) or target not in targets:
             kind = "hyperparameter" if target in dict(hyperparameters) else "symbol"
             raise SpecError(f"{where}: cannot update {kind} {target}: only the parameter and declared states are updated")
+        if not isinstance(dict(definitions)[new], sympy.Expr):
+            raise SpecError(f"{where}: the new value of {target} is a condition ({dict(definitions)[new]}); give a number, "
+                            "e.g. Piecewise((1, condition), (0, True))")
         if targets[target] == "scalar state" and new in element:
             raise SpecError(f"{where}: scalar state {target} must be updated from scalars only (hyperparameters, step, "
                             "scalar states), not from per-element values")
@@ -297,5 +300,8 @@ def _check_nodes(where: str, symbol, expr: sympy.Expr) -> None:
         if not isinstance(node, SUPPORTED_NODES):
             raise SpecError(f"{where}: the expression for {symbol} uses {type(node).__name__} ({node}), which adamgen "
                             "cannot compile; supported: + - * / **, sqrt, Abs, Max, Min, sign, exp, log, atan2, Piecewise")
+        if isinstance(node, Piecewise) and node.args[-1].cond != sympy.true:
+            raise SpecError(f"{where}: a Piecewise in the expression for {symbol} has no default branch; end it with "
+                            "(value, True) so that every element gets a value")
         if isinstance(node, sympy.Number) and not node.is_finite:
             raise SpecError(f"{where}: the expression for {symbol} contains the non-finite number {node}")

@@ -206,3 +206,30 @@ def test_sqrt_of_a_hyperparameter_only_expression_is_host_side():
     spec, lr = sgd()
     spec.update(param, param - sqrt(lr) * grad)
     assert validate(spec).name == "sgd"
+
+
+def test_piecewise_needs_a_default_branch():
+    def build():
+        spec, lr = sgd()
+        spec.update(param, sympy.Piecewise((param - lr * grad, grad > 0)))
+        return spec
+    assert "has no default branch" in _error(build)
+
+
+def test_an_update_must_be_a_number_not_a_condition():
+    def build():
+        spec, lr = sgd()
+        spec.update(param, grad > 0)
+        return spec
+    assert "the new value of param is a condition" in _error(build)
+
+
+def test_large_integer_powers_compile(cache):
+    import numpy as np
+
+    spec, lr = sgd()
+    spec.update(param, param - lr * grad**10)
+    module = adamgen.load(spec)
+    p = np.zeros(3, np.float32)
+    module.step(p, np.array([1.0, -2.0, 0.5], np.float32), module.init(p))
+    np.testing.assert_allclose(p, -0.1 * np.array([1.0, 1024.0, 0.5**10]), rtol=1e-6)
