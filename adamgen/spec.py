@@ -59,8 +59,9 @@ def outer_symbols(expr) -> set:
 
 # Names the generated code uses for itself; a spec may not take them.
 RESERVED = frozenset({
-    "param", "grad", "step", "numel", "state", "partials", "block", "start", "stop", "math", "np", "numba", "cuda", "i", "n", "dtype", "kernel", "init", "maximize",
-    "grad_sign", "stream", "threads", "blocks", "True", "False", "None",
+    "param", "grad", "step", "numel", "state", "partials", "block", "start", "stop", "scalars", "math", "np", "numba",
+    "cuda", "i", "n", "dtype", "kernel", "reduce", "parallel", "arrays", "init", "maximize", "grad_sign", "stream",
+    "threads", "blocks", "host", "device", "torch", "True", "False", "None",
 })
 _GENERATED_NAME = re.compile(r"^[ctr]\d+$")  # c0, ... hoisted scalars; t0, ... element temporaries; r0, ... reductions
 

@@ -3,7 +3,6 @@
 import subprocess
 import sys
 
-import pytest
 
 from adamgen.cli import main
 from adamgen.generate import PARALLEL_THRESHOLD, check_builtins, write_builtins

@@ -4,7 +4,7 @@ import pytest
 import sympy
 
 from adamgen.lower import lower
-from adamgen.spec import Spec, grad, param, sqrt, step, validate
+from adamgen.spec import Spec, grad, param, step, validate
 from adamgen.transforms import maximize
 from adamgen.variants import builtin_variants
 

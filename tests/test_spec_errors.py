@@ -64,7 +64,7 @@ def test_update_to_a_non_state(target):
         spec.update({"lr": lr, "grad": grad, "step": step}[target], grad)
         return spec
     message = _error(build)
-    assert f"cannot update" in message and target in message
+    assert "cannot update" in message and target in message
 
 
 def test_state_updated_twice():
