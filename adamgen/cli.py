@@ -52,10 +52,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+OPTION_HELP = {
+    "decoupled_weight_decay": "decoupled weight decay param *= 1 - lr*weight_decay instead of L2 in the gradient",
+    "amsgrad": "AMSGrad: use the running maximum of the second moment",
+    "decouple_lr": "fully decoupled weight decay (lr/max_lr * weight_decay per step, as optimi's decouple_lr)",
+    "cautious": "mask the update where it disagrees with the gradient, rescaled by the mask's mean",
+}
+
+
 def _add_options(parser: argparse.ArgumentParser) -> None:
-    for name, transform in OPTIONS.items():
-        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, action="store_true",
-                            help=transform.__doc__.split(":")[0].split(".")[0].strip())
+    for name in OPTIONS:
+        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, action="store_true", help=OPTION_HELP[name])
 
 
 def _options(args) -> dict:

@@ -473,6 +473,8 @@ class Optimizer(torch.optim.Optimizer):
             if given.pop(name, False):
                 raise ValueError(f"adamgen.torch.Optimizer: {name}=True is not supported (the kernels run outside "
                                  "autograd and CUDA graphs)")
+        if "decouple_lr" in option_names:  # as optimi: max_lr defaults to the (group's) initial lr, see add_param_group
+            defaults["max_lr"] = None
         unknown = sorted(set(given) - set(defaults))
         if unknown:
             raise TypeError(f"adamgen.torch.Optimizer: unknown hyperparameter(s) {', '.join(unknown)} for variant "
@@ -516,6 +518,9 @@ class Optimizer(torch.optim.Optimizer):
                     _check_param(p, f"adamgen.torch.Optimizer: parameter {k} of group {len(self.param_groups)}")
         _check_values(param_group)
         super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        if "max_lr" in group and group["max_lr"] is None:
+            group["max_lr"] = group["lr"]
 
     def _module(self, group, target):
         options = tuple(name for name in self._option_names if group.get(name, False))

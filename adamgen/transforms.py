@@ -74,6 +74,41 @@ def decoupled_weight_decay(variant: Variant, name: str | None = None) -> Variant
                                doc=variant.doc + " With decoupled weight decay.")
 
 
+MAX_LR = sympy.Symbol("max_lr", real=True)
+
+
+def decouple_lr(variant: Variant) -> Variant:
+    """Fully decoupled weight decay, as optimi's ``decouple_lr=True``: ``weight_decay`` reads ``weight_decay / max_lr``,
+    so the decay per step is ``lr/max_lr * weight_decay`` and a good ``weight_decay`` no longer depends on the size of
+    ``lr`` (only on the schedule's shape). Adds the hyperparameter ``max_lr``, the largest learning rate of the schedule,
+    whose default is the variant's default ``lr``.
+
+    Needs decay that acts on the parameter only: a variant that couples ``weight_decay`` into a state's update (Adam's
+    L2 term in the gradient) is refused; apply ``decoupled_weight_decay`` first."""
+    hyper = {h.name: (h, d) for h, d in variant.hyperparameters}
+    if "weight_decay" not in hyper or "lr" not in hyper:
+        raise SpecError(f"decouple_lr needs hyperparameters lr and weight_decay; variant {variant.name!r} lacks one")
+    if "max_lr" in hyper:
+        raise SpecError(f"decouple_lr adds the hyperparameter max_lr; variant {variant.name!r} already has one")
+    weight_decay = hyper["weight_decay"][0]
+    reaches = {}  # definition -> whether weight_decay reaches it
+    for symbol, expr in variant.definitions:
+        reaches[symbol] = weight_decay in expr.free_symbols or any(reaches.get(s, False) for s in expr.free_symbols)
+    coupled = [target.name for target, new in variant.updates if target != param and reaches[new]]
+    if coupled:
+        raise SpecError(f"decouple_lr: in variant {variant.name!r}, weight_decay reaches the update of "
+                        f"{', '.join(coupled)}, so the decay is not decoupled; apply decoupled_weight_decay first")
+    scaled = {weight_decay: weight_decay / MAX_LR}
+    definitions = _replace_definitions(variant, lambda symbol, expr: expr.xreplace(scaled))
+    return dataclasses.replace(
+        variant,
+        name=f"{variant.name}_decouple_lr",
+        hyperparameters=variant.hyperparameters + ((MAX_LR, hyper["lr"][1]),),
+        definitions=definitions,
+        doc=variant.doc + " With fully decoupled weight decay (decay lr/max_lr * weight_decay per step).",
+    )
+
+
 def maximize(variant: Variant) -> Variant:
     """Add the ``maximize`` flag every torch optimizer has: when true the rule reads ``-grad`` for ``grad``.
 

@@ -173,12 +173,15 @@ def _run(impl, params, grads, schedule, snapshot):
 
 class TorchReference:
     """A torch optimizer per tensor behind the generated modules' interface, on float64 tensors sharing memory with the
-    numpy parameter. Neither optimi nor adabelief_pytorch has ``maximize``; like torch they then step along -grad."""
+    numpy parameter. Neither optimi nor adabelief_pytorch has ``maximize``; like torch they then step along -grad.
+    ``decouple_lr``: the adamgen option of that name is on, so optimi runs with ``decouple_lr=True`` and the given
+    ``max_lr`` (optimi's default max_lr, the initial lr, when none is given)."""
 
-    def __init__(self, name, hyperparameters):
+    def __init__(self, name, hyperparameters, decouple_lr=False):
         self.torch = pytest.importorskip("torch")
         self.name = name
         self.hyperparameters = dict(hyperparameters)
+        self.decouple_lr = {"decouple_lr": decouple_lr, "max_lr": self.hyperparameters.pop("max_lr", None)}
 
     def init(self, param):
         tensor = self.torch.from_numpy(param)
@@ -200,7 +203,7 @@ class OptimiLion(TorchReference):
     def make(self, tensor, h):
         optimi = pytest.importorskip("optimi")
         return optimi.Lion([tensor], lr=h["lr"], betas=(h.get("beta1", 0.9), h.get("beta2", 0.99)),
-                           weight_decay=h.get("weight_decay", 0.0), decouple_lr=False, foreach=False, triton=False)
+                           weight_decay=h.get("weight_decay", 0.0), foreach=False, triton=False, **self.decouple_lr)
 
     def states(self, state):
         return {"exp_avg": self.optimizer_state(state)["exp_avg"].numpy()}
@@ -213,7 +216,7 @@ class OptimiAdan(TorchReference):
         optimi = pytest.importorskip("optimi")
         betas = (h.get("beta1", 0.98), h.get("beta2", 0.92), h.get("beta3", 0.99))
         return optimi.Adan([tensor], lr=h["lr"], betas=betas, eps=h["eps"], weight_decay=h.get("weight_decay", 2e-2),
-                           decouple_lr=False, adam_wd=False, kahan_sum=False, foreach=False, triton=False)
+                           adam_wd=False, kahan_sum=False, foreach=False, triton=False, **self.decouple_lr)
 
     def states(self, state):
         s, t = self.optimizer_state(state), state["step"]
@@ -247,20 +250,37 @@ class OptimiStableAdamW(TorchReference):
         optimi = pytest.importorskip("optimi")
         return optimi.StableAdamW([tensor], lr=h.get("lr", 1e-3), betas=(h.get("beta1", 0.9), h.get("beta2", 0.99)),
                                   eps=h.get("eps", 1e-6), weight_decay=h.get("weight_decay", 1e-2),
-                                  decouple_lr=False, kahan_sum=False, foreach=False, triton=False)
+                                  kahan_sum=False, foreach=False, triton=False, **self.decouple_lr)
 
     def states(self, state):
         s = self.optimizer_state(state)
         return {"exp_avg": s["exp_avg"].numpy(), "exp_avg_sq": s["exp_avg_sq"].numpy()}
 
 
+class OptimiAdamW(TorchReference):
+    """optimi keeps the moments bias-corrected (debiased betas); torch.optim's exp_avg is m = m_hat * (1 - beta^t)."""
+
+    def make(self, tensor, h):
+        optimi = pytest.importorskip("optimi")
+        h.pop("maximize", None)
+        return optimi.AdamW([tensor], lr=h.get("lr", 1e-3), betas=(h.get("beta1", 0.9), h.get("beta2", 0.999)),
+                            eps=h.get("eps", 1e-8), weight_decay=h.get("weight_decay", 1e-2), kahan_sum=False,
+                            foreach=False, triton=False, **self.decouple_lr)
+
+    def states(self, state):
+        s, t = self.optimizer_state(state), state["step"]
+        beta1, beta2 = self.hyperparameters.get("beta1", 0.9), self.hyperparameters.get("beta2", 0.999)
+        return {"exp_avg": s["exp_avg"].numpy() * (1 - beta1**t), "exp_avg_sq": s["exp_avg_sq"].numpy() * (1 - beta2**t)}
+
+
 TORCH_REFERENCES = {"optimi.Lion": OptimiLion, "optimi.Adan": OptimiAdan, "adabelief_pytorch": OfficialAdaBelief,
-                    "optimi.StableAdamW": OptimiStableAdamW}
+                    "optimi.StableAdamW": OptimiStableAdamW, "optimi.AdamW": OptimiAdamW}
 
 
 def make_reference(case: Case):
     if case.reference in TORCH_REFERENCES:
-        return TORCH_REFERENCES[case.reference](case.reference, case.hyperparameters)
+        return TORCH_REFERENCES[case.reference](case.reference, case.hyperparameters,
+                                                bool(case.options.get("decouple_lr")))
     return references.REFERENCES[case.reference]()
 
 
@@ -298,6 +318,14 @@ def test_matches_reference(case):
     check_against_reference(case)
 
 
+def _without_decouple_lr(hyperparameters: dict, defaults: dict) -> dict:
+    """The same decay without the decouple_lr option: weight_decay / max_lr (optimi's definition of the option)."""
+    h = dict(hyperparameters)
+    max_lr = h.pop("max_lr", defaults["max_lr"])
+    h["weight_decay"] = h.get("weight_decay", defaults["weight_decay"]) / max_lr
+    return h
+
+
 def check_against_reference(case):
     """Run the case's kernel in float32 and float64 and its reference in float64; compare at the checkpoints."""
     module = adamgen.load(case.variant, **case.options)
@@ -320,8 +348,9 @@ def check_against_reference(case):
 
     # Sign decisions (Lion's update, Yogi's second moment) taken on an argument within references.TIE of zero may go
     # the other way in float32: disagreements are excused at those elements, and only there.
-    ties = _run(references.REFERENCES[case.ties](), [p.astype(np.float64) for p in params], grads, schedule,
-                lambda param, state: {"near_tie": state["near_tie"].copy()}) if case.ties else None
+    ties = _run(references.REFERENCES[case.ties](), [p.astype(np.float64) for p in params], grads,
+                [_without_decouple_lr(h, module.HYPERPARAMETERS) for h in schedule] if case.options.get("decouple_lr")
+                else schedule, lambda param, state: {"near_tie": state["near_tie"].copy()}) if case.ties else None
 
     tolerances = {"float32": case.tolerance, "float64": FLOAT64}
     for dtype, run in kernels.items():
@@ -380,8 +409,10 @@ def test_catalogue_covers_the_new_builtins():
     from adamgen.variants import builtin_variants
 
     names = {case.variant for case in CASES}
-    # (the cautious forms are covered with the other reduction variants, in test_reductions.py)
-    modules = {variant.name for name, options, variant in builtin_variants() if name in names and "cautious" not in options}
+    # (the cautious forms are covered with the other reduction variants, in test_reductions.py, and the decouple_lr
+    # forms in test_decouple_lr.py)
+    modules = {variant.name for name, options, variant in builtin_variants()
+               if name in names and not {"cautious", "decouple_lr"} & set(options)}
     assert modules == set(ORACLE_CASES)
     for name in names:
         reference = references.REFERENCES[f"numpy.{name}"]()

@@ -191,6 +191,27 @@ def test_one_cycle_momentum_reaches_the_kernel(monkeypatch):
     assert seen[-1][1] < 0.95 and seen[-1][0] > seen[0][0]
 
 
+@pytest.mark.filterwarnings("ignore:You are using weight_decay")
+def test_decouple_lr_matches_optimi_under_a_schedule():
+    """decouple_lr: max_lr defaults to the group's initial lr (as optimi's to the constructor's), and a scheduler that
+    lowers lr lowers the decay with it."""
+    optimi = pytest.importorskip("optimi")
+    reference, ours = make_model(), make_model()
+    torch_optimizer = optimi.AdamW(reference.parameters(), lr=1e-2, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.05,
+                                   decouple_lr=True, kahan_sum=False, foreach=False, triton=False)
+    train(reference, torch_optimizer, 20,
+          scheduler=torch.optim.lr_scheduler.CosineAnnealingLR(torch_optimizer, T_max=20))
+    optimizer = agt.AdamW(ours.parameters(), lr=1e-2, weight_decay=0.05, decouple_lr=True)
+    train(ours, optimizer, 20, scheduler=torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=20))
+    assert optimizer.param_groups[0]["max_lr"] == 1e-2
+    torch.testing.assert_close(flat_params(ours), flat_params(reference), rtol=0, atol=1e-5)
+    # without decouple_lr the same run decays by lr * weight_decay: far less, and a different trajectory
+    plain = make_model()
+    optimizer = agt.AdamW(plain.parameters(), lr=1e-2, weight_decay=0.05)
+    train(plain, optimizer, 20, scheduler=torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=20))
+    assert (flat_params(plain) - flat_params(reference)).abs().max() > 1e-3
+
+
 def test_step_with_closure_returns_the_loss():
     model = make_model()
     optimizer = agt.AdamW(model.parameters(), lr=1e-2)

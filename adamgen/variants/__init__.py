@@ -15,7 +15,7 @@ from ..spec import Spec, Variant, validate
 # name -> options it takes (each a spec-to-spec transform)
 BUILTINS: dict[str, tuple[str, ...]] = {
     "adam": ("amsgrad",),
-    "adamw": ("amsgrad", "cautious"),
+    "adamw": ("amsgrad", "decouple_lr", "cautious"),
     "adamax": (),
     "nadam": ("decoupled_weight_decay",),
     "radam": ("decoupled_weight_decay",),
@@ -23,19 +23,20 @@ BUILTINS: dict[str, tuple[str, ...]] = {
     "yogi": (),
     "qhadam": (),
     "laprop": ("amsgrad",),
-    "adan": (),
-    "lion": ("cautious",),
+    "adan": ("decouple_lr",),
+    "lion": ("decouple_lr", "cautious"),
     "adopt": (),
     "ademamix": (),
     "adam_atan2": (),
     "lamb": ("cautious",),
-    "stableadamw": (),
+    "stableadamw": ("decouple_lr",),
     "mars": (),
 }
 
 OPTIONS = {
     "decoupled_weight_decay": transforms.decoupled_weight_decay,
     "amsgrad": transforms.amsgrad,
+    "decouple_lr": transforms.decouple_lr,
     "cautious": transforms.cautious,
 }
 
