@@ -7,7 +7,7 @@ from pathlib import Path
 
 from . import __version__
 from .lower import lower
-from .printing import print_lowered
+from .printing import ELEMENT_PRINTERS, print_lowered
 from .render import render, write_if_changed
 from .resources import generated_dir
 from .spec import Variant
@@ -26,7 +26,7 @@ def generate(spec, target: str = "cpu", command: str | None = None) -> str:
         raise GenerateError(f"unknown target {target!r}; targets: {', '.join(TARGETS)}")
     variant = as_variant(spec)                      # check the user's spec
     lowered = lower(maximize(variant))              # torch's maximize flag; host block / element block, CSE
-    printed = print_lowered(lowered)                # float64 host code, typed element code
+    printed = print_lowered(lowered, ELEMENT_PRINTERS[target])  # float64 host code, typed element code
     command = command or f"adamgen generate {variant.name} --target {target}"
     return render(target, _context(variant, printed, target, command))  # the target's template
 
@@ -57,6 +57,7 @@ def _context(variant: Variant, printed, target: str, command: str) -> dict:
         scalar_updates=printed.scalar_updates,
         parallel_threshold=PARALLEL_THRESHOLD,
         reductions=printed.reductions,
+        helpers=printed.helpers,
         elementwise=not printed.reductions and "numel" not in printed.host_inputs,
         host_inputs=printed.host_inputs,
         reduce_block=REDUCE_BLOCK,

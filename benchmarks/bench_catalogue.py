@@ -4,9 +4,9 @@ each variant with reductions against its elementwise base.
 
     python benchmarks/bench_catalogue.py [--sizes 20,24] [--rounds 5] [--out bench-catalogue.json]
 
-Peers, on CPU torch tensors viewing the same float32 data: optimi's Lion, Adan and StableAdamW, and the official
-adabelief-pytorch package (timm cannot be imported without torchvision, which has no CPU build here). Variants without
-an installable peer are timed for the base comparison only. Every implementation runs in its own block (numba and torch
+Peers, on CPU torch tensors viewing the same float32 data: optimi's Lion, Adan and StableAdamW, the official
+adabelief-pytorch package and adam-atan2-pytorch (timm cannot be imported without torchvision, which has no CPU build
+here). Variants without an installable peer are timed for the base comparison only. Every implementation runs in its own block (numba and torch
 each bring an OpenMP runtime; alternating them costs a switch per call), warmed up first; a round times every
 implementation of one size once, and the reported figures are medians over the rounds of same-round ratios.
 """
@@ -40,6 +40,11 @@ def peers():
         found["lion"] = lambda p: optimi.Lion(p, lr=1e-4)
         found["adan"] = lambda p: optimi.Adan(p, lr=1e-3)
         found["stableadamw"] = lambda p: optimi.StableAdamW(p, lr=1e-3)
+    except ImportError:
+        pass
+    try:
+        import adam_atan2_pytorch
+        found["adam_atan2"] = lambda p: adam_atan2_pytorch.AdamAtan2(p, lr=1e-3, betas=(0.9, 0.999))
     except ImportError:
         pass
     try:

@@ -7,7 +7,8 @@ the tolerance. The generated kernel runs ``STEPS`` steps in float32 and in float
 step 1, 10 and ``STEPS``.
 
 References: ``numpy.*`` are the transcriptions of the papers in ``references.py``; ``optimi.*`` are torch-optimi's
-optimizers and ``adabelief_pytorch`` is the official AdaBelief package, run on float64 tensors. Those two import torch
+optimizers, ``adabelief_pytorch`` is the official AdaBelief package and ``adam_atan2_pytorch`` the adam-atan2-pytorch
+package, run on float64 tensors. Those import torch
 inside the test only and are skipped where it (or the package) is missing; torch and numba work is never interleaved
 (each brings its own OpenMP runtime).
 
@@ -130,6 +131,9 @@ CASES = (
     # Adam-atan2.
     Case("adam_atan2-defaults", "adam_atan2", "numpy.adam_atan2", {}),
     Case("adam_atan2-decay", "adam_atan2", "numpy.adam_atan2",
+         dict(lr=2e-3, beta1=0.85, beta2=0.99, a=1.5, b=0.8, **DECAY), schedule=True),
+    Case("adam_atan2-defaults-package", "adam_atan2", "adam_atan2_pytorch", {}),
+    Case("adam_atan2-decay-package", "adam_atan2", "adam_atan2_pytorch",
          dict(lr=2e-3, beta1=0.85, beta2=0.99, a=1.5, b=0.8, **DECAY), schedule=True),
 )
 
@@ -257,6 +261,21 @@ class OptimiStableAdamW(TorchReference):
         return {"exp_avg": s["exp_avg"].numpy(), "exp_avg_sq": s["exp_avg_sq"].numpy()}
 
 
+class LucidrainsAdamAtan2(TorchReference):
+    """adam-atan2-pytorch's AdamAtan2 (weight decay p *= 1 - lr*wd, as the spec; its own defaults differ: lr 1e-4,
+    beta2 0.99, so every hyperparameter is passed)."""
+
+    def make(self, tensor, h):
+        adam_atan2_pytorch = pytest.importorskip("adam_atan2_pytorch")
+        return adam_atan2_pytorch.AdamAtan2([tensor], lr=h.get("lr", 1e-3), betas=(h.get("beta1", 0.9),
+                                            h.get("beta2", 0.999)), weight_decay=h.get("weight_decay", 0.0),
+                                            a=h.get("a", 1.27), b=h.get("b", 1.0))
+
+    def states(self, state):
+        s = self.optimizer_state(state)
+        return {"exp_avg": s["exp_avg"].numpy(), "exp_avg_sq": s["exp_avg_sq"].numpy()}
+
+
 class OptimiAdamW(TorchReference):
     """optimi keeps the moments bias-corrected (debiased betas); torch.optim's exp_avg is m = m_hat * (1 - beta^t)."""
 
@@ -274,7 +293,8 @@ class OptimiAdamW(TorchReference):
 
 
 TORCH_REFERENCES = {"optimi.Lion": OptimiLion, "optimi.Adan": OptimiAdan, "adabelief_pytorch": OfficialAdaBelief,
-                    "optimi.StableAdamW": OptimiStableAdamW, "optimi.AdamW": OptimiAdamW}
+                    "optimi.StableAdamW": OptimiStableAdamW, "optimi.AdamW": OptimiAdamW,
+                    "adam_atan2_pytorch": LucidrainsAdamAtan2}
 
 
 def make_reference(case: Case):

@@ -58,7 +58,9 @@ def fresh_copy(dispatcher: CPUDispatcher) -> CPUDispatcher:
 
 
 def kernels(module) -> dict:
-    return {name: obj for name, obj in vars(module).items() if isinstance(obj, CPUDispatcher)}
+    """The module's kernels; helpers inlined into them (``_atan2f``) are scanned as part of their callers' IR."""
+    return {name: obj for name, obj in vars(module).items()
+            if isinstance(obj, CPUDispatcher) and obj.targetoptions.get("inline") != "always"}
 
 
 def scan_module(module, monkeypatch) -> dict:

@@ -5,7 +5,7 @@ import sympy
 from sympy import Abs, Max, Min, Piecewise, Rational, sqrt
 
 from adamgen.errors import SpecError
-from adamgen.printing import ElementPrinter, HostPrinter
+from adamgen.printing import CpuElementPrinter, ElementPrinter, HostPrinter
 
 x, y, z = sympy.symbols("x y z", real=True)
 flag = sympy.Symbol("flag")
@@ -53,6 +53,16 @@ def test_host_printer(expr, text):
 ], ids=str)
 def test_element_printer(expr, text):
     assert ElementPrinter().doprint(expr) == text
+
+
+def test_cpu_element_printer_calls_the_module_atan2():
+    printer = CpuElementPrinter()
+    assert printer.doprint(x * sympy.atan2(x, y + z)) == "x*_atan2(x, y + z)"
+    assert printer.helpers == {"atan2"}
+    assert CpuElementPrinter().doprint(x / y) == "x/y"  # everything else as ElementPrinter
+    plain = ElementPrinter()
+    plain.doprint(sympy.atan2(x, y))
+    assert plain.helpers == set()
 
 
 @pytest.mark.parametrize("expr", [1 - x, 2 * x, x / 2, 0.5 * x, 1 / x, x**-2, x + sympy.Float(1e-8)], ids=str)
