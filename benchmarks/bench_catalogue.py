@@ -5,10 +5,11 @@ each variant with reductions against its elementwise base.
     python benchmarks/bench_catalogue.py [--sizes 20,24] [--rounds 5] [--out bench-catalogue.json]
 
 Peers, on CPU torch tensors viewing the same float32 data: optimi's Lion, Adan and StableAdamW, the official
-adabelief-pytorch package and adam-atan2-pytorch (timm cannot be imported without torchvision, which has no CPU build
-here). Variants without an installable peer are timed for the base comparison only. Every implementation runs in its own block (numba and torch
-each bring an OpenMP runtime; alternating them costs a switch per call), warmed up first; a round times every
-implementation of one size once, and the reported figures are medians over the rounds of same-round ratios.
+adabelief-pytorch package, adam-atan2-pytorch and schedulefree (timm cannot be imported without torchvision, which has
+no CPU build here). Variants without an installable peer are timed for the base comparison only. Every implementation
+runs in its own block (numba and torch each bring an OpenMP runtime; alternating them costs a switch per call), warmed
+up first; a round times every implementation of one size once, and the reported figures are medians over the rounds of
+same-round ratios.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ import adamgen
 BASES = {"lamb": "adam", "stableadamw": "adamw", "mars": "adamw", "cadamw": "adamw", "clion": "lion", "clamb": "lamb"}
 VARIANTS = [("adabelief", {}), ("yogi", {}), ("qhadam", {}), ("laprop", {}), ("adan", {}), ("lion", {}), ("adopt", {}),
             ("ademamix", {}), ("adam_atan2", {}), ("adam", {}), ("adamw", {}), ("lamb", {}), ("stableadamw", {}),
-            ("mars", {}), ("adamw", {"cautious": True}), ("lion", {"cautious": True}), ("lamb", {"cautious": True})]
+            ("mars", {}), ("adamw", {"cautious": True}), ("lion", {"cautious": True}), ("lamb", {"cautious": True}),
+            ("schedulefree_adamw", {})]
 
 
 def peers():
@@ -45,6 +47,16 @@ def peers():
     try:
         import adam_atan2_pytorch
         found["adam_atan2"] = lambda p: adam_atan2_pytorch.AdamAtan2(p, lr=1e-3, betas=(0.9, 0.999))
+    except ImportError:
+        pass
+    try:
+        import schedulefree
+
+        def schedule_free(p):
+            optimizer = schedulefree.AdamWScheduleFree(p)
+            optimizer.train()
+            return optimizer
+        found["schedulefree_adamw"] = schedule_free
     except ImportError:
         pass
     try:

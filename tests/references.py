@@ -272,6 +272,37 @@ class AdamAtan2(Reference):
         p -= lr * a * np.arctan2(m / (1 - beta1**t), b * np.sqrt(v / (1 - beta2**t)))
 
 
+class ScheduleFreeAdamW(Reference):
+    """Defazio et al., "The Road Less Scheduled", NeurIPS 2024, arXiv:2405.15682, Algorithm 1 (Schedule-Free AdamW),
+    kept in its x / z form: y = (1-beta1) z + beta1 x is where the gradient is taken (the parameter), z moves by the
+    AdamW step, x is the weighted average x <- (1-c) x + c z. As the authors' schedulefree.AdamWScheduleFree (which
+    differs from Algorithm 1 in these details): the bias correction inside the square root, decay lambda*y added to the
+    normalised gradient, warm-up lr*min(1, t/warmup_steps) and weights c = w_t / sum w, w_t = t^r * lr_max^power."""
+
+    name = "schedulefree_adamw"
+    defaults = dict(lr=2.5e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, warmup_steps=0.0, r=0.0,
+                    weight_lr_power=2.0)
+    state_inits = {"exp_avg_sq": 0.0}
+
+    def states(self, state):
+        return {"exp_avg_sq": state["exp_avg_sq"], "z": state["z"]}
+
+    def update(self, p, g, state, t, lr, beta1, beta2, eps, weight_decay, warmup_steps, r, weight_lr_power):
+        if t == 1:
+            state["x"], state["z"], state["lr_max"], state["weight_sum"] = p.copy(), p.copy(), 0.0, 0.0
+        x, z, v = state["x"], state["z"], state["exp_avg_sq"]
+        y = p.copy()  # = (1-beta1) z + beta1 x, up to rounding
+        lr_t = lr * (min(1.0, t / warmup_steps) if warmup_steps > 0 else 1.0)
+        state["lr_max"] = max(state["lr_max"], lr_t)
+        w = t**r * state["lr_max"] ** weight_lr_power
+        state["weight_sum"] += w
+        c = w / state["weight_sum"] if state["weight_sum"] > 0 else 0.0
+        v[...] = beta2 * v + (1 - beta2) * g * g
+        z -= lr_t * (g / (np.sqrt(v / (1 - beta2**t)) + eps) + weight_decay * y)
+        x[...] = (1 - c) * x + c * z
+        p[...] = (1 - beta1) * z + beta1 * x
+
+
 REFERENCES = {
     "numpy.adabelief": AdaBelief,
     "numpy.yogi": Yogi,
@@ -283,6 +314,7 @@ REFERENCES = {
     "numpy.adopt": Adopt,
     "numpy.ademamix": AdEMAMix,
     "numpy.adam_atan2": AdamAtan2,
+    "numpy.schedulefree_adamw": ScheduleFreeAdamW,
 }
 
 

@@ -132,6 +132,13 @@ CASES = (
     Case("adam_atan2-defaults", "adam_atan2", "numpy.adam_atan2", {}),
     Case("adam_atan2-decay", "adam_atan2", "numpy.adam_atan2",
          dict(lr=2e-3, beta1=0.85, beta2=0.99, a=1.5, b=0.8, **DECAY), schedule=True),
+    # Schedule-free AdamW: the paper's x / z form and the authors' package (y / z form); warm-up over 30 steps.
+    Case("schedulefree_adamw-defaults-numpy", "schedulefree_adamw", "numpy.schedulefree_adamw", {}),
+    Case("schedulefree_adamw-defaults-package", "schedulefree_adamw", "schedulefree", {}),
+    Case("schedulefree_adamw-warmup-numpy", "schedulefree_adamw", "numpy.schedulefree_adamw",
+         dict(lr=1e-2, beta1=0.95, beta2=0.99, eps=1e-6, warmup_steps=30, r=0.5, weight_lr_power=1.5, **DECAY)),
+    Case("schedulefree_adamw-warmup-package", "schedulefree_adamw", "schedulefree",
+         dict(lr=1e-2, beta1=0.95, beta2=0.99, eps=1e-6, warmup_steps=30, r=0.5, weight_lr_power=1.5, **DECAY)),
     Case("adam_atan2-defaults-package", "adam_atan2", "adam_atan2_pytorch", {}),
     Case("adam_atan2-decay-package", "adam_atan2", "adam_atan2_pytorch",
          dict(lr=2e-3, beta1=0.85, beta2=0.99, a=1.5, b=0.8, **DECAY), schedule=True),
@@ -276,6 +283,22 @@ class LucidrainsAdamAtan2(TorchReference):
         return {"exp_avg": s["exp_avg"].numpy(), "exp_avg_sq": s["exp_avg_sq"].numpy()}
 
 
+class ScheduleFree(TorchReference):
+    """schedulefree's AdamWScheduleFree in training mode, single-tensor path; it keeps z and exp_avg_sq as the spec."""
+
+    def make(self, tensor, h):
+        schedulefree = pytest.importorskip("schedulefree")
+        h.pop("maximize", None)
+        betas = (h.pop("beta1", 0.9), h.pop("beta2", 0.999))
+        optimizer = schedulefree.AdamWScheduleFree([tensor], betas=betas, foreach=False, **h)
+        optimizer.train()
+        return optimizer
+
+    def states(self, state):
+        s = self.optimizer_state(state)
+        return {"z": s["z"].numpy(), "exp_avg_sq": s["exp_avg_sq"].numpy()}
+
+
 class OptimiAdamW(TorchReference):
     """optimi keeps the moments bias-corrected (debiased betas); torch.optim's exp_avg is m = m_hat * (1 - beta^t)."""
 
@@ -294,7 +317,7 @@ class OptimiAdamW(TorchReference):
 
 TORCH_REFERENCES = {"optimi.Lion": OptimiLion, "optimi.Adan": OptimiAdan, "adabelief_pytorch": OfficialAdaBelief,
                     "optimi.StableAdamW": OptimiStableAdamW, "optimi.AdamW": OptimiAdamW,
-                    "adam_atan2_pytorch": LucidrainsAdamAtan2}
+                    "adam_atan2_pytorch": LucidrainsAdamAtan2, "schedulefree": ScheduleFree}
 
 
 def make_reference(case: Case):

@@ -31,6 +31,7 @@ BUILTINS: dict[str, tuple[str, ...]] = {
     "lamb": ("cautious",),
     "stableadamw": ("decouple_lr",),
     "mars": (),
+    "schedulefree_adamw": (),
 }
 
 OPTIONS = {
