@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -50,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     except AdamgenError as error:
         print(f"adamgen: error: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `adamgen list | head`: the reader left; stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 OPTION_HELP = {
@@ -80,9 +84,10 @@ def _list(args) -> int:
     for name, options in BUILTINS.items():
         variant = builtin(name)
         defaults = ", ".join(f"{h}={d}" for h, d in variant.hyperparameters)
-        print(f"{name:8s} {variant.reference:20s} {variant.doc}")
-        print(f"{'':8s} options: {', '.join('--' + o.replace('_', '-') for o in options) or 'none'}")
-        print(f"{'':8s} defaults: {defaults}")
+        print(f"{name}: {variant.doc}")
+        print(f"    reference: {variant.reference}")
+        print(f"    options: {', '.join('--' + o.replace('_', '-') for o in options) or 'none'}")
+        print(f"    defaults: {defaults}")
     return 0
 
 

@@ -12,9 +12,9 @@ from adamgen.variants import builtin_variants
 def test_list(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
-    for name in ["adam", "adamw", "adamax", "nadam", "radam"]:
-        assert f"\n{name} " in "\n" + out
-    assert "--amsgrad" in out and "--decoupled-weight-decay" in out and "torch.optim.NAdam" in out
+    for name in ["adam", "adamw", "adamax", "nadam", "radam", "schedulefree_adamw"]:
+        assert f"\n{name}: " in "\n" + out
+    assert "--amsgrad" in out and "--decoupled-weight-decay" in out and "reference: torch.optim.NAdam" in out
 
 
 def test_show_plain_and_latex(capsys):
