@@ -29,8 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     gen = commands.add_parser("generate", help="generate kernels (no variant: every built-in into the package)")
     gen.add_argument("variants", nargs="*", metavar="VARIANT", help="built-in names or spec files")
     gen.add_argument("--target", choices=("cpu", "cuda", "all"), default="all", help="default: all")
-    gen.add_argument("--out", type=Path, help="output folder (default: the package's generated/ for built-ins, the "
-                     "spec file's folder for spec files); files go to OUT/<target>/<variant>.py")
+    gen.add_argument("--out", type=Path, help="output folder (default: the package's generated/ when no VARIANT is "
+                     "named, . for a named built-in, the spec file's folder for a spec file); files go to "
+                     "OUT/<target>/<variant>.py")
     _add_options(gen)
 
     commands.add_parser("check", help="exit 1 if generated/ differs from what the generator produces now")
