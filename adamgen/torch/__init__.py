@@ -34,9 +34,9 @@ from collections import defaultdict
 import numpy as np
 import torch
 
-from .errors import AdamgenError
-from .loader import load
-from .variants import BUILTINS, OPTIONS
+from ..errors import AdamgenError
+from ..loader import load
+from ..variants import BUILTINS, OPTIONS
 
 __all__ = ["Optimizer", "optimizer_class", "UnsupportedTensorError", "Adam", "AdamW", "Adamax", "NAdam", "RAdam"]
 
