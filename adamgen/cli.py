@@ -11,6 +11,7 @@ from pathlib import Path
 import sympy
 
 from .errors import AdamgenError
+from .generate import TARGETS
 from .variants import BUILTINS, OPTIONS, builtin, with_options
 
 
@@ -28,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
 
     gen = commands.add_parser("generate", help="generate kernels (no variant: every built-in into the package)")
     gen.add_argument("variants", nargs="*", metavar="VARIANT", help="built-in names or spec files")
-    gen.add_argument("--target", choices=("cpu", "cuda", "all"), default="all", help="default: all")
+    gen.add_argument("--target", choices=(*TARGETS, "all"), default="all", help="default: all")
     gen.add_argument("--out", type=Path, help="output folder (default: the package's generated/ when no VARIANT is "
                      "named, . for a named built-in, the spec file's folder for a spec file); files go to "
                      "OUT/<target>/<variant>.py")
@@ -118,7 +119,7 @@ def _latex(variant) -> str:
 
 
 def _generate(args) -> int:
-    from .generate import TARGETS, generate, write_builtins
+    from .generate import generate, write_builtins
     from .render import write_if_changed
 
     targets = TARGETS if args.target == "all" else (args.target,)

@@ -2,65 +2,95 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from pathlib import Path
 
-from . import __version__
+import sympy
+
+from . import __version__, targets
+from .errors import GenerateError
 from .lower import lower
-from .printing import ELEMENT_PRINTERS, print_lowered
+from .printing import Printed, print_lowered
 from .render import render, write_if_changed
 from .resources import generated_dir
 from .spec import Variant
+from .targets import Target
 from .transforms import maximize
 from .variants import as_variant, builtin_variants
-from .errors import GenerateError
 
-TARGETS = ("cpu", "cuda")
-PARALLEL_THRESHOLD = 1 << 15  # below this many elements a serial CPU kernel beats a parallel one (measured: 2^14-2^15)
-REDUCE_BLOCK = 1 << 12  # elements summed in the arrays' dtype before the float64 sum of block sums
+TARGETS = ("cpu", "cuda")  # the names of adamgen.targets.targets(), in order
+
+
+@dataclasses.dataclass(frozen=True)
+class Module:
+    """Everything a target's template renders into one generated module; nothing in it is computed by the template.
+
+    Text fields (``doc``, ``reference``, ``command``) may come from a user: templates write them only through the
+    ``comment`` and ``docstring`` filters, which cannot end a comment or a string literal."""
+
+    target: Target
+    variant: str                      # the module's variant name, a checked identifier
+    version: str                      # adamgen's version
+    sympy_version: str
+    spec_hash: str
+    command: str                      # how to regenerate the module
+    rule: tuple[str, ...]             # the update rule, one readable line per definition and update
+    doc: str
+    reference: str
+    states: tuple[tuple[str, float], ...]         # state arrays and their initial values
+    scalar_states: tuple[tuple[str, float], ...]  # per-tensor host scalars and their initial values
+    hyperparameters: tuple[tuple[str, object], ...]  # names and defaults (a bool default makes a flag)
+    printed: Printed
+
+    @property
+    def arrays(self) -> tuple[str, ...]:
+        return self.printed.arrays
+
+    @property
+    def state_names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.states)
+
+    @property
+    def elementwise(self) -> bool:
+        """Whether each element's update reads only that element: no reduction, no element count."""
+        return not self.printed.reductions and "numel" not in self.printed.host_inputs
 
 
 def generate(spec, target: str = "cpu", command: str | None = None) -> str:
-    """The source of one self-contained generated module. Pure: equal inputs give byte-identical output."""
-    if target not in TARGETS:
-        raise GenerateError(f"unknown target {target!r}; targets: {', '.join(TARGETS)}")
+    """The source of one self-contained generated module. Pure: equal inputs give byte-identical output.
+
+    Raises ``SpecError`` for a spec no target can compile and ``GenerateError`` if the rendered module is not valid
+    Python (which would be a bug of adamgen's)."""
+    target = targets.target(target)
     variant = as_variant(spec)                      # check the user's spec
-    lowered = lower(maximize(variant))              # torch's maximize flag; host block / element block, CSE
-    printed = print_lowered(lowered, ELEMENT_PRINTERS[target])  # float64 host code, typed element code
-    command = command or f"adamgen generate {variant.name} --target {target}"
-    return render(target, _context(variant, printed, target, command))  # the target's template
+    lowered = lower(maximize(variant))              # torch's maximize flag; host blocks, element phases, CSE
+    printed = print_lowered(lowered, target.printer)  # float64 NumPy host code, typed element code
+    module = _module(lowered.variant, printed, target, command or f"adamgen generate {variant.name} --target {target}")
+    source = render(module)                         # the target's template
+    try:                                            # never hand out a module that does not compile
+        compile(source, f"<adamgen {variant.name} {target}>", "exec")
+    except (SyntaxError, ValueError) as error:
+        raise GenerateError(f"the generated {target} module of {variant.name} does not compile ({error}); this is "
+                            "a bug in adamgen") from error
+    return source
 
 
-def _context(variant: Variant, printed, target: str, command: str) -> dict:
-    hyperparameters = {h.name: d for h, d in variant.hyperparameters}
-    hyperparameters["maximize"] = False
-    return dict(
-        version=__version__,
-        variant=variant.name,
+def _module(variant: Variant, printed: Printed, target: Target, command: str) -> Module:
+    return Module(
         target=target,
+        variant=variant.name,
+        version=__version__,
+        sympy_version=sympy.__version__,
         spec_hash=variant.content_hash(),
         command=command,
-        rule=variant.rule(),
+        rule=tuple(variant.rule()),
         doc=variant.doc or f"The {variant.name} optimizer.",
         reference=variant.reference,
-        state_names=tuple(s.name for s, _ in variant.states),
-        states=[(s.name, init) for s, init in variant.states],
-        scalar_states={s.name: init for s, init in variant.scalar_states},
-        hyperparameters=hyperparameters,
-        host=printed.host,
-        scalars=printed.scalars,
-        scalar_names=[name for name, _ in printed.scalars],
-        arrays=list(printed.arrays),
-        loads=printed.loads,
-        element=printed.element,
-        stores=printed.stores,
-        scalar_updates=printed.scalar_updates,
-        parallel_threshold=PARALLEL_THRESHOLD,
-        reductions=printed.reductions,
-        helpers=printed.helpers,
-        elementwise=not printed.reductions and "numel" not in printed.host_inputs,
-        host_inputs=printed.host_inputs,
-        reduce_block=REDUCE_BLOCK,
+        states=tuple((s.name, init) for s, init in variant.states),
+        scalar_states=tuple((s.name, init) for s, init in variant.scalar_states),
+        hyperparameters=tuple((h.name, d) for h, d in variant.hyperparameters),
+        printed=printed,
     )
 
 

@@ -31,10 +31,10 @@ def load(variant, target: str = "cpu", **options) -> ModuleType:
     Built-ins come from the shipped ``generated/`` folder; anything else is generated into ``cache_dir()`` under the hash
     of its generated source (written atomically, so concurrent processes are safe) and imported from there.
     """
-    from .generate import TARGETS, generate
+    from .generate import generate
+    from .targets import target as find_target
 
-    if target not in TARGETS:
-        raise GenerateError(f"unknown target {target!r}; targets: {', '.join(TARGETS)}")
+    target = find_target(target).name
     if isinstance(variant, str) and variant in BUILTINS:
         name = with_options(builtin(variant), **options).name
         return importlib.import_module(f"adamgen.generated.{target}.{name}")

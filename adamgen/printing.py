@@ -9,6 +9,7 @@ which keeps a float32 kernel free of float64 operations under Numba's typing rul
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import sympy
 from sympy.printing.pycode import PythonCodePrinter
@@ -20,19 +21,75 @@ _SETTINGS = {"strict": True, "fully_qualified_modules": True, "standard": "pytho
 
 
 class HostPrinter(PythonCodePrinter):
-    """Host code: plain Python float64 arithmetic, run once per step."""
+    """Host code: NumPy float64 arithmetic, run once per step on one value per tensor (a scalar for ``step``, an array
+    for many tensors).
+
+    The inputs are NumPy float64 values, so arithmetic follows IEEE as the kernels do: a division by zero or an overflow
+    gives inf or nan instead of raising halfway through a step. Functions are NumPy's (``np.sqrt``, ``np.maximum``,
+    which propagate nan like the oracle and torch), and a ``Piecewise`` is an ``np.where`` over every branch."""
+
+    FUNCTIONS = {"exp": "np.exp", "log": "np.log", "Abs": "np.abs", "sign": "np.sign", "atan2": "np.arctan2"}
 
     def __init__(self):
         super().__init__(_SETTINGS)
 
+    def _print_Function(self, expr):
+        name = self.FUNCTIONS.get(type(expr).__name__)
+        if name is None:
+            raise SpecError(f"cannot print {expr} in host code: {type(expr).__name__} is not supported")
+        return f"{name}({', '.join(self._print(arg) for arg in expr.args)})"
+
+    _print_exp = _print_log = _print_Abs = _print_sign = _print_atan2 = _print_Function
+
+    def _print_Pow(self, expr, rational=False):
+        if expr.exp == sympy.S.Half:
+            return f"np.sqrt({self._print(expr.base)})"
+        if expr.exp == -sympy.S.Half:
+            return f"1/np.sqrt({self._print(expr.base)})"
+        return super()._print_Pow(expr, rational=rational)
+
+    def _print_Max(self, expr):
+        return self._nest("np.maximum", expr.args)
+
+    def _print_Min(self, expr):
+        return self._nest("np.minimum", expr.args)
+
+    def _nest(self, name, args):
+        first, *rest = args
+        return self._print(first) if not rest else f"{name}({self._print(first)}, {self._nest(name, rest)})"
+
+    def _print_Piecewise(self, expr):
+        (value, condition), *rest = expr.args
+        if condition == sympy.true:
+            return self._print(value)
+        return f"np.where({self._print(condition)}, {self._print(value)}, {self._print(sympy.Piecewise(*rest))})"
+
+    def _print_And(self, expr):
+        return self._nest("np.logical_and", expr.args)
+
+    def _print_Or(self, expr):
+        return self._nest("np.logical_or", expr.args)
+
+    def _print_Not(self, expr):
+        return f"np.logical_not({self._print(expr.args[0])})"
+
     def _print_Float(self, expr):
-        return repr(float(expr))
+        value = float(expr)
+        if math.isinf(value):
+            return "np.inf" if value > 0 else "-np.inf"
+        return repr(value)
 
     def _print_Rational(self, expr):
         return f"({expr.p}/{expr.q})"
 
     def _print_Half(self, expr):
         return "0.5"
+
+    def _print_Exp1(self, expr):
+        return "np.e"
+
+    def _print_Pi(self, expr):
+        return "np.pi"
 
 
 class ElementPrinter(PythonCodePrinter):
@@ -97,40 +154,57 @@ class CpuElementPrinter(ElementPrinter):
         return f"_atan2({self._print(expr.args[0])}, {self._print(expr.args[1])})"
 
 
-ELEMENT_PRINTERS = {"cpu": CpuElementPrinter, "cuda": ElementPrinter}
-
-
 @dataclasses.dataclass(frozen=True)
-class PrintedReduction:
-    """A reduce phase as source fragments: its kernel's scalars, reads, temporaries and stores, the per-element values it
-    sums (``r<k>``, value), the host scalar holding a typed zero, and the host lines that run once its sums are known."""
+class PrintedPhase:
+    """One pass over the elements as source fragments.
+
+    scalars:    the kernel's host values, in argument order, each (name, whether it is a flag).
+    loads:      (local, array) reads at the start of each element; element: ``t<k> = ...`` lines;
+    stores:     (array, value) writes at the end of each element.
+    sums:       (``r<k>``, per-element value) summed over each tensor (reduce phases only), from the typed zero ``zero``.
+    host_after: host lines that run once the sums are known (reduce phases only).
+    """
 
     scalars: tuple[tuple[str, bool], ...]
     loads: tuple[tuple[str, str], ...]
     element: tuple[str, ...]
     stores: tuple[tuple[str, str], ...]
-    sums: tuple[tuple[str, str], ...]
-    zero: str
-    host_after: tuple[str, ...]
+    sums: tuple[tuple[str, str], ...] = ()
+    zero: str | None = None
+    host_after: tuple[str, ...] = ()
+
+    @property
+    def values(self) -> tuple[str, ...]:
+        """The scalars that are numbers (passed in the arrays' dtype)."""
+        return tuple(name for name, flag in self.scalars if not flag)
+
+    @property
+    def flags(self) -> tuple[str, ...]:
+        """The scalars that are flags (passed as bools)."""
+        return tuple(name for name, flag in self.scalars if flag)
 
 
 @dataclasses.dataclass(frozen=True)
 class Printed:
     """A lowered variant as source fragments, ready for any target's template.
 
-    ``host`` runs first; then each of ``reductions`` (a pass over the elements, then host lines); then the update phase,
-    described by ``scalars``, ``loads``, ``element`` and ``stores``."""
+    ``host`` runs first; then each phase in order (a pass over the elements; after a reduce phase, its ``host_after``
+    lines); the last phase is the update."""
 
-    host: tuple[str, ...]             # "name = expression" lines, float64
-    scalars: tuple[tuple[str, bool], ...]  # kernel scalar arguments and whether each is a flag (bool)
-    arrays: tuple[str, ...]           # kernel array arguments
-    loads: tuple[tuple[str, str], ...]
-    element: tuple[str, ...]          # "t<k> = expression" lines
-    stores: tuple[tuple[str, str], ...]
+    host: tuple[str, ...]                 # "name = expression" lines, float64 NumPy
+    arrays: tuple[str, ...]               # kernel array arguments: param, grad, states
+    phases: tuple[PrintedPhase, ...]      # reduce phases, then the update phase
     scalar_updates: tuple[tuple[str, str], ...]
-    host_inputs: frozenset            # names of the host inputs read (step, numel, hyperparameters, scalar states)
-    reductions: tuple[PrintedReduction, ...] = ()
-    helpers: frozenset = frozenset()  # helper functions the element code calls (the printer's ``helpers``)
+    host_inputs: frozenset                # names of the host inputs read (step, numel, hyperparameters, scalar states)
+    helpers: frozenset = frozenset()      # runtime modules the element code calls (the printer's ``helpers``)
+
+    @property
+    def reductions(self) -> tuple[PrintedPhase, ...]:
+        return self.phases[:-1]
+
+    @property
+    def update(self) -> PrintedPhase:
+        return self.phases[-1]
 
 
 def print_lowered(lowered: Lowered, element_printer: type[ElementPrinter] = ElementPrinter) -> Printed:
@@ -140,24 +214,23 @@ def print_lowered(lowered: Lowered, element_printer: type[ElementPrinter] = Elem
     def host_lines(block):
         return tuple(f"{s} = {host.doprint(e)}" for s, e in block)
 
-    def kernel(phase):
-        return dict(
-            scalars=tuple((str(s), s in lowered.flags) for s in phase.kernel_scalars),
-            loads=tuple((str(local), str(array)) for local, array in phase.loads),
-            element=tuple(f"{s} = {element.doprint(e)}" for s, e in phase.element),
-            stores=tuple((str(array), element.doprint(value)) for array, value in phase.stores),
+    def phase(k, lowered_phase):
+        last = k == len(lowered.phases) - 1
+        return PrintedPhase(
+            scalars=tuple((str(s), s in lowered.flags) for s in lowered_phase.kernel_scalars),
+            loads=tuple((str(local), str(array)) for local, array in lowered_phase.loads),
+            element=tuple(f"{s} = {element.doprint(e)}" for s, e in lowered_phase.element),
+            stores=tuple((str(array), element.doprint(value)) for array, value in lowered_phase.stores),
+            sums=tuple((str(r), element.doprint(v)) for r, v in lowered_phase.sums),
+            zero=None if lowered_phase.zero is None else str(lowered_phase.zero),
+            host_after=() if last else host_lines(lowered.host[k + 1]),
         )
 
-    reductions = tuple(
-        PrintedReduction(**kernel(phase), sums=tuple((str(r), element.doprint(v)) for r, v in phase.sums),
-                         zero=str(phase.zero), host_after=host_lines(lowered.host[k + 1]))
-        for k, phase in enumerate(lowered.phases[:-1]))
     return Printed(
         host=host_lines(lowered.host[0]),
-        **kernel(lowered.update),
         arrays=tuple(str(a) for a in lowered.arrays),
+        phases=tuple(phase(k, p) for k, p in enumerate(lowered.phases)),
         scalar_updates=tuple((str(s), str(new)) for s, new in lowered.scalar_updates),
         host_inputs=frozenset(str(s) for s in lowered.host_inputs),
-        reductions=reductions,
         helpers=frozenset(element.helpers),
     )

@@ -10,6 +10,7 @@ from pathlib import Path
 import jinja2
 
 from .resources import templates_dir
+from .runtime import inline
 
 
 @functools.cache
@@ -22,13 +23,36 @@ def environment() -> jinja2.Environment:
         keep_trailing_newline=True,
         autoescape=False,
     )
-    env.filters["pyrepr"] = repr
+    env.filters.update(pyrepr=repr, comment=comment, docstring=docstring)
+    env.globals["inline"] = inline
     return env
 
 
-def render(target: str, context: dict) -> str:
-    """Fill the template ``<target>.py.j2`` with ``context``. Deterministic: equal contexts give equal bytes."""
-    return environment().get_template(f"{target}.py.j2").render(context)
+def render(module) -> str:
+    """Fill the template of ``module.target`` with ``module`` (a ``generate.Module``). Deterministic: equal modules
+    give equal bytes."""
+    return environment().get_template(module.target.template).render(module=module, printed=module.printed)
+
+
+def comment(text, prefix: str = "# ") -> str:
+    """``text`` as Python comment lines: every line of it starts with ``prefix``, whatever line breaks or control
+    characters it holds (they are written escaped), so it cannot end the comment."""
+    lines = str(text).splitlines() or [""]
+    return "\n".join((prefix + _printable(line)).rstrip() for line in lines)
+
+
+def docstring(text) -> str:
+    """``text`` as a string literal for a docstring: triple-quoted when that reads back as the same text, else
+    ``repr`` (a literal whatever the text holds)."""
+    text = str(text)
+    plain = all(c.isprintable() or c == "\n" for c in text)
+    if plain and '"""' not in text and "\\" not in text and not text.endswith('"'):
+        return f'"""{text}"""'
+    return repr(text)
+
+
+def _printable(line: str) -> str:
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in line)
 
 
 def write_if_changed(path: Path, text: str) -> bool:

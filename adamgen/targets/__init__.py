@@ -1,1 +1,73 @@
-"""Code generation targets: what each kind of kernel (CPU, CUDA) needs to know about itself."""
+"""Code generation targets. Each ``Target`` owns what the generator and the runtimes need to know about one kind of
+kernel: its element printer, its template, its tuning constants, the names its generated code takes for itself and the
+torch device types it serves. Code elsewhere asks the target instead of comparing target names."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from ..errors import GenerateError
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """One code generation target.
+
+    name:          what users write (``adamgen.load(..., target=name)``); also the folder of its generated modules.
+    template:      the Jinja2 template of its modules (``templates/<template>``).
+    printer:       the element printer class (``adamgen.printing``) for its kernels' per-element code.
+    constants:     tuning constants written into every module (``NAME = value``), with a comment each.
+    runtime:       the ``adamgen/runtime`` modules its template inlines, in order.
+    device_types:  the torch device types whose tensors it updates.
+    reserved:      names its generated code uses besides the shared ones (``SHARED_RESERVED``).
+    """
+
+    name: str
+    template: str
+    printer: type
+    constants: tuple[tuple[str, int, str], ...]
+    runtime: tuple[str, ...]
+    device_types: tuple[str, ...]
+    reserved: frozenset = frozenset()
+
+    def __str__(self) -> str:
+        return self.name
+
+
+# Module-level names of every generated module (metadata and functions); spec names may not take them.
+SHARED_RESERVED = frozenset({
+    "VARIANT", "TARGET", "STATES", "STATE_INIT", "SCALAR_STATES", "HYPERPARAMETERS", "REFERENCE", "SPEC_HASH",
+    "REDUCE_PHASES", "ELEMENTWISE", "init", "step", "init_many", "step_many", "step_tables",
+})
+
+
+def _all() -> dict[str, Target]:
+    from .cpu import CPU
+    from .cuda import CUDA
+
+    return {target.name: target for target in (CPU, CUDA)}
+
+
+TARGETS: dict[str, Target] = {}
+
+
+def targets() -> dict[str, Target]:
+    """Every target by name."""
+    if not TARGETS:
+        TARGETS.update(_all())
+    return TARGETS
+
+
+def target(name) -> Target:
+    """The target called ``name`` (a ``Target`` is returned as it is); a GenerateError lists the targets otherwise."""
+    if isinstance(name, Target):
+        return name
+    known = targets()
+    if name not in known:
+        raise GenerateError(f"unknown target {name!r}; targets: {', '.join(known)}")
+    return known[name]
+
+
+def for_device(device_type: str) -> Target | None:
+    """The target whose kernels update tensors on torch devices of ``device_type``, or None."""
+    return next((t for t in targets().values() if device_type in t.device_types), None)

@@ -1,0 +1,112 @@
+"""CPU kernels' host side: checking NumPy arrays, and reading arrays at addresses inside a kernel.
+
+Many-tensor kernels get the addresses of their arrays in an int64 table; ``_at`` turns one back into an array inside
+the kernel (numba has no cast from an integer to a pointer, so ``_pointer`` is a one-instruction intrinsic). Addresses
+only come from arrays checked here (or by ``adamgen.torch``), never from anywhere else.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba.core import types as _types
+from numba.core.extending import intrinsic as _intrinsic
+
+from .tables import _overlap, _scalar_state, _step_count
+
+VARIANT = "runtime"  # the generated module's own constants replace these stand-ins
+STATES: tuple = ()
+SCALAR_STATES: dict = {}
+
+# --- inlined into generated modules from here on ---
+
+_DTYPES = (np.float32, np.float64)  # what the kernels compute in
+
+
+@_intrinsic
+def _pointer(typingctx, address, dtype):
+    """The int64 ``address`` as a pointer to elements of ``dtype`` (LLVM's inttoptr)."""
+    pointer = _types.CPointer(dtype.dtype)
+
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], context.get_value_type(pointer))
+
+    return pointer(address, dtype), codegen
+
+
+@numba.njit(inline="always", cache=True)
+def _at(address, count, dtype):
+    """The ``count`` elements of ``dtype`` from ``address`` on, as a 1-D array (no copy)."""
+    return numba.carray(_pointer(address, dtype), count)
+
+
+def _address(array):
+    return array.ctypes.data
+
+
+def _array_problem(name, array, dtype, shape, written):
+    """What is wrong with ``array`` as the kernel's ``name`` array, or None."""
+    if not isinstance(array, np.ndarray):
+        return TypeError(f"{name} must be a numpy array, got {type(array).__name__}")
+    if array.dtype != dtype:
+        return TypeError(f"{name} has dtype {array.dtype}, param has dtype {dtype}")
+    if array.shape != shape:
+        return ValueError(f"{name} has shape {array.shape}, param has shape {shape}")
+    if not array.flags.c_contiguous:
+        return ValueError(f"{name} must be C-contiguous")
+    if written and not array.flags.writeable:
+        return ValueError(f"{name} is read-only")
+    return None
+
+
+def _checked_arrays(function, params, grads, states, tables):
+    """The kernel's arrays for each tensor (``[param, grad, *states]``, each 1-D) and their dtype, after checking every
+    array of every tensor: numpy arrays of one float dtype, each tensor's arrays of one shape, C-contiguous, the written
+    ones writeable, and no written array sharing memory with any other. With ``tables``, also their int64 address
+    table (row ``j``: tensor ``j``'s arrays in kernel order). Raises TypeError or ValueError naming the first problem,
+    before anything is written."""
+    rows, named = [], []
+    dtype = None
+    many = function.endswith("_many")
+    for k, (param, grad, state) in enumerate(zip(params, grads, states)):
+        where, state_name = (f"params[{k}]", f"states[{k}]") if many else ("param", "state")
+        if not isinstance(param, np.ndarray) or param.dtype not in _DTYPES:
+            raise TypeError(f"{VARIANT}.{function}: {where} must be a float32 or float64 numpy array, got "
+                            f"{type(param).__name__} {getattr(param, 'dtype', '')}".rstrip())
+        dtype = param.dtype if dtype is None else dtype
+        if param.dtype != dtype:
+            raise TypeError(f"{VARIANT}.{function}: {where} has dtype {param.dtype}, params[0] has dtype {dtype}")
+        if not isinstance(state, dict):
+            raise TypeError(f"{VARIANT}.{function}: {state_name} must be the dict that init returns, got "
+                            f"{type(state).__name__}")
+        missing = [name for name in ("step",) + STATES + tuple(SCALAR_STATES) if name not in state]
+        if missing:
+            raise ValueError(f"{VARIANT}.{function}: {state_name} lacks {', '.join(missing)}; create it with "
+                             f"{VARIANT}.init")
+        _step_count(function, state_name, state["step"])
+        for name in SCALAR_STATES:
+            _scalar_state(function, state_name, name, state[name])
+        row = [(where, param, True), (where.replace("param", "grad"), grad, False)]
+        row += [(f"{state_name}[{name!r}]", state[name], True) for name in STATES]
+        for name, array, written in row:
+            problem = _array_problem(name, array, param.dtype, param.shape, written)
+            if problem is not None:
+                raise type(problem)(f"{VARIANT}.{function}: {problem}")
+        named += row
+        rows.append([array.reshape(-1) for _, array, _ in row])
+    if not tables:
+        for b, (name, array, written) in enumerate(named):
+            for a in range(b):
+                if (written or named[a][2]) and np.may_share_memory(named[a][1], array):
+                    _overlapping(function, named[a][0], name)
+        return rows, None, dtype
+    starts = [_address(array) for _, array, _ in named]
+    stops = [start + array.nbytes for start, (_, array, _) in zip(starts, named)]
+    clash = _overlap(starts, stops, [written for _, _, written in named])
+    if clash is not None:
+        _overlapping(function, named[clash[0]][0], named[clash[1]][0])
+    return rows, np.array(starts, np.int64).reshape(len(rows), 2 + len(STATES)), dtype
+
+
+def _overlapping(function, first, second):
+    raise ValueError(f"{VARIANT}.{function}: {second} overlaps {first} in memory, and one of them is written")

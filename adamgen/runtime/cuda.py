@@ -1,0 +1,211 @@
+"""CUDA kernels' host side: checking device arrays, launch sizes, streams, tables on the device, and reading arrays at
+addresses inside a kernel.
+
+Device arrays are anything with ``__cuda_array_interface__`` (torch CUDA tensors, CuPy arrays) or numba device arrays;
+they are used in place, never copied. torch is never imported: a caller that passes torch tensors has imported it.
+Many-tensor kernels get their arrays' device addresses in an int64 table; ``_view`` turns one back into something a
+kernel indexes (a typed pointer; under numba's CUDA simulator, where device memory is host memory, a NumPy view).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import sys
+
+import numba
+import numpy as np
+from numba import cuda
+from numba.cuda import types as _types
+from numba.cuda.extending import intrinsic as _intrinsic
+
+from .tables import _overlap, _scalar_state, _step_count
+
+VARIANT = "runtime"  # the generated module's own constants replace these stand-ins
+STATES: tuple = ()
+SCALAR_STATES: dict = {}
+THREADS_PER_BLOCK = 256
+
+# --- inlined into generated modules from here on ---
+
+_DTYPES = (np.float32, np.float64)  # what the kernels compute in
+# At most this many blocks per launch; None: as many as the device keeps resident at once (multiprocessors x resident
+# threads per multiprocessor / THREADS_PER_BLOCK), which the kernels' loops over chunks cover any size with.
+MAX_BLOCKS = None
+
+if numba.config.ENABLE_CUDASIM:
+    def _view(address, count, dtype):
+        """The ``count`` elements of ``dtype`` at ``address`` (the simulator's device memory is host memory)."""
+        kind = np.ctypeslib.as_ctypes_type(np.dtype(dtype))
+        return np.ctypeslib.as_array(ctypes.cast(int(address), ctypes.POINTER(kind)), (int(count),))
+else:
+    @_intrinsic
+    def _view(typingctx, address, count, dtype):
+        """The int64 ``address`` as a pointer to ``dtype`` elements (LLVM's inttoptr); indexing it reads and writes
+        device memory. ``count`` is unused on the device."""
+        pointer = _types.CPointer(dtype.dtype)
+
+        def codegen(context, builder, signature, args):
+            return builder.inttoptr(args[0], context.get_value_type(pointer))
+
+        return pointer(address, count, dtype), codegen
+
+_resident = {}  # device id -> blocks resident at once
+
+
+def _blocks(chunks):
+    """Blocks for a launch over ``chunks`` chunks: one per chunk, at most one resident wave on the current device."""
+    limit = MAX_BLOCKS
+    if limit is None:
+        device = cuda.get_current_device()
+        key = getattr(device, "id", 0)
+        if key not in _resident:
+            # The CUDA simulator's device reports neither attribute: count it as one multiprocessor.
+            threads = getattr(device, "MAX_THREADS_PER_MULTIPROCESSOR", THREADS_PER_BLOCK)
+            _resident[key] = getattr(device, "MULTIPROCESSOR_COUNT", 1) * max(1, threads // THREADS_PER_BLOCK)
+        limit = _resident[key]
+    return max(1, min(limit, chunks))
+
+
+def _torch(array):
+    """The torch module if ``array`` is a torch tensor, else None."""
+    torch = sys.modules.get("torch")
+    return torch if torch is not None and isinstance(array, torch.Tensor) else None
+
+
+def _not_cuda(function, what, array):
+    return TypeError(f"{VARIANT}.{function}: {what} must be a CUDA array (a numba device array, a torch CUDA tensor or "
+                     f"any object with __cuda_array_interface__), got {type(array).__name__} on the host; use the cpu "
+                     "target, adamgen.load(..., target='cpu'), for host arrays")
+
+
+def _device_array(function, what, array):
+    """A numba device array viewing ``array``'s memory (no copy), or a TypeError if it is not in CUDA memory."""
+    if cuda.devicearray.is_cuda_ndarray(array):
+        return array
+    torch = _torch(array)
+    if torch is not None:
+        if not array.is_cuda:
+            raise _not_cuda(function, what, array)
+        array = array.detach()  # a tensor that requires grad exports no __cuda_array_interface__
+    elif not hasattr(array, "__cuda_array_interface__"):
+        raise _not_cuda(function, what, array)
+    return cuda.as_cuda_array(array)
+
+
+def _address(array):
+    """The device address of a numba device array's first element (a host address under the simulator)."""
+    interface = getattr(array, "__cuda_array_interface__", None)
+    if interface is None:  # the CUDA simulator, whose device arrays are host arrays
+        interface = np.asarray(array).__array_interface__
+    return interface["data"][0], interface["data"][1]
+
+
+def _checked_arrays(function, params, grads, states, tables):
+    """The kernel's arrays for each tensor (``[param, grad, *states]``, each a 1-D numba device array) and their dtype,
+    after checking every array of every tensor: CUDA arrays of one float dtype on the current device, each tensor's
+    arrays of one shape, C-contiguous, the written ones writeable, and no written array sharing memory with any other.
+    With ``tables``, also their int64 address table (row ``j``: tensor ``j``'s arrays in kernel order). Raises
+    TypeError or ValueError naming the first problem, before anything is written."""
+    rows, named, extents = [], [], []
+    dtype = None
+    many = function.endswith("_many")
+    for k, (param, grad, state) in enumerate(zip(params, grads, states)):
+        where, state_name = (f"params[{k}]", f"states[{k}]") if many else ("param", "state")
+        if not isinstance(state, dict):
+            raise TypeError(f"{VARIANT}.{function}: {state_name} must be the dict that init returns, got "
+                            f"{type(state).__name__}")
+        missing = [name for name in ("step",) + STATES + tuple(SCALAR_STATES) if name not in state]
+        if missing:
+            raise ValueError(f"{VARIANT}.{function}: {state_name} lacks {', '.join(missing)}; create it with "
+                             f"{VARIANT}.init")
+        _step_count(function, state_name, state["step"])
+        for name in SCALAR_STATES:
+            _scalar_state(function, state_name, name, state[name])
+        row = [(where, param, True), (where.replace("param", "grad"), grad, False)]
+        row += [(f"{state_name}[{name!r}]", state[name], True) for name in STATES]
+        torch = _torch(param)
+        if torch is not None and param.is_cuda:
+            for name, array, _ in row[1:]:
+                if _torch(array) is not None and array.device != param.device:
+                    raise ValueError(f"{VARIANT}.{function}: {name} is on {array.device}, {where} is on {param.device}")
+            if param.device.index != torch.cuda.current_device():
+                raise ValueError(f"{VARIANT}.{function}: {where} is on {param.device} but the current CUDA device is "
+                                 f"cuda:{torch.cuda.current_device()}; step under `with torch.cuda.device(...)`")
+        arrays = [_device_array(function, name, array) for name, array, _ in row]
+        first = arrays[0]
+        if first.dtype not in _DTYPES:
+            raise TypeError(f"{VARIANT}.{function}: {where} must be float32 or float64, got {first.dtype}")
+        if dtype is not None and first.dtype != dtype:
+            raise TypeError(f"{VARIANT}.{function}: {where} has dtype {first.dtype}, params[0] has dtype {dtype}")
+        dtype = first.dtype
+        for (name, _, written), array in zip(row, arrays):
+            if array.dtype != dtype:
+                raise TypeError(f"{VARIANT}.{function}: {name} has dtype {array.dtype}, {where} has dtype {dtype}")
+            if tuple(array.shape) != tuple(first.shape):
+                raise ValueError(f"{VARIANT}.{function}: {name} has shape {tuple(array.shape)}, {where} has shape "
+                                 f"{tuple(first.shape)}")
+            if not array.is_c_contiguous():
+                raise ValueError(f"{VARIANT}.{function}: {name} must be C-contiguous")
+            start, readonly = _address(array)
+            if written and readonly:
+                raise ValueError(f"{VARIANT}.{function}: {name} is read-only")
+            extents.append((start, start + array.size * array.dtype.itemsize, written))
+            named.append(name)
+        rows.append([array if array.ndim == 1 else array.reshape(array.size) for array in arrays])
+    if extents:
+        starts, stops, written = zip(*extents)
+        clash = _overlap(starts, stops, written)
+        if clash is not None:
+            raise ValueError(f"{VARIANT}.{function}: {named[clash[1]]} overlaps {named[clash[0]]} in memory, and one "
+                             "of them is written")
+    addresses = np.array([start for start, _, _ in extents], np.int64).reshape(len(rows), 2 + len(STATES))
+    return rows, addresses if tables else None, dtype
+
+
+def _launch_stream(function, stream, like):
+    """The stream to launch on: ``stream`` if given (a numba stream, an object with __cuda_stream__ such as a
+    torch.cuda.Stream, or a raw cudaStream_t handle as an int), else torch's current stream when ``like`` is a torch
+    tensor, else the default stream."""
+    if stream is None:
+        torch = _torch(like)
+        if torch is None:
+            return 0
+        stream = torch.cuda.current_stream(like.device).cuda_stream
+    if isinstance(stream, int) and not isinstance(stream, bool):
+        return cuda.external_stream(stream) if stream else 0
+    if type(stream).__module__.startswith("numba."):
+        return stream
+    if hasattr(stream, "__cuda_stream__"):
+        return cuda.external_stream(stream.__cuda_stream__()[1])
+    raise TypeError(f"{VARIANT}.{function}: stream must be a numba stream, an object with __cuda_stream__ or a stream "
+                    f"handle (int), got {type(stream).__name__}")
+
+
+def _full(function, what, like, value):
+    """An array shaped like ``like``, filled with ``value``, with its dtype, on its device and of its kind: a torch
+    tensor for a torch tensor, a numba device array for a numba device array, else from ``like``'s own library
+    (CuPy's ``full``)."""
+    if cuda.devicearray.is_cuda_ndarray(like):
+        return cuda.to_device(np.full(like.shape, value, like.dtype))
+    torch = _torch(like)
+    if torch is not None:
+        if not like.is_cuda:
+            raise _not_cuda(function, what, like)
+        return torch.full_like(like, value, memory_format=torch.contiguous_format).detach()
+    library = sys.modules.get(type(like).__module__.partition(".")[0])
+    if not hasattr(like, "__cuda_array_interface__") or not hasattr(library, "full"):
+        raise _not_cuda(function, what, like)
+    return library.full(like.shape, value, dtype=like.dtype)
+
+
+def _host(array, stream):
+    """A device array's values on the host, once the work queued on ``stream`` before has finished."""
+    values = array.copy_to_host(stream=stream)
+    if not isinstance(stream, int):
+        stream.synchronize()
+    return values
+
+
+def _to_device(stream, *arrays):
+    """Host arrays copied to the device, in order on ``stream``."""
+    return [cuda.to_device(np.ascontiguousarray(array), stream=stream) for array in arrays]
