@@ -33,10 +33,14 @@ class HostPrinter(PythonCodePrinter):
     def __init__(self):
         super().__init__(_SETTINGS)
 
-    def _print_Function(self, expr):
-        name = self.FUNCTIONS.get(type(expr).__name__)
-        if name is None:
+    def _print(self, expr, **kwargs):
+        if expr.is_Function and not isinstance(expr, (sympy.Max, sympy.Min, sympy.Piecewise, sympy.And, sympy.Or, sympy.Not)) \
+                and type(expr).__name__ not in self.FUNCTIONS:
             raise SpecError(f"cannot print {expr} in host code: {type(expr).__name__} is not supported")
+        return super()._print(expr, **kwargs)
+
+    def _print_Function(self, expr):
+        name = self.FUNCTIONS[type(expr).__name__]
         return f"{name}({', '.join(self._print(arg) for arg in expr.args)})"
 
     _print_exp = _print_log = _print_Abs = _print_sign = _print_atan2 = _print_Function

@@ -14,17 +14,51 @@ flag = sympy.Symbol("flag")
 @pytest.mark.parametrize("expr, text", [
     (sympy.Float(0.96), "0.96"),
     (sympy.Float(1e-8), "1e-08"),
+    (sympy.Float("1e400"), "np.inf"),
+    (-sympy.Float("1e400") * x, "-np.inf*x"),
     (Rational(1, 3), "(1/3)"),
     (sympy.S.Half * x, "(0.5)*x"),
     (1 - x**y, "1 - x**y"),
-    (sqrt(x), "math.sqrt(x)"),
+    (sqrt(x), "np.sqrt(x)"),
+    (1 / sqrt(x), "1/np.sqrt(x)"),
     (x / y, "x/y"),
-    (Piecewise((-1, flag), (1, True)), "((-1) if flag else (1))"),
+    (Piecewise((-1, flag), (1, True)), "np.where(flag, -1, 1)"),
+    (Piecewise((x, x > 0), (y, y > 0), (z, True)), "np.where((x > 0), x, np.where((y > 0), y, z))"),
     (x > 5, "(x > 5)"),
-    (Max(x, y), "max(x, y)"),
+    (Max(x, y), "np.maximum(x, y)"),
+    (Max(x, y, z), "np.maximum(x, np.maximum(y, z))"),
+    (Min(x, y), "np.minimum(x, y)"),
+    (Abs(x), "np.abs(x)"),
+    (sympy.sign(x), "np.sign(x)"),
+    (sympy.exp(x), "np.exp(x)"),
+    (sympy.log(x), "np.log(x)"),
+    (sympy.atan2(x, y), "np.arctan2(x, y)"),
+    (sympy.E * x, "np.e*x"),
+    (sympy.pi * x, "np.pi*x"),
+    (sympy.And(x < y, flag), "np.logical_and(flag, (x < y))"),
+    (sympy.Or(x < y, flag), "np.logical_or(flag, (x < y))"),
+    (sympy.Not(flag), "np.logical_not(flag)"),
 ], ids=str)
 def test_host_printer(expr, text):
     assert HostPrinter().doprint(expr) == text
+
+
+def test_host_code_follows_ieee():
+    """Host values are NumPy float64, so what would raise in Python (a division by zero, an overflow, a negative base
+    to a fractional power) gives inf or nan as the kernels would."""
+    import numpy as np
+    values = {"x": np.float64(0.0), "y": np.float64(1e308), "z": np.float64(-0.5), "flag": np.True_, "np": np}
+    with np.errstate(all="ignore"):
+        assert eval(HostPrinter().doprint(1 / x), values) == np.inf
+        assert eval(HostPrinter().doprint(10 * y), values) == np.inf
+        assert np.isnan(eval(HostPrinter().doprint(z**Rational(5, 2)), values))
+        assert eval(HostPrinter().doprint(sympy.exp(1000 + x)), values) == np.inf
+        assert eval(HostPrinter().doprint(Piecewise((1 / x, flag), (x, True))), values) == np.inf
+
+
+def test_host_printer_is_strict():
+    with pytest.raises(SpecError, match="gamma is not supported"):
+        HostPrinter().doprint(sympy.gamma(x))
 
 
 @pytest.mark.parametrize("expr, text", [

@@ -1,0 +1,276 @@
+"""The ``torch.optim.Optimizer`` facade: construction, param groups, ``step``, checkpoints."""
+
+from __future__ import annotations
+
+import re
+
+import torch
+
+from ..loader import load
+from ..targets import for_device, targets
+from ..variants import BUILTINS, OPTIONS
+from . import dispatch
+from .tensors import check_param
+
+_BETA = re.compile(r"beta([1-9])$")
+
+
+class Optimizer(torch.optim.Optimizer):
+    """A ``torch.optim.Optimizer`` that updates parameters with an adamgen-generated kernel.
+
+    ``variant``: a built-in name (``"adamw"``), a path to a spec file, or a ``Spec``. Keyword arguments are the
+    variant's hyperparameters under torch's names (``betas=(b1, b2)`` stands for the spec's ``beta1``, ``beta2``; the
+    spec names are accepted too) and its options (``amsgrad``, ``decoupled_weight_decay``, ...), all of which can be
+    set per param group.
+
+    Each step reads the parameters, gradients and state tensors where their owners put them and updates them in
+    place: one kernel call per pass for all the tensors of a param group that share a device and a dtype.
+    """
+
+    def __init__(self, params, variant="adamw", **hyperparameters):
+        if isinstance(variant, str) and variant in BUILTINS:
+            option_names = set(BUILTINS[variant])
+        else:
+            option_names = set()
+        option_names |= {name for name in hyperparameters if name in OPTIONS}
+        options = {name: bool(hyperparameters.pop(name, False)) for name in sorted(option_names)}
+        base = load(variant, "cpu", **{name: True for name, on in options.items() if on})
+        self._variant = variant
+        self._option_names = tuple(sorted(option_names))
+        self._modules = {}
+        self._hyperparameter_plans = {}
+        self._names = _torch_names(base.HYPERPARAMETERS)
+        defaults = dict(self._names)
+        given = self._translate(hyperparameters, "adamgen.torch.Optimizer()")
+        # torch.optim's implementation switches: adamgen's kernel is always one fused call over a tensor list, so
+        # foreach and fused change nothing
+        for name in ("foreach", "fused"):
+            given.pop(name, None)
+        for name in ("capturable", "differentiable"):
+            if given.pop(name, False):
+                raise ValueError(f"adamgen.torch.Optimizer: {name}=True is not supported (the kernels run outside "
+                                 "autograd and CUDA graphs)")
+        if "decouple_lr" in option_names:  # as optimi: max_lr defaults to the (group's) initial lr, see add_param_group
+            defaults["max_lr"] = None
+        unknown = sorted(set(given) - set(defaults))
+        if unknown:
+            raise TypeError(f"adamgen.torch.Optimizer: unknown hyperparameter(s) {', '.join(unknown)} for variant "
+                            f"{base.VARIANT}; it takes {', '.join(defaults)} and options "
+                            f"{', '.join(sorted(option_names)) or 'none'}")
+        defaults.update(given)
+        _check_values(defaults)
+        defaults.update(options)
+        super().__init__(params, defaults)
+
+    # -- configuration -----------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _translate(hyperparameters, where):
+        """Spec names to torch names: ``beta1=``, ``beta2=`` become ``betas``."""
+        hyperparameters = dict(hyperparameters)
+        betas = {int(m.group(1)): hyperparameters.pop(name) for name in list(hyperparameters)
+                 if (m := _BETA.match(name))}
+        if betas:
+            if "betas" in hyperparameters:
+                raise TypeError(f"{where}: give either betas or beta1, beta2, ..., not both")
+            if sorted(betas) != list(range(1, len(betas) + 1)):
+                raise TypeError(f"{where}: betas must be given as beta1, beta2, ... without gaps")
+            hyperparameters["betas"] = tuple(betas[i] for i in sorted(betas))
+        return hyperparameters
+
+    def add_param_group(self, param_group):
+        if not isinstance(param_group, dict):
+            raise TypeError(f"param_group must be a dict, got {type(param_group).__name__}")
+        param_group = self._translate(param_group, "add_param_group")
+        params = param_group.get("params")
+        if isinstance(params, torch.Tensor):
+            params = [params]
+        elif params is not None and not isinstance(params, set):  # torch names the error for a set
+            params = list(params)  # a generator is read once, here
+        if params is not None:
+            param_group["params"] = params
+            for k, p in enumerate(params):
+                if isinstance(p, torch.Tensor):
+                    check_param(p, f"adamgen.torch.Optimizer: parameter {k} of group {len(self.param_groups)}")
+        _check_values(param_group)
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        if "max_lr" in group and group["max_lr"] is None:
+            group["max_lr"] = group["lr"]
+
+    def _modules_for(self, group) -> dict:
+        """The generated module per torch device type for the group's options (loaded once each)."""
+        options = tuple(name for name in self._option_names if group.get(name, False))
+        modules = self._modules.get(options)
+        if modules is None:
+            modules = self._modules[options] = _Modules(self._variant, options)
+        return modules
+
+    def _hyperparameters(self, group, module):
+        """The module's keyword arguments from a param group (torch names), falling back on the defaults."""
+        plan = self._hyperparameter_plans.get(module)
+        if plan is None:  # per hyperparameter: (name, index into betas or None, default, is a flag)
+            plan = self._hyperparameter_plans[module] = [
+                (name, int(m.group(1)) - 1 if (m := _BETA.match(name)) else None, default, isinstance(default, bool))
+                for name, default in module.HYPERPARAMETERS.items()]
+        values = {}
+        betas = group.get("betas", self.defaults.get("betas"))
+        for name, beta, default, flag in plan:
+            if beta is not None and betas is not None:
+                value = betas[beta]
+            else:
+                value = group.get(name, self.defaults.get(name, default))
+            if isinstance(value, torch.Tensor):
+                value = value.item()
+            values[name] = value if flag else float(value)
+        return values
+
+    # -- torch.optim.Optimizer interface -----------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        """One optimizer step over every parameter that has a gradient; returns ``closure()``'s loss if given."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for params in _rounds(self.param_groups):
+            work = []
+            # check every tensor of every group first, so that a bad one raises before anything is written
+            for index, group, group_params in params:
+                modules = self._modules_for(group)
+                calls = dispatch.plan(group_params, self.state, modules, f"adamgen.torch.Optimizer: group {index}")
+                if calls:
+                    hyperparameters = self._hyperparameters(group, calls[0].module)
+                    work += [(call, hyperparameters) for call in calls]
+            for call, hyperparameters in work:
+                if call.device.type == "cuda":
+                    with torch.cuda.device(call.device):
+                        call.run(hyperparameters)
+                else:
+                    call.run(hyperparameters)
+        return loss
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state.update(_variant=self._variant, _option_names=self._option_names, _names=self._names)
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        for name in ("_modules", "_hyperparameter_plans"):
+            if not hasattr(self, name):
+                setattr(self, name, {})
+
+    def __repr__(self):
+        return super().__repr__().replace(type(self).__name__, f"{type(self).__name__}[{self._variant}]", 1)
+
+
+class _Modules:
+    """The generated modules of one option set, one per target, loaded on first use; ``modules(device_type)`` is the
+    one whose kernels update tensors on that torch device type (None if no target does). ``init_values``: the state
+    tensors' initial values, from the modules' metadata."""
+
+    def __init__(self, variant, options):
+        self.variant, self.options = variant, options
+        self.loaded = {}
+        self.init_values = self("cpu").STATE_INIT
+        self.device_types = tuple(d for t in targets().values() for d in t.device_types)
+
+    def __call__(self, device_type):
+        if device_type not in self.loaded:
+            target = for_device(device_type)
+            if target is None:
+                return None
+            self.loaded[device_type] = load(self.variant, target.name, **dict.fromkeys(self.options, True))
+        return self.loaded[device_type]
+
+
+def _rounds(param_groups):
+    """The param groups' parameters in rounds: a tensor listed twice in a group is stepped twice, as torch.optim
+    steps it, so its second listing goes to a later round. Almost always one round with everything."""
+    rounds = []
+    for index, group in enumerate(param_groups):
+        seen: dict = {}
+        for p in group["params"]:
+            k = seen[id(p)] = seen.get(id(p), -1) + 1
+            while len(rounds) <= k:
+                rounds.append({})
+            rounds[k].setdefault(index, (index, group, []))[2].append(p)
+    return [list(r.values()) for r in rounds]
+
+
+def _torch_names(hyperparameters: dict) -> dict:
+    """A module's hyperparameter defaults under torch's names: beta1, beta2, ... become one ``betas`` tuple."""
+    names, betas = {}, []
+    for name, default in hyperparameters.items():
+        match = _BETA.match(name)
+        if match and int(match.group(1)) == len(betas) + 1:
+            betas.append(default)
+            if "betas" not in names:
+                names["betas"] = None  # keep torch's position of betas, right after lr
+        else:
+            names[name] = default
+    if betas:
+        names["betas"] = tuple(betas)
+    return names
+
+
+def _check_values(hyperparameters):
+    """torch.optim's range checks on the common hyperparameters, as ValueError naming the bad one."""
+    lr = hyperparameters.get("lr")
+    if lr is not None and not isinstance(lr, torch.Tensor) and lr < 0:
+        raise ValueError(f"Invalid learning rate: {lr}")
+    eps = hyperparameters.get("eps")
+    if eps is not None and eps < 0:
+        raise ValueError(f"Invalid epsilon value: {eps}")
+    for k, beta in enumerate(hyperparameters.get("betas") or ()):
+        if not 0.0 <= float(beta) < 1.0:
+            raise ValueError(f"Invalid beta parameter at index {k}: {beta}")
+    weight_decay = hyperparameters.get("weight_decay")
+    if weight_decay is not None and weight_decay < 0:
+        raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+
+
+_CLASSES: dict = {}
+
+
+def optimizer_class(variant="adamw", **defaults) -> type[Optimizer]:
+    """An ``Optimizer`` subclass bound to ``variant`` and default keyword arguments (options such as ``amsgrad=True``,
+    hyperparameters): ``cls(params, **hyperparameters)``, the constructor signature torch.optim classes have, for code
+    that takes an optimizer class (``ZeroRedundancyOptimizer(optimizer_class=...)``). Equal arguments give the same
+    class."""
+    try:
+        key = (variant, tuple(sorted(defaults.items())))
+        hash(key)
+    except TypeError:
+        key = None
+    if key is not None and key in _CLASSES:
+        return _CLASSES[key]
+
+    def __init__(self, params, **hyperparameters):
+        Optimizer.__init__(self, params, variant, **{**defaults, **hyperparameters})
+
+    name = variant if isinstance(variant, str) else getattr(variant, "name", "Custom")
+    name = re.sub(r"\W", "_", str(name).rsplit("/", 1)[-1].removesuffix(".py"))
+    cls = type(f"Optimizer_{name}", (Optimizer,), {"__init__": __init__, "__module__": "adamgen.torch",
+                                                   "__doc__": f"adamgen's {name} optimizer ({defaults or 'defaults'})."
+                                                   })
+    if key is not None:
+        _CLASSES[key] = cls
+    return cls
+
+
+def _named(name, variant):
+    cls = optimizer_class(variant)
+    cls.__name__ = cls.__qualname__ = name
+    cls.__doc__ = (f"torch.optim.{name}'s interface and state layout, updated by adamgen's generated {variant} kernel "
+                   f"(options {', '.join(BUILTINS[variant]) or 'none'} per param group).")
+    return cls
+
+
+Adam = _named("Adam", "adam")
+AdamW = _named("AdamW", "adamw")
+Adamax = _named("Adamax", "adamax")
+NAdam = _named("NAdam", "nadam")
+RAdam = _named("RAdam", "radam")

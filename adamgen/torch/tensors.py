@@ -1,0 +1,91 @@
+"""Checks on the tensors an optimizer is given, and the arrays its kernels can take from them.
+
+A kernel walks each tensor's elements in memory order, so a parameter, its gradient and its states must be dense
+(every element once, no gaps) with equal strides. Tensors that are not, such as a strided view of a larger tensor or a
+gradient laid out differently from its parameter, go through a staging copy in the parameter's layout that is written
+back after the kernel. Distributed tensors (DTensor, FSDP2) are updated through their local shards.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..errors import AdamgenError
+
+KERNEL_DTYPES = (torch.float32, torch.float64)
+
+
+class UnsupportedTensorError(AdamgenError, TypeError):
+    """A parameter or gradient the generated kernels cannot update: not float32/float64, sparse, on another device."""
+
+
+def local(tensor):
+    """The tensor a kernel updates: a DTensor's local shard, any other tensor itself (detached: kernels run outside
+    autograd)."""
+    to_local = getattr(tensor, "to_local", None)
+    if to_local is not None:
+        tensor = to_local()
+    return tensor.detach() if tensor.requires_grad else tensor
+
+
+def is_dense(tensor) -> bool:
+    """Non-overlapping and dense with positive strides: its elements fill one block of memory, in some order."""
+    if tensor.is_contiguous():
+        return True
+    expected = 1
+    for size, stride in sorted(zip(tensor.shape, tensor.stride()), key=lambda pair: pair[1]):
+        if size == 1:
+            continue
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+def check_param(p, where: str) -> None:
+    """Refuse, before anything is written, a parameter no kernel can update."""
+    if p.layout != torch.strided:
+        raise UnsupportedTensorError(f"{where} is a sparse tensor ({p.layout}); adamgen's kernels take dense tensors")
+    if p.dtype not in KERNEL_DTYPES:
+        raise UnsupportedTensorError(f"{where} has dtype {p.dtype}; adamgen's kernels update float32 and float64 "
+                                     "tensors only")
+
+
+def check_grad(p, g, where: str) -> None:
+    if g.layout != torch.strided:
+        raise UnsupportedTensorError(f"{where} has a sparse gradient ({g.layout}); adamgen's kernels take dense "
+                                     "gradients (torch.optim.SparseAdam handles sparse ones)")
+    if g.dtype != p.dtype or g.shape != p.shape or g.device != p.device:
+        raise UnsupportedTensorError(f"{where} is {p.dtype} {tuple(p.shape)} on {p.device} but its gradient is "
+                                     f"{g.dtype} {tuple(g.shape)} on {g.device}")
+
+
+def check_state(p, value, where: str, name: str) -> None:
+    """A state tensor must be a tensor like its parameter (as torch.optim's own states are)."""
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{where}: state {name!r} must be a tensor like the parameter, got {type(value).__name__}")
+    if value.shape != p.shape or value.dtype != p.dtype or value.device != p.device:
+        raise ValueError(f"{where}: state {name!r} is {value.dtype} {tuple(value.shape)} on {value.device}, the "
+                         f"parameter is {p.dtype} {tuple(p.shape)} on {p.device}")
+
+
+def same_layout(a, b) -> bool:
+    """Whether two tensors of one shape walk their elements in the same order through memory."""
+    return a.stride() == b.stride() or a.numel() <= 1 or all(
+        size == 1 or sa == sb for size, sa, sb in zip(a.shape, a.stride(), b.stride()))
+
+
+class Staged:
+    """A kernel-ready copy of a tensor that is not (not dense, or laid out unlike its parameter): contiguous in the
+    parameter's memory order. ``written`` copies are written back into the original after the kernel."""
+
+    def __init__(self, original, layout_of, written: bool):
+        self.original = original
+        self.written = written
+        self.copy = torch.empty_like(layout_of, memory_format=torch.preserve_format) if is_dense(layout_of) \
+            else torch.empty(layout_of.shape, dtype=layout_of.dtype, device=layout_of.device)
+        self.copy.copy_(original)
+
+    def write_back(self) -> None:
+        if self.written:
+            self.original.copy_(self.copy)
