@@ -5,7 +5,10 @@ import sys
 
 
 from adamgen.cli import main
-from adamgen.generate import PARALLEL_THRESHOLD, check_builtins, write_builtins
+from adamgen.generate import check_builtins, write_builtins
+from adamgen.targets.cpu import CPU
+
+PARALLEL_THRESHOLD = dict((name, value) for name, value, _ in CPU.constants)["PARALLEL_THRESHOLD"]
 from adamgen.variants import builtin_variants
 
 

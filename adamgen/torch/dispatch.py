@@ -10,6 +10,7 @@ one compiled loop, not one torch call each.
 from __future__ import annotations
 
 import dataclasses
+import operator
 
 import numba
 import numpy as np
@@ -35,6 +36,10 @@ def _store(addresses, like, values):
         _at(addresses[k], 1, like.dtype)[0] = values[k]
 
 
+_DTYPE = operator.attrgetter("dtype")
+_IS_CPU = operator.attrgetter("is_cpu")
+
+
 class Counters:
     """The step counters (or one scalar state) of the tensors of a call: 0-d tensors, read and written in place.
 
@@ -44,18 +49,25 @@ class Counters:
     def __init__(self):
         self.tensors = []
 
-    def add(self, tensor, where: str, name: str) -> None:
-        if not isinstance(tensor, torch.Tensor) or tensor.numel() != 1 or not tensor.dtype.is_floating_point:
-            raise TypeError(f"{where}: state {name!r} must be a one-element float tensor, as torch.optim keeps it, "
-                            f"got {tensor!r}")
+    def add(self, tensor, where: str, k: int, name: str) -> None:
+        if type(tensor) is not torch.Tensor and not (
+                isinstance(tensor, torch.Tensor) and tensor.numel() == 1 and tensor.dtype.is_floating_point):
+            raise TypeError(f"{where}, parameter {k}: state {name!r} must be a one-element float tensor, as "
+                            f"torch.optim keeps it, got {tensor!r}")
         self.tensors.append(tensor)
 
     def _fast(self):
-        dtypes = {t.dtype for t in self.tensors}
-        if len(dtypes) == 1 and dtypes <= {torch.float32, torch.float64} and all(
-                t.device.type == "cpu" for t in self.tensors):
-            addresses = np.fromiter((t.data_ptr() for t in self.tensors), np.int64, len(self.tensors))
+        """(addresses, an empty array of their dtype) when every counter is a CPU float32 (or every one a CPU float64)
+        one-element tensor, else None."""
+        tensors = self.tensors
+        dtypes = set(map(_DTYPE, tensors))
+        if len(dtypes) == 1 and dtypes <= {torch.float32, torch.float64} and all(map(_IS_CPU, tensors)) \
+                and all(n == 1 for n in map(torch.Tensor.numel, tensors)):
+            addresses = np.fromiter(map(torch.Tensor.data_ptr, tensors), np.int64, len(tensors))
             return addresses, np.empty(0, np.float32 if torch.float32 in dtypes else np.float64)
+        for tensor in tensors:  # the slow path checks what the fast one did not
+            if tensor.numel() != 1 or not tensor.dtype.is_floating_point:
+                raise TypeError(f"a step counter or scalar state must be a one-element float tensor, got {tensor!r}")
         return None
 
     def read(self) -> np.ndarray:
@@ -83,15 +95,15 @@ class Call:
     module: object
     device: torch.device
     dtype: torch.dtype
-    rows: list = dataclasses.field(default_factory=list)         # per tensor: its kernel arrays, in kernel order
+    addresses: list = dataclasses.field(default_factory=list)    # per tensor: its arrays' addresses, in kernel order
     sizes: list = dataclasses.field(default_factory=list)
     steps: Counters = dataclasses.field(default_factory=Counters)
     scalars: dict = dataclasses.field(default_factory=dict)      # scalar state -> Counters
     staged: list = dataclasses.field(default_factory=list)       # Staged copies to write back after the kernels
-    keep: list = dataclasses.field(default_factory=list)         # tensors whose memory the tables point into
 
     def run(self, hyperparameters: dict) -> None:
-        addresses = np.array([[t.data_ptr() for t in row] for row in self.rows], np.int64).reshape(len(self.rows), -1)
+        width = 2 + len(self.module.STATES)
+        addresses = np.array(self.addresses, np.int64).reshape(len(self.sizes), width)
         steps = self.steps.read()
         scalars = {name: counters.read() for name, counters in self.scalars.items()}
         extra = {}
@@ -107,65 +119,113 @@ class Call:
             self.scalars[name].write(values)
 
 
+_PLAIN = (torch.Tensor, torch.nn.Parameter)  # tensor types whose memory is their own (a DTensor's is its shard's)
+
+
 def plan(params, state, modules, where: str) -> list[Call]:
     """The calls that step every parameter of ``params`` that has a gradient; ``modules(device_type)`` is the
-    generated module for tensors on that device type, ``modules.init_values`` its states' initial values. Creates missing state (as torch.optim does, on a parameter's first step) and checks
-    every tensor; raises before any kernel runs."""
+    generated module for tensors on that device type, ``modules.init_values`` its states' initial values. Creates
+    missing state (as torch.optim does, on a parameter's first step) and checks every tensor; raises before any kernel
+    runs. The common case (plain contiguous tensors) costs a few attribute reads per tensor."""
     calls: dict = {}
-    extents = {}  # device -> (starts, stops, written, names)
+    extents: dict = {}  # device -> (starts, stops, written, (parameter index, array index) of each)
     for k, p in enumerate(params):
         g = p.grad
         if g is None:
             continue
-        here = f"{where}, parameter {k}"
-        check_param(p, here)
-        check_grad(p, g, here)
-        module = modules(p.device.type)
-        if module is None:
-            raise UnsupportedTensorError(f"{here} is on {p.device}; adamgen's kernels update tensors on "
-                                         f"{', '.join(modules.device_types)}")
-        entry = state[p]
-        if not isinstance(entry, dict):
-            raise TypeError(f"{here}: optimizer.state holds {type(entry).__name__} for it, not a dict")
-        if not entry:
-            entry.update(_fresh_state(p, module, modules.init_values))
-        missing = [name for name in ("step", *module.STATES, *module.SCALAR_STATES) if name not in entry]
-        if missing:
-            raise ValueError(f"{here}: its state lacks {', '.join(missing)} (was it loaded from another optimizer?)")
-        for name in module.STATES:
-            check_state(p, entry[name], here, name)
-        key = (module, p.device, p.dtype)
+        key = (p.device, p.dtype)
         call = calls.get(key)
         if call is None:
-            call = calls[key] = Call(module, p.device, p.dtype)
-            call.scalars = {name: Counters() for name in module.SCALAR_STATES}
-        p_local, g_local = local(p), local(g)
-        arrays = [p_local, g_local] + [local(entry[name]) for name in module.STATES]
-        row = []
-        for index, tensor in enumerate(arrays):
-            if index and not (is_dense(tensor) and same_layout(tensor, arrays[0])) or not is_dense(tensor):
-                staged = Staged(tensor, arrays[0], written=index != 1)
-                call.staged.append(staged)
-                tensor = staged.copy
-            row.append(tensor)
-        starts, stops, written, names = extents.setdefault(p_local.device, ([], [], [], []))
+            call = calls[key] = _new_call(p, modules, f"{where}, parameter {k}")
+        module = call.module
+        entry = state[p]
+        if not entry or type(entry) is not dict:
+            entry = _first_state(p, entry, module, modules, f"{where}, parameter {k}")
+        shape = p.shape
+        if g.dtype is not call.dtype or g.shape != shape or g.device != call.device or g.layout is not torch.strided \
+                or p.layout is not torch.strided:
+            check_param(p, f"{where}, parameter {k}")
+            check_grad(p, g, f"{where}, parameter {k}")
+        try:
+            row = [p, g] + [entry[name] for name in module.STATES]
+            counters = [entry["step"]] + [entry[name] for name in call.scalars]
+        except KeyError:
+            row = None
+        plain = row is not None and type(p) in _PLAIN
+        if plain:
+            for value in row[2:]:
+                if type(value) not in _PLAIN or value.dtype is not call.dtype or value.shape != shape \
+                        or value.device != call.device:
+                    plain = False
+                    break
+            else:
+                plain = all([t.is_contiguous() for t in row])
+        if not plain:
+            row = _checked_row(p, g, entry, module, call, f"{where}, parameter {k}")
+            counters = [entry["step"]] + [entry[name] for name in call.scalars]
+        starts, stops, written, owners = extents.setdefault(call.device, ([], [], [], []))
+        size = row[0].numel()
+        nbytes = size * row[0].element_size()
         for index, tensor in enumerate(row):
             start = tensor.data_ptr()
+            call.addresses.append(start)
             starts.append(start)
-            stops.append(start + tensor.numel() * tensor.element_size())
-            written.append(index != 1)
-            names.append(f"{here} ({module.STATES[index - 2] if index > 1 else ('parameter', 'gradient')[index]})")
-        call.rows.append(row)
-        call.sizes.append(p_local.numel())
-        call.steps.add(entry["step"], here, "step")
-        for name, counters in call.scalars.items():
-            counters.add(entry[name], here, name)
-    for starts, stops, written, names in extents.values():
+            stops.append(start + nbytes)
+            owners.append((k, index))
+        written += [True, False] + [True] * (len(row) - 2)
+        call.sizes.append(size)
+        call.steps.add(counters[0], where, k, "step")
+        for (name, scalar), value in zip(call.scalars.items(), counters[1:]):
+            scalar.add(value, where, k, name)
+    for starts, stops, written, owners in extents.values():
         clash = _overlap(starts, stops, written)
         if clash is not None:
-            a, b = clash
-            raise ValueError(f"{names[b]} shares memory with {names[a]}, and one of them is written by the step")
+            (ka, ia), (kb, ib) = owners[clash[0]], owners[clash[1]]
+            states = next(iter(calls.values())).module.STATES
+
+            def what(k, index):
+                return f"{where}, parameter {k} ({('parameter', 'gradient', *states)[index]})"
+            raise ValueError(f"{what(kb, ib)} shares memory with {what(ka, ia)}, and one of them is written by the "
+                             "step")
     return list(calls.values())
+
+
+def _new_call(p, modules, where) -> Call:
+    check_param(p, where)
+    module = modules(p.device.type)
+    if module is None:
+        raise UnsupportedTensorError(f"{where} is on {p.device}; adamgen's kernels update tensors on "
+                                     f"{', '.join(modules.device_types)}")
+    call = Call(module, p.device, p.dtype)
+    call.scalars = {name: Counters() for name in module.SCALAR_STATES}
+    return call
+
+
+def _first_state(p, entry, module, modules, where) -> dict:
+    if not isinstance(entry, dict):
+        raise TypeError(f"{where}: optimizer.state holds {type(entry).__name__} for it, not a dict")
+    if not entry:
+        entry.update(_fresh_state(p, module, modules.init_values))
+    return entry
+
+
+def _checked_row(p, g, entry, module, call, where) -> list:
+    """The kernel arrays of one parameter, the slow way: every state checked, DTensors' local shards, and staging
+    copies for tensors that are not dense or not laid out like their parameter."""
+    missing = [name for name in ("step", *module.STATES, *module.SCALAR_STATES) if name not in entry]
+    if missing:
+        raise ValueError(f"{where}: its state lacks {', '.join(missing)} (was it loaded from another optimizer?)")
+    for name in module.STATES:
+        check_state(p, entry[name], where, name)
+    arrays = [local(p), local(g)] + [local(entry[name]) for name in module.STATES]
+    row = []
+    for index, tensor in enumerate(arrays):
+        if not is_dense(tensor) or index and not same_layout(tensor, arrays[0]):
+            staged = Staged(tensor, arrays[0], written=index != 1)
+            call.staged.append(staged)
+            tensor = staged.copy
+        row.append(tensor)
+    return row
 
 
 def _fresh_state(p, module, init_values) -> dict:

@@ -189,8 +189,11 @@ class _Modules:
 def _rounds(param_groups):
     """The param groups' parameters in rounds: a tensor listed twice in a group is stepped twice, as torch.optim
     steps it, so its second listing goes to a later round. Almost always one round with everything."""
+    groups = list(enumerate(param_groups))
+    if all(len(set(map(id, group["params"]))) == len(group["params"]) for _, group in groups):
+        return [[(index, group, group["params"]) for index, group in groups]]
     rounds = []
-    for index, group in enumerate(param_groups):
+    for index, group in groups:
         seen: dict = {}
         for p in group["params"]:
             k = seen[id(p)] = seen.get(id(p), -1) + 1
