@@ -21,7 +21,7 @@ def test_builtin_with_options_is_the_shipped_module():
 
 def test_user_spec_file_is_generated_into_the_cache_and_matches_its_oracle(spec_file, cache):
     module = adamgen.load(spec_file)
-    generated = list(cache.glob("*.py"))
+    generated = list((cache / "modules").glob("*.py"))
     assert [p.name for p in generated] == [f"{module.__name__}.py"]
     source = generated[0].read_text()
     assert str(spec_file.parent) not in source and "adamgen generate laggy_adam.py --target cpu" in source
@@ -41,9 +41,9 @@ def test_user_spec_file_is_generated_into_the_cache_and_matches_its_oracle(spec_
 
 def test_loading_twice_reuses_the_module_and_the_file(spec_file, cache):
     first = adamgen.load(spec_file)
-    mtime = (cache / f"{first.__name__}.py").stat().st_mtime_ns
+    mtime = (cache / "modules" / f"{first.__name__}.py").stat().st_mtime_ns
     assert adamgen.load(spec_file) is first
-    assert (cache / f"{first.__name__}.py").stat().st_mtime_ns == mtime
+    assert (cache / "modules" / f"{first.__name__}.py").stat().st_mtime_ns == mtime
 
 
 def test_an_edited_spec_gets_a_new_module(spec_file, cache):
@@ -65,8 +65,8 @@ def test_concurrent_processes_generate_the_same_file_safely(spec_file, cache):
     for process in processes:
         _, err = process.communicate(timeout=300)
         assert process.returncode == 0, err.decode()
-    assert len(list(cache.glob("*.py"))) == 1
-    assert not [p for p in cache.iterdir() if p.name.endswith(".tmp")]
+    assert len(list((cache / "modules").glob("*.py"))) == 1
+    assert not [p for p in cache.rglob("*") if p.name.endswith(".tmp")]
 
 
 def test_spec_objects_load_too(cache):
