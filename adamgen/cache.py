@@ -82,9 +82,9 @@ def _cannot_write(root: Path, error: OSError) -> None:
     _unwritable.add(str(root))
     reason = error.strerror or str(error)
     _warn_once(f"unwritable:{root}", f"adamgen cannot write to its cache folder {root} ({reason}): kernels not cached "
-               f"there yet are compiled in memory on every run, and modules generated from spec files go to a "
-               f"temporary folder. Set {ENVIRONMENT_VARIABLE} to a writable folder ({ENVIRONMENT_VARIABLE}=\"\" turns "
-               f"the cache off).")
+               f"there yet are compiled in memory on every run, and modules generated from spec files that are not "
+               f"there yet go to a temporary folder. Set {ENVIRONMENT_VARIABLE} to a writable folder "
+               f"({ENVIRONMENT_VARIABLE}=\"\" turns the cache off).")
 
 
 def _make_dirs(folder: Path, root: Path) -> None:
