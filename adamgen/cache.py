@@ -15,8 +15,8 @@ one folder per module source, so that installs, checkouts and versions never mix
 
 The generated modules themselves keep numba's ``cache=True`` and import nothing from adamgen (a copied-out module
 caches where numba's defaults say). The redirection happens when adamgen imports them: before, a cache locator is
-registered with numba (and numba-cuda) that claims exactly adamgen's module files; after, each kernel's cache is replaced
-by one that checks what it reads and survives what it cannot write:
+registered with numba (and numba-cuda) that claims exactly adamgen's module files; after, each kernel's cache is
+replaced by one that checks what it reads and survives what it cannot write:
 
 - every cache file carries a SHA-256 digest of its content and is written to a temporary name and renamed, so a
   truncated or corrupted file is detected (one warning), recompiled and rewritten, and another process never reads a
@@ -94,7 +94,7 @@ def _make_dirs(folder: Path, root: Path) -> None:
 
 # -- generated modules of users' specs ---------------------------------------------------------------------------------
 
-_module_folders: dict[str, Path | None] = {}  # real path of a folder of generated modules -> its cache root (None: none)
+_module_folders: dict[str, Path | None] = {}  # real path of a folder of generated modules -> its cache root or None
 _memory_files: set[str] = set()  # pseudo file names of modules run from memory
 _temporary: list[Path] = []
 
@@ -115,7 +115,8 @@ def _temporary_folder() -> Path | None:
 
 def module_file(module_name: str, source: str) -> Path | None:
     """A file holding ``source``, to import as ``module_name``: ``<cache>/modules/<module_name>.py`` (an existing file
-    with this source is used as is, even in a read-only folder), else a temporary folder; None if nothing is writable."""
+    with this source is used as is, even in a read-only folder), else one in a temporary folder; None if nothing is
+    writable."""
     from .render import write_if_changed
 
     root = cache_dir()
@@ -282,11 +283,11 @@ class _CacheFile:
                 raw = f.read()
         except FileNotFoundError:
             return None
-        head, digest, body = raw[:len(self.MAGIC)], raw[len(self.MAGIC):len(self.MAGIC) + 32], raw[len(self.MAGIC) + 32:]
-        if head != self.MAGIC or hashlib.sha256(body).digest() != digest:
+        n = len(self.MAGIC)
+        if raw[:n] != self.MAGIC or hashlib.sha256(raw[n + 32:]).digest() != raw[n:n + 32]:
             raise _Damaged(path)
         try:
-            version, stamp, stored_key, data = pickle.loads(body)
+            version, stamp, stored_key, data = pickle.loads(raw[n + 32:])
         except Exception:  # intact but unreadable here (written by other library versions): a miss, rewritten
             return None
         if (version, stamp) != (self._version, self._stamp) or stored_key != key:

@@ -91,7 +91,8 @@ def plot(curves: dict, path: str) -> None:
     try:
         import matplotlib
     except ImportError:
-        raise SystemExit('--plot needs matplotlib: pip install matplotlib (or ".[plot]" in a checkout of adamgen)') from None
+        raise SystemExit('--plot needs matplotlib: pip install matplotlib (or ".[plot]" in a checkout of adamgen)') \
+            from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

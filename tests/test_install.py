@@ -56,7 +56,7 @@ def test_installed_package_works_outside_the_checkout(wheel, tmp_path):
     assert {p: p.stat().st_mtime_ns for p in (site / "adamgen").rglob("*")} == files
 
 
-# -- the README's quick start: both install commands, one after the other, in one clone ---------------------------------
+# -- the README's quick start: both install commands, one after the other, in one clone --------------------------------
 
 QUICK_START_SPEC = '''
 from adamgen.spec import Spec, grad, param
@@ -67,6 +67,7 @@ spec.update(param, param - lr * grad)
 '''
 
 
+@pytest.mark.slow
 def test_quick_start_install_then_editable_install_in_one_clone(tmp_path):
     """SLOW (about 30 s: two pip installs and three interpreters). The README's quick-start sequence in one copy of
     the checkout: `pip install .` and `adamgen demo`, then `pip install -e .` in the same venv, then adamgen used from
