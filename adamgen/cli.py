@@ -1,23 +1,27 @@
-"""The ``adamgen`` command line: list, show, generate, check, demo."""
+"""The ``adamgen`` command line: list, show, generate, check, demo, new."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import sympy
 
-from .errors import AdamgenError
+from . import __version__
+from .errors import AdamgenError, GenerateError
 from .generate import TARGETS
 from .variants import BUILTINS, OPTIONS, builtin, with_options
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="adamgen", description="Compile optimizer update rules written in SymPy "
-                                     "into fused Numba CPU and CUDA kernels.")
+                                     "into fused Numba CPU and CUDA kernels. Spec files are Python: "
+                                     "they are run, so use only files you trust.")
+    parser.add_argument("--version", action="version", version=f"adamgen {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     commands.add_parser("list", help="the built-in variants, their options and references")
@@ -27,12 +31,13 @@ def main(argv: list[str] | None = None) -> int:
     show.add_argument("--latex", action="store_true", help="print LaTeX instead of plain text")
     _add_options(show)
 
-    gen = commands.add_parser("generate", help="generate kernels (no variant: every built-in into the package)")
+    gen = commands.add_parser("generate", help="generate kernels (no variant: every built-in into the package's "
+                              "generated/, in a source checkout)")
     gen.add_argument("variants", nargs="*", metavar="VARIANT", help="built-in names or spec files")
     gen.add_argument("--target", choices=(*TARGETS, "all"), default="all", help="default: all")
     gen.add_argument("--out", type=Path, help="output folder (default: the package's generated/ when no VARIANT is "
                      "named, . for a named built-in, the spec file's folder for a spec file); files go to "
-                     "OUT/<target>/<variant>.py")
+                     "OUT/<target>/<variant>.py; with several variants, all files are written or none")
     _add_options(gen)
 
     commands.add_parser("check", help="exit 1 if generated/ differs from what the generator produces now")
@@ -120,23 +125,80 @@ def _latex(variant) -> str:
 
 def _generate(args) -> int:
     from .generate import generate, write_builtins
-    from .render import write_if_changed
+    from .loader import command_line
+    from .resources import generated_dir
 
     targets = TARGETS if args.target == "all" else (args.target,)
+    options = _options(args)
     if not args.variants:
+        if args.out is None and not (generated_dir().parent / "pyproject.toml").is_file():
+            raise GenerateError(f"`adamgen generate` with no VARIANT rewrites the package's own generated/ folder, and "
+                                f"this adamgen is an installed package ({generated_dir().parent}), not a source "
+                                "checkout: name the variants to generate, or pass --out DIR")
+        if options:
+            raise GenerateError("options such as --amsgrad apply to named variants; `adamgen generate` with no "
+                                "VARIANT writes every built-in with every option already")
         written = write_builtins(args.out, targets)
         print(f"{len(written)} file(s) written" + "".join(f"\n  {p}" for p in written))
         return 0
-    for name in args.variants:
-        options = _options(args)
+    files: dict[Path, str] = {}
+    origin: dict[Path, str] = {}
+    for name in args.variants:  # generate everything first: a bad spec leaves no file behind
         variant = _variant(name, options)
         out = args.out or (Path(".") if name in BUILTINS else Path(name).parent)
         for target in targets:
-            flags = "".join(f" --{o.replace('_', '-')}" for o in options)
-            source = generate(variant, target, f"adamgen generate {Path(name).name}{flags} --target {target}")
             path = out / target / f"{variant.name}.py"
-            print(f"{'wrote' if write_if_changed(path, source) else 'unchanged'} {path}")
+            source = generate(variant, target, command_line(name, options, target, args.out))
+            if path in files and files[path] != source:
+                raise GenerateError(f"{origin[path]} and {name} would both write {path}")
+            files[path], origin[path] = source, name
+    for path, changed in write_all(files):
+        print(f"{'wrote' if changed else 'unchanged'} {path}")
     return 0
+
+
+def write_all(files: dict[Path, str]) -> list[tuple[Path, bool]]:
+    """Write every file of ``files`` (path -> text) that differs from what is on disk, all or none.
+
+    Each changed file is first written in full to a temporary file beside it; only when all are written are they
+    renamed into place. A failure removes the temporary files and the folders made here, and puts back any file already
+    replaced, then raises ``GenerateError``. Returns (path, whether it was written) for each file."""
+    def unchanged(path: Path, text: str) -> bool:
+        try:
+            return path.read_text() == text
+        except (FileNotFoundError, NotADirectoryError, UnicodeDecodeError):
+            return False
+
+    changed = {path: text for path, text in files.items() if not unchanged(path, text)}
+    made: list[Path] = []  # folders created here, parents first
+    temporary: dict[Path, str] = {}
+    replaced: list[tuple[Path, bytes | None]] = []
+    try:
+        for path, text in changed.items():
+            missing = [folder for folder in (path.parent, *path.parent.parents) if not folder.exists()]
+            for folder in reversed(missing):
+                folder.mkdir()
+                made.append(folder)
+            fd, temporary[path] = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            with os.fdopen(fd, "w", newline="\n") as f:
+                f.write(text)
+            os.chmod(temporary[path], 0o644)
+        for path, tmp in temporary.items():
+            replaced.append((path, path.read_bytes() if path.exists() else None))
+            os.replace(tmp, path)
+    except OSError as error:
+        undo = [*(lambda tmp=tmp: Path(tmp).unlink(missing_ok=True) for tmp in temporary.values()),
+                *(lambda path=path, old=old: path.unlink(missing_ok=True) if old is None else path.write_bytes(old)
+                  for path, old in reversed(replaced)),
+                *(folder.rmdir for folder in reversed(made))]
+        for step in undo:
+            try:
+                step()
+            except OSError:
+                pass
+        raise GenerateError(f"cannot write {error.filename or 'the output'}: {error.strerror or error}; "
+                            "no file was written") from error
+    return [(path, path in changed) for path in files]
 
 
 def _check(args) -> int:
@@ -174,7 +236,12 @@ def _demo(args) -> int:
 
     print(f"logistic regression, {samples} samples x {features} features, {args.steps} steps, float32")
     for name, hyperparameters in [("adam", {"lr": 1e-2}), ("adamw", {"lr": 1e-2}), ("nadam", {"lr": 1e-2})]:
+        start = time.perf_counter()
         optimizer = load(name)
+        scratch = np.zeros(features, np.float32)  # one step on scratch arrays compiles or loads the kernel
+        optimizer.step(scratch, np.zeros_like(scratch), optimizer.init(scratch), **hyperparameters)
+        setup = time.perf_counter() - start
+        how = "compiled" if _compiled(optimizer) else "loaded from the cache"
         w = np.zeros(features, np.float32)
         state = optimizer.init(w)
         losses = []
@@ -185,8 +252,15 @@ def _demo(args) -> int:
             optimizer.step(w, grad, state, **hyperparameters)
         seconds = time.perf_counter() - start
         marks = "  ".join(f"{i}:{losses[i]:.4f}" for i in range(0, args.steps, max(1, args.steps // 5)))
-        print(f"  {name:6s} loss {marks}  final {loss_and_grad(w)[0]:.4f}  ({seconds:.2f} s, first call compiles)")
+        print(f"  {name:6s} loss {marks}  final {loss_and_grad(w)[0]:.4f}  ({seconds:.2f} s; kernel {how} in "
+              f"{setup:.2f} s)")
     return 0
+
+
+def _compiled(module) -> bool:
+    """Whether any kernel of a generated CPU module was compiled in this process (rather than loaded from the cache)."""
+    return any(sum(value.stats.cache_misses.values()) for value in vars(module).values()
+               if hasattr(value, "stats") and hasattr(value, "py_func"))
 
 
 # Built-ins that are derived by transforms (no `Spec(...)` in their file), written out as standalone spec files.

@@ -1,8 +1,10 @@
 """The adamgen command line."""
 
+import os
 import subprocess
 import sys
 
+import pytest
 
 from adamgen.cli import main
 from adamgen.generate import check_builtins, write_builtins
@@ -68,3 +70,86 @@ def test_demo_runs(capsys):
     assert main(["demo", "--steps", "20"]) == 0
     out = capsys.readouterr().out
     assert "adamw" in out and "final" in out
+
+
+def test_version(capsys):
+    import adamgen
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"adamgen {adamgen.__version__}"
+
+
+BAD_SPEC = "from adamgen.spec import Spec\n\nspec = Spec(undefined_name)\n"
+
+
+@pytest.mark.parametrize("order", ["good first", "bad first"])
+def test_generate_of_several_specs_writes_all_or_nothing(order, spec_file, tmp_path, capsys):
+    bad = tmp_path / "bad.py"
+    bad.write_text(BAD_SPEC)
+    names = [str(spec_file), str(bad)] if order == "good first" else [str(bad), str(spec_file)]
+    out = tmp_path / "out"
+    assert main(["generate", *names, "--out", str(out)]) == 2
+    assert f"{bad}:3: running the spec file failed: NameError" in capsys.readouterr().err  # file and line
+    assert not out.exists()
+
+
+def test_generate_puts_everything_back_when_a_write_fails(tmp_path, monkeypatch):
+    from adamgen import GenerateError, cli
+
+    existing, new = tmp_path / "a" / "old.py", tmp_path / "b" / "c" / "new.py"
+    existing.parent.mkdir()
+    existing.write_text("before\n")
+    replace, calls = os.replace, []
+
+    def failing_replace(source, destination):
+        calls.append(destination)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device", str(destination))
+        replace(source, destination)
+
+    monkeypatch.setattr(cli.os, "replace", failing_replace)
+    with pytest.raises(GenerateError, match="No space left on device; no file was written"):
+        cli.write_all({existing: "after\n", new: "new\n"})
+    assert len(calls) == 2 and existing.read_text() == "before\n"
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == ["a", "a/old.py"]
+
+
+def test_generate_refuses_two_variants_writing_one_file(spec_file, tmp_path, capsys):
+    twin = tmp_path / "twin" / "laggy_adam.py"
+    twin.parent.mkdir()
+    twin.write_text(spec_file.read_text().replace("eps=1e-8", "eps=1e-6"))
+    assert main(["generate", str(spec_file), str(twin), "--out", str(tmp_path / "out")]) == 2
+    assert "would both write" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+def test_generated_header_regenerates_with_the_options_and_out(spec_file, tmp_path, monkeypatch):
+    monkeypatch.chdir(spec_file.parent)
+    assert main(["generate", "laggy_adam.py", "--amsgrad", "--target", "cpu", "--out", "kernels"]) == 0
+    header = (spec_file.parent / "kernels" / "cpu" / "laggy_adam_amsgrad.py").read_text().splitlines()[2]
+    assert header == "# Regenerate with: adamgen generate laggy_adam.py --amsgrad --target cpu --out kernels"
+
+
+def test_a_file_name_cannot_break_out_of_the_header_comment(tmp_path, monkeypatch):
+    from adamgen.loader import command_line
+
+    monkeypatch.chdir(tmp_path)
+    line = command_line("x\nimport os\n.py", {"amsgrad": True}, "cpu", "a b")
+    assert "\n" not in line and line == "adamgen generate $'x\\x0aimport os\\x0a.py' --amsgrad --target cpu --out 'a b'"
+
+
+def test_spec_file_calling_exit_is_an_error_not_an_exit(tmp_path):
+    path = tmp_path / "exits.py"
+    path.write_text("import sys\nsys.exit(0)\n")
+    result = subprocess.run([sys.executable, "-m", "adamgen", "show", str(path)], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert f"adamgen: error: {path}:2: the spec file called exit(0)" in result.stderr
+
+
+def test_demo_says_whether_the_kernels_were_compiled_or_loaded(tmp_path):
+    env = {**os.environ, "ADAMGEN_CACHE_DIR": str(tmp_path / "cache")}
+    runs = [subprocess.run([sys.executable, "-m", "adamgen", "demo", "--steps", "5"], env=env, capture_output=True,
+                           text=True, timeout=300) for _ in range(2)]
+    assert all(run.returncode == 0 for run in runs), runs[-1].stderr
+    assert runs[0].stdout.count("kernel compiled in") == 3 and "first call compiles" not in runs[0].stdout
+    assert runs[1].stdout.count("kernel loaded from the cache in") == 3
