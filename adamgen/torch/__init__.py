@@ -37,10 +37,14 @@ import torch
 from ..errors import AdamgenError
 from ..loader import load
 from ..variants import BUILTINS, OPTIONS
+from . import state as _state
+from .hyperparameters import BETA as _BETA
+from .hyperparameters import (IGNORED_SWITCHES, REFUSED_SWITCHES, HyperparameterError, check_switches,
+                              check_torch_arguments, check_values, torch_names, translate)
+from .state import StateDictError
 
-__all__ = ["Optimizer", "optimizer_class", "UnsupportedTensorError", "Adam", "AdamW", "Adamax", "NAdam", "RAdam"]
-
-_BETA = re.compile(r"beta([1-9])$")
+__all__ = ["Optimizer", "optimizer_class", "UnsupportedTensorError", "HyperparameterError", "StateDictError", "Adam",
+           "AdamW", "Adamax", "NAdam", "RAdam"]
 _KERNEL_DTYPES = (torch.float32, torch.float64)
 _TARGETS = ("cpu", "cuda")
 
@@ -448,6 +452,11 @@ class Optimizer(torch.optim.Optimizer):
     elementwise variants; ``False`` makes one call per tensor).
     """
 
+    # GradScaler: like torch.optim's non-fused optimizers, this one leaves the gradients' scale to GradScaler, which
+    # unscales them in place and skips step() when one holds an inf or NaN (the kernels take no gradient scale, so
+    # torch's fused protocol, grad_scale and found_inf handed to step(), would cost the same pass over the gradients).
+    _step_supports_amp_scaling = False
+
     def __init__(self, params, variant="adamw", *, flat: bool | None = None, **hyperparameters):
         if isinstance(variant, str) and variant in BUILTINS:
             option_names = set(BUILTINS[variant])
@@ -463,16 +472,15 @@ class Optimizer(torch.optim.Optimizer):
         self._init_values = {}
         self._layouts = {}
         self._hyperparameter_plans = {}
-        self._names = _torch_names(base.HYPERPARAMETERS)
+        self._names = torch_names(base.HYPERPARAMETERS)
         defaults = dict(self._names)
-        given = self._translate(hyperparameters, "adamgen.torch.Optimizer()")
-        # torch.optim's implementation switches: the kernel is always one fused loop, so foreach/fused change nothing
-        for name in ("foreach", "fused"):
+        given = translate(hyperparameters, "adamgen.torch.Optimizer()")
+        # -- hyperparameter checks (adamgen/torch/hyperparameters.py): the torch twin's, then torch.optim's switches
+        check_torch_arguments(variant if isinstance(variant, str) else None, given)
+        check_switches(given, "adamgen.torch.Optimizer")
+        for name in IGNORED_SWITCHES + REFUSED_SWITCHES:
             given.pop(name, None)
-        for name in ("capturable", "differentiable"):
-            if given.pop(name, False):
-                raise ValueError(f"adamgen.torch.Optimizer: {name}=True is not supported (the kernels run outside "
-                                 "autograd and CUDA graphs)")
+        # --
         if "decouple_lr" in option_names:  # as optimi: max_lr defaults to the (group's) initial lr, see add_param_group
             defaults["max_lr"] = None
         unknown = sorted(set(given) - set(defaults))
@@ -480,32 +488,19 @@ class Optimizer(torch.optim.Optimizer):
             raise TypeError(f"adamgen.torch.Optimizer: unknown hyperparameter(s) {', '.join(unknown)} for variant "
                             f"{base.VARIANT}; it takes {', '.join(defaults)} and options "
                             f"{', '.join(sorted(option_names)) or 'none'}")
+        names = dict(defaults)
         defaults.update(given)
-        _check_values(defaults)
+        check_values(defaults, names)  # before params are looked at, as torch
         defaults.update(options)
         super().__init__(params, defaults)
         self.state = _StateDict(dict, self.state)
 
     # -- configuration -----------------------------------------------------------------------------------------------
 
-    @staticmethod
-    def _translate(hyperparameters, where):
-        """Spec names to torch names: ``beta1=``, ``beta2=`` become ``betas``."""
-        hyperparameters = dict(hyperparameters)
-        betas = {int(m.group(1)): hyperparameters.pop(name) for name in list(hyperparameters)
-                 if (m := _BETA.match(name))}
-        if betas:
-            if "betas" in hyperparameters:
-                raise TypeError(f"{where}: give either betas or beta1, beta2, ..., not both")
-            if sorted(betas) != list(range(1, len(betas) + 1)):
-                raise TypeError(f"{where}: betas must be given as beta1, beta2, ... without gaps")
-            hyperparameters["betas"] = tuple(betas[i] for i in sorted(betas))
-        return hyperparameters
-
     def add_param_group(self, param_group):
         if not isinstance(param_group, dict):
             raise TypeError(f"param_group must be a dict, got {type(param_group).__name__}")
-        param_group = self._translate(param_group, "add_param_group")
+        param_group = translate(param_group, "add_param_group")
         params = param_group.get("params")
         if isinstance(params, torch.Tensor):
             params = [params]
@@ -514,9 +509,15 @@ class Optimizer(torch.optim.Optimizer):
         if params is not None:
             param_group["params"] = params
             for k, p in enumerate(params):
+                if isinstance(p, tuple) and len(p) == 2:  # a named parameter, (name, tensor)
+                    p = p[1]
                 if isinstance(p, torch.Tensor):
                     _check_param(p, f"adamgen.torch.Optimizer: parameter {k} of group {len(self.param_groups)}")
-        _check_values(param_group)
+        # -- hyperparameter checks (adamgen/torch/hyperparameters.py)
+        where = f"adamgen.torch.Optimizer: param group {len(self.param_groups)}"
+        check_switches(param_group, where)
+        check_values(param_group, self.defaults, where)
+        # --
         super().add_param_group(param_group)
         group = self.param_groups[-1]
         if "max_lr" in group and group["max_lr"] is None:
@@ -582,6 +583,10 @@ class Optimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        # -- the values a scheduler or user set in the param groups since: checked before anything is written
+        for index, group in enumerate(self.param_groups):
+            check_values(group, self.defaults, f"adamgen.torch.Optimizer.step: param group {index}")
+        # --
         work = []
         # plan every call first, so that a bad gradient raises before anything is written
         for index, group in enumerate(self.param_groups):
@@ -609,9 +614,8 @@ class Optimizer(torch.optim.Optimizer):
         """torch's layout; the 0-d ``step`` (and scalar states) are copied out of the flat counters, so a checkpoint
         holds standalone tensors as torch.optim's do."""
         state_dict = super().state_dict()
-        state_dict["state"] = {key: {name: value.clone() if isinstance(value, torch.Tensor) and value.dim() == 0
-                                     else value for name, value in state.items()}
-                               for key, state in state_dict["state"].items()}
+        if isinstance(state_dict, dict) and isinstance(state_dict.get("state"), dict):  # a post-hook may reshape it
+            state_dict["state"] = _state.pack(state_dict["state"])
         return state_dict
 
     def load_state_dict(self, state_dict):
@@ -624,6 +628,10 @@ class Optimizer(torch.optim.Optimizer):
         return state
 
     def __setstate__(self, state):
+        if "defaults" not in state:
+            # load_state_dict hands the loaded state (cast to the parameters) and param groups over here, after its
+            # hooks and before anything of the optimizer changes: the place to refuse a checkpoint that does not fit
+            _state.check_loaded(state["state"], state["param_groups"], lambda group: self._module(group, "cpu")[0])
         super().__setstate__(state)
         if not isinstance(self.state, _StateDict):
             self.state = _StateDict(dict, self.state)
@@ -634,38 +642,6 @@ class Optimizer(torch.optim.Optimizer):
 
     def __repr__(self):
         return super().__repr__().replace(type(self).__name__, f"{type(self).__name__}[{self._variant}]", 1)
-
-
-def _torch_names(hyperparameters: dict) -> dict:
-    """A module's hyperparameter defaults under torch's names: beta1, beta2, ... become one ``betas`` tuple."""
-    names, betas = {}, []
-    for name, default in hyperparameters.items():
-        match = _BETA.match(name)
-        if match and int(match.group(1)) == len(betas) + 1:
-            betas.append(default)
-            if "betas" not in names:
-                names["betas"] = None  # keep torch's position of betas, right after lr
-        else:
-            names[name] = default
-    if betas:
-        names["betas"] = tuple(betas)
-    return names
-
-
-def _check_values(hyperparameters):
-    """torch.optim's range checks on the common hyperparameters, as ValueError naming the bad one."""
-    lr = hyperparameters.get("lr")
-    if lr is not None and not isinstance(lr, torch.Tensor) and lr < 0:
-        raise ValueError(f"Invalid learning rate: {lr}")
-    eps = hyperparameters.get("eps")
-    if eps is not None and eps < 0:
-        raise ValueError(f"Invalid epsilon value: {eps}")
-    for k, beta in enumerate(hyperparameters.get("betas") or ()):
-        if not 0.0 <= float(beta) < 1.0:
-            raise ValueError(f"Invalid beta parameter at index {k}: {beta}")
-    weight_decay = hyperparameters.get("weight_decay")
-    if weight_decay is not None and weight_decay < 0:
-        raise ValueError(f"Invalid weight_decay value: {weight_decay}")
 
 
 def _check_param(p, where):
