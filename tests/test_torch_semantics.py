@@ -83,6 +83,7 @@ def assert_unchanged(model, optimizer, before):
     ({"betas": (0.9, torch.tensor([0.99, 0.99]))}, r"Tensor betas\[1\] must be 1-element"),
     ({"betas": (0.9,)}, "betas must be a tuple of 2 decay rates"),
     ({"lr": "0.1"}, "lr must be a real number"),
+    ({"lr": None}, "lr must be a real number"),
 ])
 @pytest.mark.parametrize("name", ["Adam", "AdamW", "Adamax", "NAdam", "RAdam"])
 def test_torch_classes_refuse_what_torch_refuses_nan_included(name, kwargs, message):

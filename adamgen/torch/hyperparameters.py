@@ -46,6 +46,9 @@ _AT_LEAST_ZERO = {
 }
 
 
+_ABSENT = object()
+
+
 class HyperparameterError(AdamgenError, ValueError):
     """A hyperparameter outside its valid range (NaN included), of the wrong kind, or a tensor hyperparameter with more
     than one element."""
@@ -116,12 +119,12 @@ def check_torch_arguments(variant, arguments):
 
 def check_values(values, names, where=""):
     """Check the hyperparameters that ``values`` (constructor arguments or a param group) holds for the variant whose
-    hyperparameters and their defaults, under torch's names, are ``names``; absent ones, None (a default filled in
-    later) and flags (a bool default) are skipped. ``where`` prefixes the message. Runs at every step, once per param
-    group: Python floats take the short way (a few microseconds per group)."""
+    hyperparameters and their defaults, under torch's names, are ``names``; absent ones, flags (a bool default) and
+    None where the default is None (``max_lr``, filled in later) are skipped. ``where`` prefixes the message. Runs at
+    every step, once per param group: Python floats take the short way (a few microseconds per group)."""
     for name, default in names.items():
-        value = values.get(name)
-        if value is None or default.__class__ is bool:
+        value = values.get(name, _ABSENT)
+        if value is _ABSENT or default.__class__ is bool or (value is None and default is None):
             continue
         if name == "betas":
             _check_betas(value, default, where)
