@@ -45,6 +45,7 @@ from .state import StateDictError
 
 __all__ = ["Optimizer", "optimizer_class", "UnsupportedTensorError", "HyperparameterError", "StateDictError", "Adam",
            "AdamW", "Adamax", "NAdam", "RAdam"]
+
 _KERNEL_DTYPES = (torch.float32, torch.float64)
 _TARGETS = ("cpu", "cuda")
 
