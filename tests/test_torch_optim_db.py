@@ -29,8 +29,8 @@ import cases  # noqa: E402
 
 
 def _import_common_optimizers():
-    """torch's test helpers, whose import (through common_utils) freezes torch.backends' flags and seeds the global
-    random generators: both are undone, so that the rest of the test session runs as it would without them."""
+    """torch's optimizer test module, whose import (through common_utils) freezes torch.backends' flags and seeds the
+    global random generators: both are undone, so that the rest of the test run goes as it would without them."""
     frozen = torch.backends.flags_frozen()
     states = torch.get_rng_state(), random.getstate(), np.random.get_state()
     from torch.testing._internal import common_optimizers
