@@ -17,7 +17,10 @@ that share a device and a dtype (an address table, as torch's fused optimizers u
 kernels, launched on torch's current stream.
 """
 
+from .hyperparameters import HyperparameterError
 from .optimizer import Adam, Adamax, AdamW, NAdam, Optimizer, RAdam, optimizer_class
+from .state import StateDictError
 from .tensors import UnsupportedTensorError
 
-__all__ = ["Optimizer", "optimizer_class", "UnsupportedTensorError", "Adam", "AdamW", "Adamax", "NAdam", "RAdam"]
+__all__ = ["Optimizer", "optimizer_class", "UnsupportedTensorError", "HyperparameterError", "StateDictError", "Adam",
+           "AdamW", "Adamax", "NAdam", "RAdam"]

@@ -9,10 +9,11 @@ import torch
 from ..loader import load
 from ..targets import for_device, targets
 from ..variants import BUILTINS, OPTIONS
-from . import dispatch
+from . import dispatch, state as _state
+from .hyperparameters import BETA as _BETA
+from .hyperparameters import (IGNORED_SWITCHES, REFUSED_SWITCHES, check_switches, check_torch_arguments, check_values,
+                              torch_names, translate)
 from .tensors import check_param
-
-_BETA = re.compile(r"beta([1-9])$")
 
 
 class Optimizer(torch.optim.Optimizer):
@@ -27,6 +28,11 @@ class Optimizer(torch.optim.Optimizer):
     place: one kernel call per pass for all the tensors of a param group that share a device and a dtype.
     """
 
+    # GradScaler: like torch.optim's non-fused optimizers, this one leaves the gradients' scale to GradScaler, which
+    # unscales them in place and skips step() when one holds an inf or NaN (the kernels take no gradient scale, so
+    # torch's fused protocol, grad_scale and found_inf handed to step(), would cost the same pass over the gradients).
+    _step_supports_amp_scaling = False
+
     def __init__(self, params, variant="adamw", **hyperparameters):
         if isinstance(variant, str) and variant in BUILTINS:
             option_names = set(BUILTINS[variant])
@@ -39,17 +45,15 @@ class Optimizer(torch.optim.Optimizer):
         self._option_names = tuple(sorted(option_names))
         self._modules = {}
         self._hyperparameter_plans = {}
-        self._names = _torch_names(base.HYPERPARAMETERS)
+        self._names = torch_names(base.HYPERPARAMETERS)
         defaults = dict(self._names)
-        given = self._translate(hyperparameters, "adamgen.torch.Optimizer()")
-        # torch.optim's implementation switches: adamgen's kernel is always one fused call over a tensor list, so
-        # foreach and fused change nothing
-        for name in ("foreach", "fused"):
+        given = translate(hyperparameters, "adamgen.torch.Optimizer()")
+        # torch's argument checks, then torch.optim's implementation switches: adamgen's kernel is always one fused
+        # call over a tensor list, so foreach and fused change nothing; capturable and differentiable are refused
+        check_torch_arguments(variant if isinstance(variant, str) else None, given)
+        check_switches(given, "adamgen.torch.Optimizer")
+        for name in IGNORED_SWITCHES + REFUSED_SWITCHES:
             given.pop(name, None)
-        for name in ("capturable", "differentiable"):
-            if given.pop(name, False):
-                raise ValueError(f"adamgen.torch.Optimizer: {name}=True is not supported (the kernels run outside "
-                                 "autograd and CUDA graphs)")
         if "decouple_lr" in option_names:  # as optimi: max_lr defaults to the (group's) initial lr, see add_param_group
             defaults["max_lr"] = None
         unknown = sorted(set(given) - set(defaults))
@@ -57,31 +61,18 @@ class Optimizer(torch.optim.Optimizer):
             raise TypeError(f"adamgen.torch.Optimizer: unknown hyperparameter(s) {', '.join(unknown)} for variant "
                             f"{base.VARIANT}; it takes {', '.join(defaults)} and options "
                             f"{', '.join(sorted(option_names)) or 'none'}")
+        names = dict(defaults)
         defaults.update(given)
-        _check_values(defaults)
+        check_values(defaults, names)  # before params are looked at, as torch
         defaults.update(options)
         super().__init__(params, defaults)
 
     # -- configuration -----------------------------------------------------------------------------------------------
 
-    @staticmethod
-    def _translate(hyperparameters, where):
-        """Spec names to torch names: ``beta1=``, ``beta2=`` become ``betas``."""
-        hyperparameters = dict(hyperparameters)
-        betas = {int(m.group(1)): hyperparameters.pop(name) for name in list(hyperparameters)
-                 if (m := _BETA.match(name))}
-        if betas:
-            if "betas" in hyperparameters:
-                raise TypeError(f"{where}: give either betas or beta1, beta2, ..., not both")
-            if sorted(betas) != list(range(1, len(betas) + 1)):
-                raise TypeError(f"{where}: betas must be given as beta1, beta2, ... without gaps")
-            hyperparameters["betas"] = tuple(betas[i] for i in sorted(betas))
-        return hyperparameters
-
     def add_param_group(self, param_group):
         if not isinstance(param_group, dict):
             raise TypeError(f"param_group must be a dict, got {type(param_group).__name__}")
-        param_group = self._translate(param_group, "add_param_group")
+        param_group = translate(param_group, "add_param_group")
         params = param_group.get("params")
         if isinstance(params, torch.Tensor):
             params = [params]
@@ -90,9 +81,13 @@ class Optimizer(torch.optim.Optimizer):
         if params is not None:
             param_group["params"] = params
             for k, p in enumerate(params):
+                if isinstance(p, tuple) and len(p) == 2:  # a named parameter, (name, tensor)
+                    p = p[1]
                 if isinstance(p, torch.Tensor):
                     check_param(p, f"adamgen.torch.Optimizer: parameter {k} of group {len(self.param_groups)}")
-        _check_values(param_group)
+        where = f"adamgen.torch.Optimizer: param group {len(self.param_groups)}"
+        check_switches(param_group, where)
+        check_values(param_group, self.defaults, where)
         super().add_param_group(param_group)
         group = self.param_groups[-1]
         if "max_lr" in group and group["max_lr"] is None:
@@ -134,6 +129,9 @@ class Optimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        # the values a scheduler or user set in the param groups since: checked before anything is written
+        for index, group in enumerate(self.param_groups):
+            check_values(group, self.defaults, f"adamgen.torch.Optimizer.step: param group {index}")
         for params in _rounds(self.param_groups):
             work = []
             # check every tensor of every group first, so that a bad one raises before anything is written
@@ -157,6 +155,10 @@ class Optimizer(torch.optim.Optimizer):
         return state
 
     def __setstate__(self, state):
+        if "defaults" not in state:
+            # load_state_dict hands the loaded state (cast to the parameters) and param groups over here, after its
+            # hooks and before anything of the optimizer changes: the place to refuse a checkpoint that does not fit
+            _state.check_loaded(state["state"], state["param_groups"], lambda group: self._modules_for(group)("cpu"))
         super().__setstate__(state)
         for name in ("_modules", "_hyperparameter_plans"):
             if not hasattr(self, name):
@@ -201,38 +203,6 @@ def _rounds(param_groups):
                 rounds.append({})
             rounds[k].setdefault(index, (index, group, []))[2].append(p)
     return [list(r.values()) for r in rounds]
-
-
-def _torch_names(hyperparameters: dict) -> dict:
-    """A module's hyperparameter defaults under torch's names: beta1, beta2, ... become one ``betas`` tuple."""
-    names, betas = {}, []
-    for name, default in hyperparameters.items():
-        match = _BETA.match(name)
-        if match and int(match.group(1)) == len(betas) + 1:
-            betas.append(default)
-            if "betas" not in names:
-                names["betas"] = None  # keep torch's position of betas, right after lr
-        else:
-            names[name] = default
-    if betas:
-        names["betas"] = tuple(betas)
-    return names
-
-
-def _check_values(hyperparameters):
-    """torch.optim's range checks on the common hyperparameters, as ValueError naming the bad one."""
-    lr = hyperparameters.get("lr")
-    if lr is not None and not isinstance(lr, torch.Tensor) and lr < 0:
-        raise ValueError(f"Invalid learning rate: {lr}")
-    eps = hyperparameters.get("eps")
-    if eps is not None and eps < 0:
-        raise ValueError(f"Invalid epsilon value: {eps}")
-    for k, beta in enumerate(hyperparameters.get("betas") or ()):
-        if not 0.0 <= float(beta) < 1.0:
-            raise ValueError(f"Invalid beta parameter at index {k}: {beta}")
-    weight_decay = hyperparameters.get("weight_decay")
-    if weight_decay is not None and weight_decay < 0:
-        raise ValueError(f"Invalid weight_decay value: {weight_decay}")
 
 
 _CLASSES: dict = {}
