@@ -6,7 +6,8 @@ modules avoid that by passing every number in as a typed scalar; this test holds
 
 ``inspect_llvm()`` on a dispatcher loaded from numba's disk cache returns junk (TOOLCHAIN.md), so each kernel is
 recompiled here from its ``py_func`` with the same options, swapped into the module, and driven through the module's
-own ``step`` (so the kernels see exactly the argument types ``step`` passes), below and above the parallel threshold.
+own ``step`` and ``step_many`` (so the kernels see exactly the argument types those pass), below and above the parallel
+threshold: the one-tensor kernels and the table kernels, serial and parallel.
 """
 
 from __future__ import annotations
@@ -63,20 +64,27 @@ def kernels(module) -> dict:
             if isinstance(obj, CPUDispatcher) and obj.targetoptions.get("inline") != "always"}
 
 
-def scan_module(module, monkeypatch) -> dict:
-    """Swap fresh copies of every kernel into ``module``, run float32 steps that reach each of them, return
-    kernel name -> (signatures, float64 lines)."""
-    fresh = {name: fresh_copy(kernel) for name, kernel in kernels(module).items()}
+def scan_module(module, monkeypatch, every_form: bool = True) -> dict:
+    """Swap fresh copies of the kernels into ``module``, run float32 steps that reach each of them, return
+    kernel name -> (signatures, float64 lines). Without ``every_form``, only the parallel table kernels: every pass's
+    element code, in the kernels that ``step_many`` and adamgen.torch run (the other forms wrap the same element code
+    in another loop; ``every_form`` scans them too)."""
+    fresh = {name: fresh_copy(kernel) for name, kernel in kernels(module).items()
+             if every_form or name.endswith("_tables_parallel")}
     assert fresh, f"{module.__name__} has no numba kernel"
     for name, kernel in fresh.items():
         monkeypatch.setattr(module, name, kernel)
     rng = np.random.default_rng(0)
-    for size in (100, cases.PARALLEL_SIZE):  # below and above PARALLEL_THRESHOLD
+    for size in (100, cases.PARALLEL_SIZE) if every_form else (cases.PARALLEL_SIZE,):  # below and above the threshold
         assert (size >= module.PARALLEL_THRESHOLD) == (size == cases.PARALLEL_SIZE)
         param = rng.standard_normal(size).astype(np.float32)
         state = module.init(param)
-        for _ in range(2):
+        for _ in range(2 if every_form else 0):
             module.step(param, rng.standard_normal(size).astype(np.float32), state)
+        params = [rng.standard_normal(n).astype(np.float32) for n in (size, 7)]
+        states = module.init_many(params)
+        for _ in range(2):
+            module.step_many(params, [rng.standard_normal(p.size).astype(np.float32) for p in params], states)
     return {name: (kernel.signatures, [line for llvm in kernel.inspect_llvm().values()
                                        for line in float64_operations(llvm)])
             for name, kernel in fresh.items()}
@@ -85,15 +93,23 @@ def scan_module(module, monkeypatch) -> dict:
 def _check(result: dict) -> None:
     for name, (signatures, lines) in result.items():
         assert len(signatures) == 1, f"{name} compiled for {signatures}: expected one float32 signature"
-        for argument in signatures[0]:
+        tables = 2 if "_tables_" in name else 0  # the address and chunk tables
+        for k, argument in enumerate(signatures[0]):
             base = getattr(argument, "dtype", argument)  # arrays: their element type
-            assert base in (numba.float32, numba.boolean), f"{name} got a {argument} argument: {signatures[0]}"
+            allowed = (numba.int64,) if k < tables else (numba.float32, numba.boolean)
+            assert base in allowed, f"{name} got a {argument} argument: {signatures[0]}"
         assert not lines, f"{name} computes in float64:\n" + "\n".join(lines[:20])
+
+
+EVERY_FORM = {"adamw", "lamb", "clamb", "adam_atan2", "radam"}  # every kernel form (one, two reduce phases, atan2, flags)
 
 
 @pytest.mark.parametrize("name, options", [(n, o) for n, o, _ in BUILTINS_], ids=[v.name for _, _, v in BUILTINS_])
 def test_builtin_float32_kernels_have_no_float64(name, options, monkeypatch):
-    _check(scan_module(adamgen.load(name, **options), monkeypatch))
+    module = adamgen.load(name, **options)
+    result = scan_module(module, monkeypatch, every_form=module.VARIANT in EVERY_FORM)
+    assert len(result) == (4 if module.VARIANT in EVERY_FORM else 1) * (1 + module.REDUCE_PHASES), sorted(result)
+    _check(result)
 
 
 def _every_element_form():

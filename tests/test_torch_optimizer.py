@@ -1,5 +1,5 @@
-"""adamgen.torch.Optimizer against torch.optim: trajectories, param groups, schedulers, checkpoints both ways,
-zero-copy, the flat many-tensor mode and its fallbacks, and the errors it raises."""
+"""adamgen.torch.Optimizer against torch.optim: trajectories, param groups, schedulers, checkpoints both ways, one
+kernel call per group over the user's own tensors (never moved, copied or re-pointed), and the errors it raises."""
 
 from __future__ import annotations
 
@@ -71,38 +71,46 @@ def flat_params(model):
     return torch.cat([p.detach().flatten() for p in model.parameters()])
 
 
-def count_kernel_calls(monkeypatch, module):
+def record_calls(monkeypatch, module):
+    """Record every ``module.step_tables`` call: (addresses, sizes, steps) per call."""
     calls = []
-    original = module.step
+    original = module.step_tables
 
-    def counting(param, grad, state, **hyperparameters):
-        calls.append((param, grad, dict(state)))
-        return original(param, grad, state, **hyperparameters)
+    def recording(addresses, sizes, steps, scalar_states, dtype, **hyperparameters):
+        calls.append((np.array(addresses), np.array(sizes), np.array(steps)))
+        return original(addresses, sizes, steps, scalar_states, dtype, **hyperparameters)
 
-    monkeypatch.setattr(module, "step", counting)
+    monkeypatch.setattr(module, "step_tables", recording)
     return calls
 
 
 # -- trajectories against torch.optim ----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("flat", [True, False], ids=["flat", "per-tensor"])
 @pytest.mark.parametrize("name,options,torch_class,extra", EQUIVALENT, ids=IDS)
-def test_matches_torch_optim(name, options, torch_class, extra, flat):
+def test_matches_torch_optim(name, options, torch_class, extra):
     reference, ours = make_model(), make_model()
     hyperparameters = {"lr": 1e-2, "betas": (0.8, 0.99), **extra}
     train(reference, torch_class(reference.parameters(), **hyperparameters, **options), 25)
-    optimizer = agt.Optimizer(ours.parameters(), name, flat=flat, **options, **hyperparameters)
+    optimizer = agt.Optimizer(ours.parameters(), name, **options, **hyperparameters)
     train(ours, optimizer, 25)
     torch.testing.assert_close(flat_params(ours), flat_params(reference), rtol=0, atol=1e-5)
 
 
-def test_flat_and_per_tensor_modes_agree_exactly():
-    results = []
-    for flat in (True, False):
-        model = make_model()
-        train(model, agt.Optimizer(model.parameters(), "nadam", flat=flat, lr=1e-2, weight_decay=0.01), 12)
-        results.append(flat_params(model))
-    assert torch.equal(results[0], results[1])
+def test_one_call_equals_the_modules_step_per_tensor():
+    """The optimizer's one call per group gives exactly what the generated module's step gives tensor by tensor."""
+    model = make_model()
+    module = adamgen.load("nadam")
+    start = [p.detach().numpy().copy() for p in model.parameters()]
+    states = [module.init(value) for value in start]
+    optimizer = agt.Optimizer(model.parameters(), "nadam", lr=1e-2, weight_decay=0.01)
+    for _ in range(4):
+        optimizer.zero_grad()
+        loss_of(model).backward()
+        for value, p, state in zip(start, model.parameters(), states):
+            module.step(value, p.grad.numpy(), state, lr=1e-2, weight_decay=0.01)
+        optimizer.step()
+    for value, p in zip(start, model.parameters()):
+        np.testing.assert_array_equal(p.detach().numpy(), value)
 
 
 def test_float64_and_mixed_dtypes_in_one_group():
@@ -183,8 +191,8 @@ def test_one_cycle_momentum_reaches_the_kernel(monkeypatch):
                                                     max_momentum=0.95)
     seen = []
     module = adamgen.load("adamw")
-    original = module.step
-    monkeypatch.setattr(module, "step", lambda *a, **h: (seen.append((h["lr"], h["beta1"])), original(*a, **h)))
+    original = module.step_tables
+    monkeypatch.setattr(module, "step_tables", lambda *a, **h: (seen.append((h["lr"], h["beta1"])), original(*a, **h))[1])
     train(model, optimizer, 3, scheduler=scheduler)
     expected_first = (optimizer.param_groups[0]["initial_lr"], 0.95)
     assert seen[0] == pytest.approx(expected_first)
@@ -322,20 +330,19 @@ def test_state_layout_is_torch_optims(name, options, torch_class, extra):
         assert {k: mine_group[k] for k in shared} == {k: their_group[k] for k in shared}
 
 
-@pytest.mark.parametrize("flat", [True, False], ids=["flat", "per-tensor"])
-def test_checkpoint_round_trip_continues_the_same_trajectory(flat):
+def test_checkpoint_round_trip_continues_the_same_trajectory():
     straight = make_model()
-    train(straight, agt.NAdam(straight.parameters(), lr=1e-2, flat=flat), 10, set_to_none=False)
+    train(straight, agt.NAdam(straight.parameters(), lr=1e-2, ), 10, set_to_none=False)
 
     first = make_model()
-    optimizer = agt.NAdam(first.parameters(), lr=1e-2, flat=flat)
+    optimizer = agt.NAdam(first.parameters(), lr=1e-2, )
     train(first, optimizer, 5, set_to_none=False)
     checkpoint = through_bytes({"model": first.state_dict(), "optimizer": optimizer.state_dict()})
     train(first, optimizer, 2)  # must not disturb the checkpoint
 
     resumed = make_model(seed=7)
     resumed.load_state_dict(checkpoint["model"])
-    optimizer = agt.NAdam(resumed.parameters(), lr=1e-2, flat=flat)
+    optimizer = agt.NAdam(resumed.parameters(), lr=1e-2, )
     optimizer.load_state_dict(checkpoint["optimizer"])
     train(resumed, optimizer, 5, set_to_none=False)
     assert torch.equal(flat_params(resumed), flat_params(straight))
@@ -387,74 +394,114 @@ def test_load_state_dict_with_amsgrad_switches_the_kernel():
     assert "max_exp_avg_sq" in optimizer.state[model[0].weight]
 
 
-# -- zero copy and the flat many-tensor mode ---------------------------------------------------------------------------
+# -- one call over the user's own tensors ------------------------------------------------------------------------------
 
-def test_cpu_tensors_are_updated_in_place_without_copies(monkeypatch):
+def test_one_call_per_group_over_the_tensors_where_they_are(monkeypatch):
+    """Each step is one step_tables call for the group, whatever autograd does with the gradients, and its address
+    table holds the addresses of the user's own parameters, gradients and state tensors."""
     model = make_model()
     params = list(model.parameters())
     addresses = [p.data_ptr() for p in params]
-    optimizer = agt.AdamW(params, lr=1e-2, flat=False)
-    calls = count_kernel_calls(monkeypatch, adamgen.load("adamw"))
-    train(model, optimizer, 3)
-    assert [p.data_ptr() for p in params] == addresses  # per-tensor mode never moves a parameter
-    assert len(calls) == 3 * len(params)
-    for (param, grad, state), p in zip(calls[-len(params):], params):
-        assert param.__array_interface__["data"][0] == p.data_ptr()
-        assert grad.__array_interface__["data"][0] == p.grad.data_ptr()
-        assert state["exp_avg"].__array_interface__["data"][0] == optimizer.state[p]["exp_avg"].data_ptr()
-
-
-def test_flat_mode_is_one_call_per_group_and_zero_copy(monkeypatch):
-    model = make_model()
-    params = list(model.parameters())
     optimizer = agt.AdamW(params, lr=1e-2)
-    calls = count_kernel_calls(monkeypatch, adamgen.load("adamw"))
-    train(model, optimizer, 1)
-    addresses = [p.data_ptr() for p in params]
-    itemsize = params[0].element_size()
-    assert all(b - a == p.numel() * itemsize for a, b, p in zip(addresses, addresses[1:], params))  # end to end
-    calls.clear()
-    train(model, optimizer, 4, set_to_none=False)
-    assert len(calls) == 4
-    assert [p.data_ptr() for p in params] == addresses
-    param, grad, state = calls[-1]
-    assert param.size == sum(p.numel() for p in params)
-    assert param.__array_interface__["data"][0] == params[0].data_ptr()
-    assert grad.__array_interface__["data"][0] == params[0].grad.data_ptr()
-    assert state["exp_avg"].__array_interface__["data"][0] == optimizer.state[params[0]]["exp_avg"].data_ptr()
+    calls = record_calls(monkeypatch, adamgen.load("adamw"))
+    train(model, optimizer, 6)  # zero_grad alternates set_to_none True and False
+    assert len(calls) == 6
+    assert [p.data_ptr() for p in params] == addresses  # never moved
+    table, sizes, steps = calls[-1]
+    expected = [[p.data_ptr(), p.grad.data_ptr(), optimizer.state[p]["exp_avg"].data_ptr(),
+                 optimizer.state[p]["exp_avg_sq"].data_ptr()] for p in params]
+    assert table.tolist() == expected
+    assert sizes.tolist() == [p.numel() for p in params] and steps.tolist() == [5.0] * len(params)
 
 
-def test_flat_mode_falls_back_per_tensor_when_gradients_are_replaced(monkeypatch):
-    reference, ours = make_model(), make_model()
-    train(reference, torch.optim.AdamW(reference.parameters(), lr=1e-2), 6, set_to_none=True)
-    optimizer = agt.AdamW(ours.parameters(), lr=1e-2)
-    calls = count_kernel_calls(monkeypatch, adamgen.load("adamw"))
-    train(ours, optimizer, 6, set_to_none=True)
-    assert len(calls) == 1 + 5 * len(list(ours.parameters()))  # first step: gradients adopted; later: fresh ones
-    torch.testing.assert_close(flat_params(ours), flat_params(reference), rtol=0, atol=1e-5)
+def test_nothing_is_moved_or_re_pointed():
+    """References taken before the first step stay the live tensors: parameters keep their own storage (a checkpoint
+    of a submodule holds only its weights), gradients and states are the tensors the optimizer created or was given."""
+    model = make_model()
+    weight, grads_before = model[2].weight, None
+    storage = weight.untyped_storage().data_ptr()
+    optimizer = agt.AdamW(model.parameters(), lr=1e-2)
+    optimizer.zero_grad(set_to_none=False)
+    train(model, optimizer, 1, set_to_none=False)
+    grads_before = [p.grad for p in model.parameters()]
+    states_before = {name: optimizer.state[weight][name] for name in ("step", "exp_avg", "exp_avg_sq")}
+    train(model, optimizer, 3, set_to_none=False)
+    assert weight.untyped_storage().data_ptr() == storage
+    assert weight.untyped_storage().nbytes() == weight.numel() * weight.element_size()
+    assert all(p.grad is g for p, g in zip(model.parameters(), grads_before))
+    assert all(optimizer.state[weight][name] is t for name, t in states_before.items())
+    assert states_before["step"].item() == 4
+    buffer = io.BytesIO()
+    torch.save(model[2].state_dict(), buffer)
+    assert buffer.tell() < 2 * sum(t.numel() * t.element_size() for t in model[2].state_dict().values()) + 4096
 
 
-def test_flat_mode_after_add_param_group_and_load_state_dict(monkeypatch):
-    reference, ours = make_model(), make_model()
-    torch_optimizer = torch.optim.AdamW(reference[0].parameters(), lr=1e-2)
-    optimizer = agt.AdamW(ours[0].parameters(), lr=1e-2)
-    calls = count_kernel_calls(monkeypatch, adamgen.load("adamw"))
-    for model, opt in ((reference, torch_optimizer), (ours, optimizer)):
-        train(model, opt, 3, set_to_none=False)
-        opt.add_param_group({"params": (p for m in (model[2], model[4]) for p in m.parameters()), "lr": 2e-2})
-        train(model, opt, 3, set_to_none=False)
-    torch.testing.assert_close(flat_params(ours), flat_params(reference), rtol=0, atol=1e-5)
-    calls.clear()
-    train(ours, optimizer, 2, set_to_none=False)
-    assert len(calls) == 2 * 2  # one call per group
+@pytest.mark.parametrize("change", ["state-tensor", "step", "clear", "param-data"])
+def test_changes_from_outside_are_honoured(change):
+    """Assigning a state tensor, a step counter, clearing the state or re-pointing ``param.data`` between steps: the
+    next step uses what is there now, as torch.optim does."""
+    results = []
+    for optimizer_class in (torch.optim.AdamW, agt.AdamW):
+        model = make_model()
+        optimizer = optimizer_class(model.parameters(), lr=1e-2)
+        train(model, optimizer, 3)
+        p = model[0].weight
+        if change == "state-tensor":
+            optimizer.state[p]["exp_avg"] = torch.full_like(p, 0.5)
+        elif change == "step":
+            optimizer.state[p]["step"] = torch.tensor(0.0)
+        elif change == "clear":
+            optimizer.state.clear()
+        else:
+            p.data = p.data.clone().t().contiguous().t()  # the same values in another storage and layout
+        train(model, optimizer, 3)
+        results.append(flat_params(model))
+    torch.testing.assert_close(results[1], results[0], rtol=1e-5, atol=1e-5)  # exp_avg = 0.5 makes steps of ~lr
 
-    optimizer.load_state_dict(copy.deepcopy(torch_optimizer.state_dict()))
-    ours.load_state_dict(reference.state_dict())
-    train(reference, torch_optimizer, 3, set_to_none=False)
-    calls.clear()
-    train(ours, optimizer, 3, set_to_none=False)
-    assert len(calls) == 3 * 2  # the loaded state is laid out anew around the parameters, still one call per group
-    torch.testing.assert_close(flat_params(ours), flat_params(reference), rtol=0, atol=1e-5)
+
+def test_odd_layouts_match_torch():
+    """A parameter that is not dense (a strided view), one listed twice in a group (torch steps it twice) and a
+    gradient laid out unlike its parameter all give torch.optim's result."""
+    results = []
+    for optimizer_class in (torch.optim.AdamW, agt.AdamW):
+        torch.manual_seed(5)
+        base = torch.randn(6, 8)
+        strided = torch.nn.Parameter(base[:, ::2])  # not dense: every other column
+        twice = torch.nn.Parameter(torch.randn(5))
+        transposed = torch.nn.Parameter(torch.randn(4, 3))
+        optimizer = optimizer_class([strided, twice, twice, transposed], lr=1e-2)
+        for k in range(4):
+            optimizer.zero_grad()
+            strided.grad = torch.full_like(strided, 0.1 * (k + 1))
+            twice.grad = torch.linspace(-1, 1, 5)
+            transposed.grad = torch.arange(12.0).reshape(3, 4).t()  # not contiguous
+            optimizer.step()
+        results.append([strided.detach().clone(), twice.detach().clone(), transposed.detach().clone(),
+                        base.clone()])
+    for ours, theirs in zip(results[1], results[0]):
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-6)
+
+
+def test_reduction_variants_are_one_call_too(monkeypatch, cache):
+    """StableAdamW reduces per tensor (its RMS): one call per group keeps each tensor's sums apart, exactly as
+    stepping each tensor with the generated module does."""
+    import adamgen.variants
+
+    path = adamgen.variants.__path__[0] + "/stableadamw.py"
+    module = adamgen.load(path)
+    model = make_model()
+    expected = [p.detach().numpy().copy() for p in model.parameters()]
+    optimizer = agt.Optimizer(model.parameters(), path, lr=1e-2)
+    calls = record_calls(monkeypatch, module)
+    optimizer.zero_grad()
+    loss_of(model).backward()
+    grads = [p.grad.numpy().copy() for p in model.parameters()]
+    optimizer.step()
+    assert len(calls) == 1
+    monkeypatch.undo()
+    for p, value, grad in zip(model.parameters(), expected, grads):
+        module.step(value, grad, module.init(value), lr=1e-2)
+        np.testing.assert_allclose(p.detach().numpy(), value, rtol=1e-6, atol=1e-7)
 
 
 def test_state_replaced_from_outside_is_picked_up():
@@ -469,27 +516,6 @@ def test_state_replaced_from_outside_is_picked_up():
     train(model, optimizer, 1)
     assert optimizer.state[p]["step"] == 3
     assert optimizer.state[p]["exp_avg"].abs().mean() > 0.5  # continued from the replacement's 1.0, not from 0
-
-
-def test_reduction_variants_are_never_flattened(monkeypatch, cache):
-    """StableAdamW's per-tensor RMS would change if tensors were updated as one: the optimizer calls it per tensor."""
-    import adamgen.variants
-
-    path = adamgen.variants.__path__[0] + "/stableadamw.py"
-    module = adamgen.load(path)
-    model = make_model()
-    expected = [p.detach().numpy().copy() for p in model.parameters()]
-    optimizer = agt.Optimizer(model.parameters(), path, lr=1e-2)
-    calls = count_kernel_calls(monkeypatch, module)
-    optimizer.zero_grad()
-    loss_of(model).backward()
-    grads = [p.grad.numpy().copy() for p in model.parameters()]
-    optimizer.step()
-    assert len(calls) == len(expected)
-    monkeypatch.undo()
-    for p, value, grad in zip(model.parameters(), expected, grads):
-        module.step(value, grad, module.init(value), lr=1e-2)
-        np.testing.assert_array_equal(p.detach().numpy(), value)
 
 
 # -- classes -----------------------------------------------------------------------------------------------------------
@@ -537,48 +563,3 @@ def test_cuda_matches_cpu():
     finally:
         X, Y = x, y
     torch.testing.assert_close(flat_params(gpu).cpu(), flat_params(cpu), rtol=0, atol=1e-5)
-
-
-def test_flat_gradient_buffer_is_released_once_gradients_are_replaced():
-    import gc
-    import weakref
-
-    model = make_model()
-    optimizer = agt.AdamW(model.parameters(), lr=1e-2)
-    train(model, optimizer, 1)
-    block = optimizer._layouts[id(optimizer.param_groups[0])].blocks[0]
-    buffer = weakref.ref(block.grad_flat)
-    train(model, optimizer, 1, set_to_none=True)  # autograd allocates new gradients; the buffer serves nothing now
-    gc.collect()
-    assert block.grad_flat is None and buffer() is None
-
-
-def test_tensor_passing_path_used_for_cuda(monkeypatch):
-    """Without a GPU: run the CUDA code path's plumbing (the kernel gets 1-D torch tensors, not numpy arrays) on the
-    CPU, with a stand-in module that checks what a CUDA module receives and runs the CPU kernel on it."""
-    cpu_module = adamgen.load("adamw")
-    received = []
-
-    class TensorModule:
-        STATES, SCALAR_STATES, HYPERPARAMETERS = cpu_module.STATES, cpu_module.SCALAR_STATES, cpu_module.HYPERPARAMETERS
-
-        @staticmethod
-        def step(param, grad, state, stream=None, **hyperparameters):
-            arrays = [param, grad] + [state[name] for name in cpu_module.STATES]
-            assert all(isinstance(a, torch.Tensor) and a.dim() == 1 and a.numel() == param.numel() for a in arrays)
-            assert stream is None  # the CUDA module then launches on torch's current stream
-            received.append(param.numel())
-            numpy_state = {**state, **{name: state[name].numpy() for name in cpu_module.STATES}}
-            cpu_module.step(param.numpy(), grad.numpy(), numpy_state, **hyperparameters)
-            state["step"] = numpy_state["step"]
-
-    monkeypatch.setattr(agt, "_elementwise", lambda module: True)
-    monkeypatch.setattr(agt._Block, "_array", lambda self, tensor: tensor.detach().reshape(-1))
-    reference, ours = make_model(), make_model()
-    train(reference, torch.optim.AdamW(reference.parameters(), lr=1e-2), 6)
-    optimizer = agt.AdamW(ours.parameters(), lr=1e-2)
-    optimizer._modules[("cpu", ())] = TensorModule
-    optimizer._init_values[()] = {name: 0.0 for name in cpu_module.STATES}
-    train(ours, optimizer, 6)
-    assert received[0] == sum(p.numel() for p in ours.parameters())  # first step: one call over the flat buffers
-    torch.testing.assert_close(flat_params(ours), flat_params(reference), rtol=0, atol=1e-5)
