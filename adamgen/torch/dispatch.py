@@ -3,13 +3,15 @@ dtype, never a copy of the user's tensors.
 
 Every step reads the tensors afresh from the param group and ``optimizer.state`` (parameters, gradients, state
 tensors, step counters), checks all of them, and only then calls any kernel: a bad tensor raises before anything is
-written. The step counters (0-d tensors, as torch.optim keeps them) are read and advanced through their addresses in
-one compiled loop, not one torch call each.
+written. The checks run column by column (all the gradients, then all the ``exp_avg`` tensors, ...) through ``map``,
+so the common case costs a few attribute reads per tensor at C speed; only when a column holds something unusual
+(a DTensor, a strided view, a missing state) does each parameter of the call go through the detailed checks, which
+name the problem. The step counters (0-d tensors, as torch.optim keeps them) are read and advanced through their
+addresses in one compiled loop, not one torch call each.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import operator
 
 import numba
@@ -20,6 +22,10 @@ from ..runtime.cpu import _at
 from ..runtime.tables import _overlap
 from .tensors import Staged, UnsupportedTensorError, check_grad, check_param, check_state, is_dense, local, \
     same_layout
+
+_PLAIN = {torch.Tensor, torch.nn.Parameter}  # tensor types whose memory is their own (a DTensor's is its shard's)
+_DTYPE, _DEVICE, _SHAPE, _LAYOUT = (operator.attrgetter(name) for name in ("dtype", "device", "shape", "layout"))
+_IS_CPU = operator.attrgetter("is_cpu")
 
 
 @numba.njit
@@ -36,81 +42,140 @@ def _store(addresses, like, values):
         _at(addresses[k], 1, like.dtype)[0] = values[k]
 
 
-_DTYPE = operator.attrgetter("dtype")
-_IS_CPU = operator.attrgetter("is_cpu")
-
-
 class Counters:
-    """The step counters (or one scalar state) of the tensors of a call: 0-d tensors, read and written in place.
+    """The step counters (or one scalar state) of the tensors of a call: one-element float tensors, read and written
+    in place. CPU float32 (or float64) ones go through their addresses; anything else (a counter a checkpoint put on a
+    GPU, a float16 one) one at a time."""
 
-    CPU float32/float64 0-d tensors go through their addresses; anything else (a counter a checkpoint put on a GPU,
-    a float16 one) one at a time."""
+    def __init__(self, tensors, name: str, where):
+        self.tensors = tensors
+        self._fast = self._addresses()
+        if self._fast is None:
+            for k, tensor in enumerate(tensors):
+                if not isinstance(tensor, torch.Tensor) or tensor.numel() != 1 or not tensor.dtype.is_floating_point:
+                    raise TypeError(f"{where(k)}: state {name!r} must be a one-element float tensor, as torch.optim "
+                                    f"keeps it, got {tensor!r}")
 
-    def __init__(self):
-        self.tensors = []
-
-    def add(self, tensor, where: str, k: int, name: str) -> None:
-        if type(tensor) is not torch.Tensor and not (
-                isinstance(tensor, torch.Tensor) and tensor.numel() == 1 and tensor.dtype.is_floating_point):
-            raise TypeError(f"{where}, parameter {k}: state {name!r} must be a one-element float tensor, as "
-                            f"torch.optim keeps it, got {tensor!r}")
-        self.tensors.append(tensor)
-
-    def _fast(self):
-        """(addresses, an empty array of their dtype) when every counter is a CPU float32 (or every one a CPU float64)
-        one-element tensor, else None."""
+    def _addresses(self):
         tensors = self.tensors
+        if not set(map(type, tensors)) <= _PLAIN:
+            return None
         dtypes = set(map(_DTYPE, tensors))
-        if len(dtypes) == 1 and dtypes <= {torch.float32, torch.float64} and all(map(_IS_CPU, tensors)) \
-                and all(n == 1 for n in map(torch.Tensor.numel, tensors)):
-            addresses = np.fromiter(map(torch.Tensor.data_ptr, tensors), np.int64, len(tensors))
-            return addresses, np.empty(0, np.float32 if torch.float32 in dtypes else np.float64)
-        for tensor in tensors:  # the slow path checks what the fast one did not
-            if tensor.numel() != 1 or not tensor.dtype.is_floating_point:
-                raise TypeError(f"a step counter or scalar state must be a one-element float tensor, got {tensor!r}")
-        return None
+        if len(dtypes) != 1 or not dtypes <= {torch.float32, torch.float64} or not all(map(_IS_CPU, tensors)) \
+                or set(map(torch.Tensor.numel, tensors)) != {1}:
+            return None
+        addresses = np.fromiter(map(torch.Tensor.data_ptr, tensors), np.int64, len(tensors))
+        return addresses, np.empty(0, np.float32 if torch.float32 in dtypes else np.float64)
 
     def read(self) -> np.ndarray:
         values = np.empty(len(self.tensors), np.float64)
-        fast = self._fast()
-        if fast is not None:
-            _load(*fast, values)
+        if self._fast is not None:
+            _load(*self._fast, values)
         else:
             values[:] = [float(t) for t in self.tensors]
         return values
 
     def write(self, values) -> None:
-        fast = self._fast()
-        if fast is not None:
-            _store(*fast, np.asarray(values, np.float64))
+        if self._fast is not None:
+            _store(*self._fast, np.asarray(values, np.float64))
         else:
             for tensor, value in zip(self.tensors, np.asarray(values, np.float64).tolist()):
                 tensor.fill_(value)
 
 
-@dataclasses.dataclass
 class Call:
-    """The tensors of one param group on one device with one dtype, and what ``module.step_tables`` needs for them."""
+    """The parameters of one param group on one device with one dtype, and what ``module.step_tables`` needs to step
+    them: the address table (row: parameter, gradient, states), the sizes, the step counters and scalar states."""
 
-    module: object
-    device: torch.device
-    dtype: torch.dtype
-    addresses: list = dataclasses.field(default_factory=list)    # per tensor: its arrays' addresses, in kernel order
-    sizes: list = dataclasses.field(default_factory=list)
-    steps: Counters = dataclasses.field(default_factory=Counters)
-    scalars: dict = dataclasses.field(default_factory=dict)      # scalar state -> Counters
-    staged: list = dataclasses.field(default_factory=list)       # Staged copies to write back after the kernels
+    def __init__(self, module, device, dtype, where):
+        self.module, self.device, self.dtype, self.where = module, device, dtype, where
+        self.rows = []    # (index in the group, parameter, gradient, state dict), added by ``plan``
+        self.staged = []  # Staged copies, written back after the kernels
+
+    def here(self, row: int) -> str:
+        return f"{self.where}, parameter {self.indices[row]}"
+
+    def prepare(self) -> None:
+        """Check every tensor and build the tables; raises (naming the parameter) before anything is written."""
+        module = self.module
+        self.indices, self.params, self.grads, self.entries = (list(column) for column in zip(*self.rows))
+        try:
+            columns = [self.params, self.grads] + [list(map(operator.itemgetter(name), self.entries))
+                                                   for name in module.STATES]
+            counters = {name: list(map(operator.itemgetter(name), self.entries))
+                        for name in ("step", *module.SCALAR_STATES)}
+        except KeyError:
+            columns = None
+        if columns is None or not self._plain(columns):
+            columns = self._checked_columns()
+            counters = {name: [entry[name] for entry in self.entries] for name in ("step", *module.SCALAR_STATES)}
+        count = len(self.params)
+        self.addresses = np.empty((count, len(columns)), np.int64)
+        for index, column in enumerate(columns):
+            self.addresses[:, index] = np.fromiter(map(torch.Tensor.data_ptr, column), np.int64, count)
+        self.sizes = np.fromiter(map(torch.Tensor.numel, columns[0]), np.int64, count)
+        self.columns = columns  # keeps the staging copies alive while the tables point into them
+        self.steps = Counters(counters.pop("step"), "step", self.here)
+        self.scalars = {name: Counters(values, name, self.here) for name, values in counters.items()}
+
+    def _plain(self, columns) -> bool:
+        """Whether every tensor is a plain contiguous strided tensor of the call's dtype and device, shaped like its
+        parameter: then the kernels can take them as they are."""
+        shapes = list(map(_SHAPE, columns[0]))
+        for column in columns:
+            if not set(map(type, column)) <= _PLAIN or set(map(_DTYPE, column)) != {self.dtype} \
+                    or set(map(_DEVICE, column)) != {self.device} or set(map(_LAYOUT, column)) != {torch.strided} \
+                    or not all(map(torch.Tensor.is_contiguous, column)) \
+                    or (column is not columns[0] and not all(map(operator.eq, map(_SHAPE, column), shapes))):
+                return False
+        return True
+
+    def _checked_columns(self) -> list:
+        """The columns the slow way: each parameter's tensors checked one by one (the first problem raises, naming
+        it), DTensors' local shards, and staging copies for tensors that are not dense or not laid out like their
+        parameter."""
+        module = self.module
+        rows = []
+        for row, (p, g, entry) in enumerate(zip(self.params, self.grads, self.entries)):
+            here = self.here(row)
+            check_param(p, here)
+            check_grad(p, g, here)
+            missing = [name for name in ("step", *module.STATES, *module.SCALAR_STATES) if name not in entry]
+            if missing:
+                raise ValueError(f"{here}: its state lacks {', '.join(missing)} (was it loaded from another "
+                                 "optimizer?)")
+            for name in module.STATES:
+                check_state(p, entry[name], here, name)
+            arrays = [local(p), local(g)] + [local(entry[name]) for name in module.STATES]
+            tensors = []
+            for index, tensor in enumerate(arrays):
+                if not is_dense(tensor) or index and not same_layout(tensor, arrays[0]):
+                    staged = Staged(tensor, arrays[0], written=index != 1)
+                    self.staged.append(staged)
+                    tensor = staged.copy
+                tensors.append(tensor)
+            rows.append(tensors)
+        return [list(column) for column in zip(*rows)]
+
+    def extents(self):
+        """(starts, stops, written) of every array the call reads or writes, row by row (``name`` names each)."""
+        width = self.addresses.shape[1]
+        starts = self.addresses.ravel()
+        nbytes = self.sizes * (4 if self.dtype == torch.float32 else 8)
+        stops = starts + np.repeat(nbytes, width)
+        written = np.tile([True, False] + [True] * (width - 2), len(self.sizes))
+        return starts, stops, written
+
+    def name(self, flat_index: int) -> str:
+        row, index = divmod(flat_index, self.addresses.shape[1])
+        return f"{self.here(row)} ({('parameter', 'gradient', *self.module.STATES)[index]})"
 
     def run(self, hyperparameters: dict) -> None:
-        width = 2 + len(self.module.STATES)
-        addresses = np.array(self.addresses, np.int64).reshape(len(self.sizes), width)
-        steps = self.steps.read()
-        scalars = {name: counters.read() for name, counters in self.scalars.items()}
         extra = {}
         if self.device.type == "cuda":
             extra["stream"] = torch.cuda.current_stream(self.device).cuda_stream
         new_steps, new_scalars = self.module.step_tables(
-            addresses, np.array(self.sizes, np.int64), steps, scalars,
+            self.addresses, self.sizes, self.steps.read(), {name: c.read() for name, c in self.scalars.items()},
             np.float32 if self.dtype == torch.float32 else np.float64, **hyperparameters, **extra)
         for staged in self.staged:
             staged.write_back()
@@ -119,16 +184,12 @@ class Call:
             self.scalars[name].write(values)
 
 
-_PLAIN = (torch.Tensor, torch.nn.Parameter)  # tensor types whose memory is their own (a DTensor's is its shard's)
-
-
 def plan(params, state, modules, where: str) -> list[Call]:
     """The calls that step every parameter of ``params`` that has a gradient; ``modules(device_type)`` is the
     generated module for tensors on that device type, ``modules.init_values`` its states' initial values. Creates
     missing state (as torch.optim does, on a parameter's first step) and checks every tensor; raises before any kernel
-    runs. The common case (plain contiguous tensors) costs a few attribute reads per tensor."""
+    runs."""
     calls: dict = {}
-    extents: dict = {}  # device -> (starts, stops, written, (parameter index, array index) of each)
     for k, p in enumerate(params):
         g = p.grad
         if g is None:
@@ -136,69 +197,39 @@ def plan(params, state, modules, where: str) -> list[Call]:
         key = (p.device, p.dtype)
         call = calls.get(key)
         if call is None:
-            call = calls[key] = _new_call(p, modules, f"{where}, parameter {k}")
-        module = call.module
+            call = calls[key] = _new_call(p, modules, where, k)
         entry = state[p]
         if not entry or type(entry) is not dict:
-            entry = _first_state(p, entry, module, modules, f"{where}, parameter {k}")
-        shape = p.shape
-        if g.dtype is not call.dtype or g.shape != shape or g.device != call.device or g.layout is not torch.strided \
-                or p.layout is not torch.strided:
-            check_param(p, f"{where}, parameter {k}")
-            check_grad(p, g, f"{where}, parameter {k}")
-        try:
-            row = [p, g] + [entry[name] for name in module.STATES]
-            counters = [entry["step"]] + [entry[name] for name in call.scalars]
-        except KeyError:
-            row = None
-        plain = row is not None and type(p) in _PLAIN
-        if plain:
-            for value in row[2:]:
-                if type(value) not in _PLAIN or value.dtype is not call.dtype or value.shape != shape \
-                        or value.device != call.device:
-                    plain = False
-                    break
-            else:
-                plain = all([t.is_contiguous() for t in row])
-        if not plain:
-            row = _checked_row(p, g, entry, module, call, f"{where}, parameter {k}")
-            counters = [entry["step"]] + [entry[name] for name in call.scalars]
-        starts, stops, written, owners = extents.setdefault(call.device, ([], [], [], []))
-        size = row[0].numel()
-        nbytes = size * row[0].element_size()
-        for index, tensor in enumerate(row):
-            start = tensor.data_ptr()
-            call.addresses.append(start)
-            starts.append(start)
-            stops.append(start + nbytes)
-            owners.append((k, index))
-        written += [True, False] + [True] * (len(row) - 2)
-        call.sizes.append(size)
-        call.steps.add(counters[0], where, k, "step")
-        for (name, scalar), value in zip(call.scalars.items(), counters[1:]):
-            scalar.add(value, where, k, name)
-    for starts, stops, written, owners in extents.values():
+            entry = _first_state(p, entry, call.module, modules, f"{where}, parameter {k}")
+        call.rows.append((k, p, g, entry))
+    calls = list(calls.values())
+    for call in calls:
+        call.prepare()
+    by_device: dict = {}
+    for call in calls:
+        by_device.setdefault(call.device, []).append(call)
+    for group in by_device.values():  # no array that is written may share memory with any other array
+        extents = [call.extents() for call in group]
+        starts, stops, written = (np.concatenate(parts) for parts in zip(*extents))
         clash = _overlap(starts, stops, written)
         if clash is not None:
-            (ka, ia), (kb, ib) = owners[clash[0]], owners[clash[1]]
-            states = next(iter(calls.values())).module.STATES
+            offsets = np.cumsum([0] + [len(e[0]) for e in extents])
 
-            def what(k, index):
-                return f"{where}, parameter {k} ({('parameter', 'gradient', *states)[index]})"
-            raise ValueError(f"{what(kb, ib)} shares memory with {what(ka, ia)}, and one of them is written by the "
+            def name(i):
+                c = int(np.searchsorted(offsets, i, "right")) - 1
+                return group[c].name(i - offsets[c])
+            raise ValueError(f"{name(clash[1])} shares memory with {name(clash[0])}, and one of them is written by the "
                              "step")
-    return list(calls.values())
+    return calls
 
 
-def _new_call(p, modules, where) -> Call:
-    check_param(p, where)
+def _new_call(p, modules, where, k) -> Call:
+    check_param(p, f"{where}, parameter {k}")
     module = modules(p.device.type)
     if module is None:
-        raise UnsupportedTensorError(f"{where} is on {p.device}; adamgen's kernels update tensors on "
+        raise UnsupportedTensorError(f"{where}, parameter {k} is on {p.device}; adamgen's kernels update tensors on "
                                      f"{', '.join(modules.device_types)}")
-    call = Call(module, p.device, p.dtype)
-    call.scalars = {name: Counters() for name in module.SCALAR_STATES}
-    return call
+    return Call(module, p.device, p.dtype, where)
 
 
 def _first_state(p, entry, module, modules, where) -> dict:
@@ -207,25 +238,6 @@ def _first_state(p, entry, module, modules, where) -> dict:
     if not entry:
         entry.update(_fresh_state(p, module, modules.init_values))
     return entry
-
-
-def _checked_row(p, g, entry, module, call, where) -> list:
-    """The kernel arrays of one parameter, the slow way: every state checked, DTensors' local shards, and staging
-    copies for tensors that are not dense or not laid out like their parameter."""
-    missing = [name for name in ("step", *module.STATES, *module.SCALAR_STATES) if name not in entry]
-    if missing:
-        raise ValueError(f"{where}: its state lacks {', '.join(missing)} (was it loaded from another optimizer?)")
-    for name in module.STATES:
-        check_state(p, entry[name], where, name)
-    arrays = [local(p), local(g)] + [local(entry[name]) for name in module.STATES]
-    row = []
-    for index, tensor in enumerate(arrays):
-        if not is_dense(tensor) or index and not same_layout(tensor, arrays[0]):
-            staged = Staged(tensor, arrays[0], written=index != 1)
-            call.staged.append(staged)
-            tensor = staged.copy
-        row.append(tensor)
-    return row
 
 
 def _fresh_state(p, module, init_values) -> dict:
