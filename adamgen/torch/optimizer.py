@@ -122,6 +122,7 @@ class Optimizer(torch.optim.Optimizer):
 
     # -- torch.optim.Optimizer interface -----------------------------------------------------------------------------
 
+    @torch.compiler.disable  # compiled kernels of their own: under torch.compile, one graph break at the step
     @torch.no_grad()
     def step(self, closure=None):
         """One optimizer step over every parameter that has a gradient; returns ``closure()``'s loss if given."""
