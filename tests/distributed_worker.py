@@ -7,7 +7,8 @@ DistributedDataParallel, ZeroRedundancyOptimizer (optimizer_class=adamgen.torch.
 per-layer wrapping (use_orig_params False and True), and FSDP2 fully_shard per layer and at the root; then resumes
 FSDP2 and FSDP1 runs from a torch.distributed.checkpoint (DCP) save taken halfway. Rank 0 writes each run's full
 (gathered) parameters, by name, to OUT_DIR/params.pt; test_distributed.py compares them with `reference`, a
-single-process torch.optim.AdamW run on the same data.
+single-process torch.optim.AdamW run on the same data. Under "refusals" it writes the messages of what adamgen
+refuses on sharded parameters.
 """
 
 from __future__ import annotations
@@ -180,6 +181,45 @@ def resumed(config, rank, world_size, directory):
     return model
 
 
+def refusals(rank, world_size):
+    """What adamgen refuses on sharded parameters, before any parameter is written: {case: the error's message}."""
+    import adamgen.torch
+
+    def local(tensor):
+        return tensor.to_local() if hasattr(tensor, "to_local") else tensor
+
+    def refused(case, error_type, action, model):
+        before = [local(p).detach().clone() for p in model.parameters()]
+        try:
+            action()
+        except error_type as error:
+            messages[case] = str(error)
+        assert all(torch.equal(a, local(p)) for a, p in zip(before, model.parameters())), f"{case}: params written"
+
+    messages = {}
+    # LAMB's per-tensor trust ratio over FSDP2's shards or FSDP1's flat parameters would cover a piece of each tensor
+    for wrap in ("fsdp2", "fsdp1"):
+        model = wrapped(wrap, 1)
+        optimizer = adamgen.torch.Optimizer(model.parameters(), variant="lamb", lr=LR)
+        loss_of(model, *batch(0, rank, world_size)).backward()
+        refused(f"{wrap}-lamb", adamgen.torch.UnsupportedTensorError, optimizer.step, model)
+
+    # full (plain) state tensors beside sharded DTensor parameters: refused by load_state_dict, and by step
+    model = wrapped("fsdp2", 1)
+    optimizer = adamgen.torch.AdamW(model.parameters(), lr=LR)
+    train(model, optimizer, rank, world_size, range(1))
+    saved = optimizer.state_dict()
+    full = {"state": {k: {**entry, "exp_avg": entry["exp_avg"].full_tensor()} for k, entry in saved["state"].items()},
+            "param_groups": saved["param_groups"]}
+    refused("fsdp2-load-full-state", adamgen.torch.StateDictError, lambda: optimizer.load_state_dict(full), model)
+    assert all(type(entry["exp_avg"]) is not torch.Tensor for entry in optimizer.state.values()), "state replaced"
+    loss_of(model, *batch(1, rank, world_size)).backward()
+    first = next(iter(model.parameters()))
+    optimizer.state[first]["exp_avg"] = optimizer.state[first]["exp_avg"].full_tensor()
+    refused("fsdp2-step-full-state", ValueError, optimizer.step, model)
+    return messages
+
+
 def main(rank, world_size, port, out_dir):
     import torch.distributed as dist
 
@@ -203,6 +243,7 @@ def main(rank, world_size, port, out_dir):
             else:
                 check_states(config["wrap"], model, optimizer)
         results[name] = full_parameters(model)
+    results["refusals"] = refusals(rank, world_size)
     if rank == 0:
         torch.save(results, out_dir / "params.pt")
     dist.barrier()

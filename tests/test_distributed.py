@@ -82,3 +82,16 @@ def test_matches_a_single_process_torch_adamw_run(name, distributed_runs, refere
         # every weight moved, by more than the tolerance: a run that skipped a parameter cannot pass
         assert (want - start[key]).abs().max() > 1e3 * TOLERANCE, key
         torch.testing.assert_close(got[key], want, rtol=0, atol=TOLERANCE, msg=lambda m: f"{name}, {key}: {m}")
+
+
+@needs_gloo
+def test_refuses_what_would_update_pieces_of_parameters_wrongly(distributed_runs):
+    """Refused on every rank before any parameter is written (the worker checks that): a variant with per-tensor
+    reductions on FSDP2's shards and FSDP1's flat parameters, and plain full-size states beside DTensor parameters."""
+    messages = distributed_runs["refusals"]
+    assert sorted(messages) == ["fsdp1-lamb", "fsdp2-lamb", "fsdp2-load-full-state", "fsdp2-step-full-state"]
+    assert "DTensor sharded over several processes" in messages["fsdp2-lamb"]
+    assert "lamb reduces over each parameter" in messages["fsdp2-lamb"]
+    assert "FSDP flat parameter" in messages["fsdp1-lamb"]
+    assert "exp_avg is a Tensor" in messages["fsdp2-load-full-state"]
+    assert "state 'exp_avg' is a Tensor" in messages["fsdp2-step-full-state"]

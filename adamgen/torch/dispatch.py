@@ -18,8 +18,8 @@ import torch
 
 from ..runtime.cpu import _at
 from ..runtime.tables import _overlap
-from .tensors import Staged, UnsupportedTensorError, check_grad, check_param, check_state, is_dense, local, \
-    same_layout
+from .tensors import Staged, UnsupportedTensorError, check_grad, check_param, check_placed_like, check_state, \
+    check_whole, is_dense, local, same_layout
 
 
 @numba.njit
@@ -100,6 +100,7 @@ class Call:
     steps: Counters = dataclasses.field(default_factory=Counters)
     scalars: dict = dataclasses.field(default_factory=dict)      # scalar state -> Counters
     staged: list = dataclasses.field(default_factory=list)       # Staged copies to write back after the kernels
+    reduces: bool = False                                        # the variant reduces over each tensor
 
     def run(self, hyperparameters: dict) -> None:
         width = 2 + len(self.module.STATES)
@@ -151,7 +152,9 @@ def plan(params, state, modules, where: str) -> list[Call]:
             counters = [entry["step"]] + [entry[name] for name in call.scalars]
         except KeyError:
             row = None
-        plain = row is not None and type(p) in _PLAIN
+        # FSDP1's flat parameters are nn.Parameters too (marked _is_flat_param): the slow path refuses them to a
+        # variant that reduces over each parameter
+        plain = row is not None and type(p) in _PLAIN and not (call.reduces and getattr(p, "_is_flat_param", False))
         if plain:
             for value in row[2:]:
                 if type(value) not in _PLAIN or value.dtype is not call.dtype or value.shape != shape \
@@ -196,7 +199,7 @@ def _new_call(p, modules, where) -> Call:
     if module is None:
         raise UnsupportedTensorError(f"{where} is on {p.device}; adamgen's kernels update tensors on "
                                      f"{', '.join(modules.device_types)}")
-    call = Call(module, p.device, p.dtype)
+    call = Call(module, p.device, p.dtype, reduces=not module.ELEMENTWISE)
     call.scalars = {name: Counters() for name in module.SCALAR_STATES}
     return call
 
@@ -210,13 +213,18 @@ def _first_state(p, entry, module, modules, where) -> dict:
 
 
 def _checked_row(p, g, entry, module, call, where) -> list:
-    """The kernel arrays of one parameter, the slow way: every state checked, DTensors' local shards, and staging
-    copies for tensors that are not dense or not laid out like their parameter."""
+    """The kernel arrays of one parameter, the slow way: every state checked, DTensors' local shards (gradient and
+    states placed like the parameter; variants with reductions refused on pieces of parameters), and staging copies
+    for tensors that are not dense or not laid out like their parameter."""
     missing = [name for name in ("step", *module.STATES, *module.SCALAR_STATES) if name not in entry]
     if missing:
         raise ValueError(f"{where}: its state lacks {', '.join(missing)} (was it loaded from another optimizer?)")
     for name in module.STATES:
         check_state(p, entry[name], where, name)
+        check_placed_like(p, entry[name], where, f"state {name!r}")
+    check_placed_like(p, g, where, "gradient", UnsupportedTensorError)
+    if not module.ELEMENTWISE:
+        check_whole(p, where, module.VARIANT)
     arrays = [local(p), local(g)] + [local(entry[name]) for name in module.STATES]
     row = []
     for index, tensor in enumerate(arrays):
