@@ -8,7 +8,7 @@ per-layer wrapping (use_orig_params False and True), and FSDP2 fully_shard per l
 FSDP2 and FSDP1 runs from a torch.distributed.checkpoint (DCP) save taken halfway. Rank 0 writes each run's full
 (gathered) parameters, by name, to OUT_DIR/params.pt; test_distributed.py compares them with `reference`, a
 single-process torch.optim.AdamW run on the same data. Under "refusals" it writes the messages of what adamgen
-refuses on sharded parameters.
+refuses on sharded parameters, under "replicated-lamb" a replicated DTensor and a plain tensor stepped alike.
 """
 
 from __future__ import annotations
@@ -220,6 +220,27 @@ def refusals(rank, world_size):
     return messages
 
 
+def replicated(rank, world_size):
+    """LAMB on a DTensor replicated over the mesh (each process holds it whole, so it is not refused) and on the same
+    plain tensor: (the DTensor's local tensor, the plain tensor) after two steps."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import Replicate, distribute_tensor
+
+    import adamgen.torch
+
+    mesh = init_device_mesh("cpu", (world_size,))
+    generator = torch.Generator().manual_seed(7)
+    start, grads = torch.randn(5, 3, generator=generator), torch.randn(2, 5, 3, generator=generator)
+    dtensor = torch.nn.Parameter(distribute_tensor(start.clone(), mesh, [Replicate()]))
+    plain = torch.nn.Parameter(start.clone())
+    for p, wrap in ((dtensor, lambda t: distribute_tensor(t, mesh, [Replicate()])), (plain, lambda t: t)):
+        optimizer = adamgen.torch.Optimizer([p], variant="lamb", lr=LR)
+        for grad in grads:
+            p.grad = wrap(grad.clone())
+            optimizer.step()
+    return dtensor.to_local().detach().clone(), plain.detach().clone()
+
+
 def main(rank, world_size, port, out_dir):
     import torch.distributed as dist
 
@@ -244,6 +265,7 @@ def main(rank, world_size, port, out_dir):
                 check_states(config["wrap"], model, optimizer)
         results[name] = full_parameters(model)
     results["refusals"] = refusals(rank, world_size)
+    results["replicated-lamb"] = replicated(rank, world_size)
     if rank == 0:
         torch.save(results, out_dir / "params.pt")
     dist.barrier()

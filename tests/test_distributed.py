@@ -95,3 +95,10 @@ def test_refuses_what_would_update_pieces_of_parameters_wrongly(distributed_runs
     assert "FSDP flat parameter" in messages["fsdp1-lamb"]
     assert "exp_avg is a Tensor" in messages["fsdp2-load-full-state"]
     assert "state 'exp_avg' is a Tensor" in messages["fsdp2-step-full-state"]
+
+
+@needs_gloo
+def test_a_replicated_dtensor_is_whole_to_a_variant_with_reductions(distributed_runs):
+    got, plain = distributed_runs["replicated-lamb"]
+    assert torch.equal(got, plain)
+    assert not torch.equal(plain, torch.randn(5, 3, generator=torch.Generator().manual_seed(7)))  # it was stepped
