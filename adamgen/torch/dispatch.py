@@ -20,8 +20,8 @@ import torch
 
 from ..runtime.cpu import _at
 from ..runtime.tables import _overlap
-from .tensors import Staged, UnsupportedTensorError, check_grad, check_param, check_state, is_dense, local, \
-    same_layout
+from .tensors import Staged, UnsupportedTensorError, check_grad, check_param, check_placed_like, check_state, \
+    check_whole, is_dense, local, same_layout
 
 _PLAIN = {torch.Tensor, torch.nn.Parameter}  # tensor types whose memory is their own (a DTensor's is its shard's)
 _DTYPE, _DEVICE, _SHAPE, _LAYOUT = (operator.attrgetter(name) for name in ("dtype", "device", "shape", "layout"))
@@ -120,7 +120,10 @@ class Call:
 
     def _plain(self, columns) -> bool:
         """Whether every tensor is a plain contiguous strided tensor of the call's dtype and device, shaped like its
-        parameter: then the kernels can take them as they are."""
+        parameter: then the kernels can take them as they are. FSDP1's flat parameters are plain nn.Parameters too
+        (marked ``_is_flat_param``): for a variant that reduces over each parameter, the detailed checks refuse them."""
+        if not self.module.ELEMENTWISE and any(getattr(p, "_is_flat_param", False) for p in columns[0]):
+            return False
         shapes = list(map(_SHAPE, columns[0]))
         for column in columns:
             if not set(map(type, column)) <= _PLAIN or set(map(_DTYPE, column)) != {self.dtype} \
@@ -132,7 +135,8 @@ class Call:
 
     def _checked_columns(self) -> list:
         """The columns the slow way: each parameter's tensors checked one by one (the first problem raises, naming
-        it), DTensors' local shards, and staging copies for tensors that are not dense or not laid out like their
+        it), DTensors' local shards (gradient and states placed like the parameter; a variant with reductions refused
+        on pieces of parameters), and staging copies for tensors that are not dense or not laid out like their
         parameter."""
         module = self.module
         rows = []
@@ -146,6 +150,10 @@ class Call:
                                  "optimizer?)")
             for name in module.STATES:
                 check_state(p, entry[name], here, name)
+                check_placed_like(p, entry[name], here, f"state {name!r}")
+            check_placed_like(p, g, here, "gradient", UnsupportedTensorError)
+            if not module.ELEMENTWISE:
+                check_whole(p, here, module.VARIANT)
             arrays = [local(p), local(g)] + [local(entry[name]) for name in module.STATES]
             tensors = []
             for index, tensor in enumerate(arrays):

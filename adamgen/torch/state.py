@@ -14,6 +14,7 @@ import numbers
 import torch
 
 from ..errors import AdamgenError
+from .tensors import check_placed_like
 
 
 class StateDictError(AdamgenError, ValueError):
@@ -28,9 +29,10 @@ def check_loaded(state, param_groups, module_of):
     A parameter's state is empty (no step taken yet) or holds ``step``, every state array and every scalar state of
     the kernel that will step its group (``module_of(group)``, whose ``STATES`` and ``SCALAR_STATES`` name them); state
     arrays are tensors shaped exactly like the parameter (torch.optim refuses other shapes at its next step, or
-    broadcasts them), ``step`` is a whole number and scalar states are numbers (a Python number or a 1-element tensor).
-    Keys the kernel does not use are kept. Numbers saved for ``step`` and scalar states become 0-d tensors, as
-    torch.optim makes them (old checkpoints saved ``step`` as a number)."""
+    broadcasts them), DTensors placed like their DTensor parameter (torch.distributed.checkpoint loads them so) and
+    plain tensors for a plain one; ``step`` is a whole number and scalar states are numbers (a Python number or a
+    1-element tensor). Keys the kernel does not use are kept. Numbers saved for ``step`` and scalar states become 0-d
+    tensors, as torch.optim makes them (old checkpoints saved ``step`` as a number)."""
     converted = []
     for index, group in enumerate(param_groups):
         module = None
@@ -61,6 +63,7 @@ def check_loaded(state, param_groups, module_of):
                                          f"{tuple(param.shape)}")
                 if value.is_complex():
                     raise StateDictError(f"{where}: {name} is complex ({value.dtype})")
+                check_placed_like(param, value, where, name, StateDictError)
     for entry, name, number, dtype in converted:  # every entry passed: now turn the saved numbers into tensors
         if number is not None:
             entry[name] = torch.tensor(number, dtype=dtype)

@@ -69,6 +69,40 @@ def check_state(p, value, where: str, name: str) -> None:
                          f"parameter is {p.dtype} {tuple(p.shape)} on {p.device}")
 
 
+def check_placed_like(p, value, where: str, name: str, error=ValueError) -> None:
+    """A DTensor parameter's gradient and states must be DTensors placed like it on the same mesh, and a plain
+    parameter's plain tensors: the kernel pairs their local shards element by element, so a full tensor beside a shard
+    (a state loaded from a checkpoint without torch.distributed.checkpoint) would pair the shard with the wrong
+    elements."""
+    placements, value_placements = getattr(p, "placements", None), getattr(value, "placements", None)
+    if placements is None and value_placements is None:
+        return
+    if placements is None or value_placements is None:
+        raise error(f"{where}: the parameter is a {type(p).__name__} but its {name} is a {type(value).__name__}; "
+                    "a DTensor parameter's gradient and states must be DTensors placed like it")
+    if tuple(placements) != tuple(value_placements) or p.device_mesh != value.device_mesh:
+        raise error(f"{where}: its {name} is a DTensor placed {tuple(value_placements)} on "
+                    f"{value.device_mesh}, the parameter {tuple(placements)} on {p.device_mesh}")
+
+
+def check_whole(p, where: str, variant: str) -> None:
+    """A variant that reduces over each tensor (a norm, a mean) must see each parameter whole: refuse a DTensor sharded
+    over more than one process and an FSDP1 flat parameter (pieces of several parameters), whose reductions would
+    cover only the piece this process holds."""
+    if getattr(p, "_is_flat_param", False):
+        raise UnsupportedTensorError(
+            f"{where} is an FSDP flat parameter (pieces of several parameters); {variant} reduces over each parameter "
+            "and needs it whole: use a variant without reductions, or a wrapper that leaves each parameter whole "
+            "(DistributedDataParallel, ZeroRedundancyOptimizer)")
+    placements = getattr(p, "placements", None)
+    if placements is not None and any(not placement.is_replicate() and p.device_mesh.size(dim) > 1
+                                      for dim, placement in enumerate(placements)):
+        raise UnsupportedTensorError(
+            f"{where} is a DTensor sharded over several processes ({tuple(placements)} on {p.device_mesh}); "
+            f"{variant} reduces over each parameter and needs it whole: use a variant without reductions, or a "
+            "wrapper that leaves each parameter whole (DistributedDataParallel, ZeroRedundancyOptimizer)")
+
+
 def same_layout(a, b) -> bool:
     """Whether two tensors of one shape walk their elements in the same order through memory."""
     return a.stride() == b.stride() or a.numel() <= 1 or all(
