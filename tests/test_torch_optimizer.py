@@ -563,3 +563,36 @@ def test_cuda_matches_cpu():
     finally:
         X, Y = x, y
     torch.testing.assert_close(flat_params(gpu).cpu(), flat_params(cpu), rtol=0, atol=1e-5)
+
+
+def test_meta_device_parameters_are_not_touched_until_a_step():
+    """An optimizer over parameters on the meta device (a model built there, not yet materialised) touches no data
+    and creates no state; a step on meta tensors is refused naming the device, before any state is created."""
+    with torch.device("meta"):
+        model = torch.nn.Linear(4, 3)
+    optimizer = agt.AdamW(model.parameters(), lr=1e-2)
+    assert not optimizer.state and str(optimizer)
+    model.weight.grad = torch.zeros_like(model.weight)
+    with pytest.raises(agt.UnsupportedTensorError, match="is on meta"):
+        optimizer.step()
+    assert not optimizer.state
+
+
+def test_torch_compile_breaks_the_graph_once_at_the_step():
+    """Under torch.compile the step is one graph break (its kernels are compiled already); torch.optim.AdamW, traced
+    by dynamo, is not cheaper in breaks here."""
+    import torch._dynamo
+
+    model = make_model()
+    optimizer = agt.AdamW(model.parameters(), lr=1e-2)
+    loss_of(model).backward()
+
+    def step():
+        y = model(X).sum()
+        optimizer.step()
+        return model(X).sum() + y
+
+    explanation = torch._dynamo.explain(step)()
+    assert explanation.graph_break_count == 1 and explanation.graph_count == 2
+    assert "torch.compiler.disable" in explanation.break_reasons[0].reason
+    assert optimizer.state[model[0].weight]["step"] == 1
