@@ -129,10 +129,12 @@ class ElementPrinter(PythonCodePrinter):
         return f"{self.parenthesize(base, precedence, strict=True)}**{self.parenthesize(exponent, precedence)}"
 
     def _print_Max(self, expr):
-        return self._nest("max", expr.args)
+        """The runtime's NaN-propagating ``_maximum``, as torch.maximum and NumPy's maximum (numba's ``max(a, b)``
+        drops a NaN ``b``)."""
+        return self._nest("_maximum", expr.args)
 
     def _print_Min(self, expr):
-        return self._nest("min", expr.args)
+        return self._nest("_minimum", expr.args)
 
     def _nest(self, name, args):
         first, *rest = args

@@ -179,6 +179,19 @@ def _at(address, count, dtype):
     return numba.carray(_pointer(address, dtype), count)
 
 
+@numba.njit(inline="always", error_model="numpy", cache=True)
+def _maximum(a, b):
+    """The larger of ``a`` and ``b``, NaN if either is NaN, as torch.maximum and NumPy's maximum (numba's ``max``
+    returns ``a`` when ``b`` is NaN). A select, so loops calling it vectorize."""
+    return a if a > b or a != a else b
+
+
+@numba.njit(inline="always", error_model="numpy", cache=True)
+def _minimum(a, b):
+    """The smaller of ``a`` and ``b``, NaN if either is NaN."""
+    return a if a < b or a != a else b
+
+
 def _address(array):
     return array.ctypes.data
 
@@ -284,7 +297,7 @@ def _update_parallel(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, scalars, 
             t0 = grad_i*grad_sign + param_i*weight_decay
             t1 = beta1*exp_avg_i + c0*t0
             t2 = beta2*exp_avg_sq_i + c1*t0*t0
-            t3 = max(max_exp_avg_sq_i, t2)
+            t3 = _maximum(max_exp_avg_sq_i, t2)
             exp_avg_block[i] = t1
             exp_avg_sq_block[i] = t2
             param_block[i] = c3*t1/(eps + math.sqrt(c2*t3)) + param_i
@@ -321,7 +334,7 @@ def _update_serial(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, scalars, fl
             t0 = grad_i*grad_sign + param_i*weight_decay
             t1 = beta1*exp_avg_i + c0*t0
             t2 = beta2*exp_avg_sq_i + c1*t0*t0
-            t3 = max(max_exp_avg_sq_i, t2)
+            t3 = _maximum(max_exp_avg_sq_i, t2)
             exp_avg_block[i] = t1
             exp_avg_sq_block[i] = t2
             param_block[i] = c3*t1/(eps + math.sqrt(c2*t3)) + param_i
@@ -358,7 +371,7 @@ def _update_tables_parallel(addresses, chunks, scalars, flags):
             t0 = grad_i*grad_sign + param_i*weight_decay
             t1 = beta1*exp_avg_i + c0*t0
             t2 = beta2*exp_avg_sq_i + c1*t0*t0
-            t3 = max(max_exp_avg_sq_i, t2)
+            t3 = _maximum(max_exp_avg_sq_i, t2)
             exp_avg_block[i] = t1
             exp_avg_sq_block[i] = t2
             param_block[i] = c3*t1/(eps + math.sqrt(c2*t3)) + param_i
@@ -395,7 +408,7 @@ def _update_tables_serial(addresses, chunks, scalars, flags):
             t0 = grad_i*grad_sign + param_i*weight_decay
             t1 = beta1*exp_avg_i + c0*t0
             t2 = beta2*exp_avg_sq_i + c1*t0*t0
-            t3 = max(max_exp_avg_sq_i, t2)
+            t3 = _maximum(max_exp_avg_sq_i, t2)
             exp_avg_block[i] = t1
             exp_avg_sq_block[i] = t2
             param_block[i] = c3*t1/(eps + math.sqrt(c2*t3)) + param_i

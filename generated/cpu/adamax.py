@@ -175,6 +175,19 @@ def _at(address, count, dtype):
     return numba.carray(_pointer(address, dtype), count)
 
 
+@numba.njit(inline="always", error_model="numpy", cache=True)
+def _maximum(a, b):
+    """The larger of ``a`` and ``b``, NaN if either is NaN, as torch.maximum and NumPy's maximum (numba's ``max``
+    returns ``a`` when ``b`` is NaN). A select, so loops calling it vectorize."""
+    return a if a > b or a != a else b
+
+
+@numba.njit(inline="always", error_model="numpy", cache=True)
+def _minimum(a, b):
+    """The smaller of ``a`` and ``b``, NaN if either is NaN."""
+    return a if a < b or a != a else b
+
+
 def _address(array):
     return array.ctypes.data
 
@@ -275,7 +288,7 @@ def _update_parallel(param, grad, exp_avg, exp_inf, scalars, flags):
             exp_inf_i = exp_inf_block[i]
             t0 = grad_i*grad_sign + param_i*weight_decay
             t1 = beta1*exp_avg_i + c0*t0
-            t2 = max(beta2*exp_inf_i, eps + abs(t0))
+            t2 = _maximum(beta2*exp_inf_i, eps + abs(t0))
             exp_avg_block[i] = t1
             exp_inf_block[i] = t2
             param_block[i] = c1*t1/t2 + param_i
@@ -306,7 +319,7 @@ def _update_serial(param, grad, exp_avg, exp_inf, scalars, flags):
             exp_inf_i = exp_inf_block[i]
             t0 = grad_i*grad_sign + param_i*weight_decay
             t1 = beta1*exp_avg_i + c0*t0
-            t2 = max(beta2*exp_inf_i, eps + abs(t0))
+            t2 = _maximum(beta2*exp_inf_i, eps + abs(t0))
             exp_avg_block[i] = t1
             exp_inf_block[i] = t2
             param_block[i] = c1*t1/t2 + param_i
@@ -337,7 +350,7 @@ def _update_tables_parallel(addresses, chunks, scalars, flags):
             exp_inf_i = exp_inf_block[i]
             t0 = grad_i*grad_sign + param_i*weight_decay
             t1 = beta1*exp_avg_i + c0*t0
-            t2 = max(beta2*exp_inf_i, eps + abs(t0))
+            t2 = _maximum(beta2*exp_inf_i, eps + abs(t0))
             exp_avg_block[i] = t1
             exp_inf_block[i] = t2
             param_block[i] = c1*t1/t2 + param_i
@@ -368,7 +381,7 @@ def _update_tables_serial(addresses, chunks, scalars, flags):
             exp_inf_i = exp_inf_block[i]
             t0 = grad_i*grad_sign + param_i*weight_decay
             t1 = beta1*exp_avg_i + c0*t0
-            t2 = max(beta2*exp_inf_i, eps + abs(t0))
+            t2 = _maximum(beta2*exp_inf_i, eps + abs(t0))
             exp_avg_block[i] = t1
             exp_inf_block[i] = t2
             param_block[i] = c1*t1/t2 + param_i

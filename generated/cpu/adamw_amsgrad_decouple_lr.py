@@ -179,6 +179,19 @@ def _at(address, count, dtype):
     return numba.carray(_pointer(address, dtype), count)
 
 
+@numba.njit(inline="always", error_model="numpy", cache=True)
+def _maximum(a, b):
+    """The larger of ``a`` and ``b``, NaN if either is NaN, as torch.maximum and NumPy's maximum (numba's ``max``
+    returns ``a`` when ``b`` is NaN). A select, so loops calling it vectorize."""
+    return a if a > b or a != a else b
+
+
+@numba.njit(inline="always", error_model="numpy", cache=True)
+def _minimum(a, b):
+    """The smaller of ``a`` and ``b``, NaN if either is NaN."""
+    return a if a < b or a != a else b
+
+
 def _address(array):
     return array.ctypes.data
 
@@ -282,7 +295,7 @@ def _update_parallel(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, scalars, 
             max_exp_avg_sq_i = max_exp_avg_sq_block[i]
             t0 = beta1*exp_avg_i + c0*grad_i
             t1 = beta2*exp_avg_sq_i + c1*grad_i*grad_i
-            t2 = max(max_exp_avg_sq_i, t1)
+            t2 = _maximum(max_exp_avg_sq_i, t1)
             exp_avg_block[i] = t0
             exp_avg_sq_block[i] = t1
             param_block[i] = c2*param_i + c4*t0/(eps + math.sqrt(c3*t2))
@@ -317,7 +330,7 @@ def _update_serial(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, scalars, fl
             max_exp_avg_sq_i = max_exp_avg_sq_block[i]
             t0 = beta1*exp_avg_i + c0*grad_i
             t1 = beta2*exp_avg_sq_i + c1*grad_i*grad_i
-            t2 = max(max_exp_avg_sq_i, t1)
+            t2 = _maximum(max_exp_avg_sq_i, t1)
             exp_avg_block[i] = t0
             exp_avg_sq_block[i] = t1
             param_block[i] = c2*param_i + c4*t0/(eps + math.sqrt(c3*t2))
@@ -352,7 +365,7 @@ def _update_tables_parallel(addresses, chunks, scalars, flags):
             max_exp_avg_sq_i = max_exp_avg_sq_block[i]
             t0 = beta1*exp_avg_i + c0*grad_i
             t1 = beta2*exp_avg_sq_i + c1*grad_i*grad_i
-            t2 = max(max_exp_avg_sq_i, t1)
+            t2 = _maximum(max_exp_avg_sq_i, t1)
             exp_avg_block[i] = t0
             exp_avg_sq_block[i] = t1
             param_block[i] = c2*param_i + c4*t0/(eps + math.sqrt(c3*t2))
@@ -387,7 +400,7 @@ def _update_tables_serial(addresses, chunks, scalars, flags):
             max_exp_avg_sq_i = max_exp_avg_sq_block[i]
             t0 = beta1*exp_avg_i + c0*grad_i
             t1 = beta2*exp_avg_sq_i + c1*grad_i*grad_i
-            t2 = max(max_exp_avg_sq_i, t1)
+            t2 = _maximum(max_exp_avg_sq_i, t1)
             exp_avg_block[i] = t0
             exp_avg_sq_block[i] = t1
             param_block[i] = c2*param_i + c4*t0/(eps + math.sqrt(c3*t2))

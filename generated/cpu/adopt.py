@@ -176,6 +176,19 @@ def _at(address, count, dtype):
     return numba.carray(_pointer(address, dtype), count)
 
 
+@numba.njit(inline="always", error_model="numpy", cache=True)
+def _maximum(a, b):
+    """The larger of ``a`` and ``b``, NaN if either is NaN, as torch.maximum and NumPy's maximum (numba's ``max``
+    returns ``a`` when ``b`` is NaN). A select, so loops calling it vectorize."""
+    return a if a > b or a != a else b
+
+
+@numba.njit(inline="always", error_model="numpy", cache=True)
+def _minimum(a, b):
+    """The smaller of ``a`` and ``b``, NaN if either is NaN."""
+    return a if a < b or a != a else b
+
+
 def _address(array):
     return array.ctypes.data
 
@@ -279,7 +292,7 @@ def _update_parallel(param, grad, exp_avg, exp_avg_sq, scalars, flags):
             grad_i = grad_block[i]
             exp_avg_i = exp_avg_block[i]
             exp_avg_sq_i = exp_avg_sq_block[i]
-            t0 = ((exp_avg_i) if first_step else (beta1*exp_avg_i + c1*min(clip, max(c0, grad_i*grad_sign/max(eps, math.sqrt(exp_avg_sq_i))))))
+            t0 = ((exp_avg_i) if first_step else (beta1*exp_avg_i + c1*_minimum(clip, _maximum(c0, grad_i*grad_sign/_maximum(eps, math.sqrt(exp_avg_sq_i))))))
             t1 = grad_i*grad_i
             exp_avg_block[i] = t0
             exp_avg_sq_block[i] = ((c2*t1) if first_step else (beta2*exp_avg_sq_i + c3*t1))
@@ -314,7 +327,7 @@ def _update_serial(param, grad, exp_avg, exp_avg_sq, scalars, flags):
             grad_i = grad_block[i]
             exp_avg_i = exp_avg_block[i]
             exp_avg_sq_i = exp_avg_sq_block[i]
-            t0 = ((exp_avg_i) if first_step else (beta1*exp_avg_i + c1*min(clip, max(c0, grad_i*grad_sign/max(eps, math.sqrt(exp_avg_sq_i))))))
+            t0 = ((exp_avg_i) if first_step else (beta1*exp_avg_i + c1*_minimum(clip, _maximum(c0, grad_i*grad_sign/_maximum(eps, math.sqrt(exp_avg_sq_i))))))
             t1 = grad_i*grad_i
             exp_avg_block[i] = t0
             exp_avg_sq_block[i] = ((c2*t1) if first_step else (beta2*exp_avg_sq_i + c3*t1))
@@ -349,7 +362,7 @@ def _update_tables_parallel(addresses, chunks, scalars, flags):
             grad_i = grad_block[i]
             exp_avg_i = exp_avg_block[i]
             exp_avg_sq_i = exp_avg_sq_block[i]
-            t0 = ((exp_avg_i) if first_step else (beta1*exp_avg_i + c1*min(clip, max(c0, grad_i*grad_sign/max(eps, math.sqrt(exp_avg_sq_i))))))
+            t0 = ((exp_avg_i) if first_step else (beta1*exp_avg_i + c1*_minimum(clip, _maximum(c0, grad_i*grad_sign/_maximum(eps, math.sqrt(exp_avg_sq_i))))))
             t1 = grad_i*grad_i
             exp_avg_block[i] = t0
             exp_avg_sq_block[i] = ((c2*t1) if first_step else (beta2*exp_avg_sq_i + c3*t1))
@@ -384,7 +397,7 @@ def _update_tables_serial(addresses, chunks, scalars, flags):
             grad_i = grad_block[i]
             exp_avg_i = exp_avg_block[i]
             exp_avg_sq_i = exp_avg_sq_block[i]
-            t0 = ((exp_avg_i) if first_step else (beta1*exp_avg_i + c1*min(clip, max(c0, grad_i*grad_sign/max(eps, math.sqrt(exp_avg_sq_i))))))
+            t0 = ((exp_avg_i) if first_step else (beta1*exp_avg_i + c1*_minimum(clip, _maximum(c0, grad_i*grad_sign/_maximum(eps, math.sqrt(exp_avg_sq_i))))))
             t1 = grad_i*grad_i
             exp_avg_block[i] = t0
             exp_avg_sq_block[i] = ((c2*t1) if first_step else (beta2*exp_avg_sq_i + c3*t1))

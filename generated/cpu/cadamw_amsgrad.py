@@ -181,6 +181,19 @@ def _at(address, count, dtype):
     return numba.carray(_pointer(address, dtype), count)
 
 
+@numba.njit(inline="always", error_model="numpy", cache=True)
+def _maximum(a, b):
+    """The larger of ``a`` and ``b``, NaN if either is NaN, as torch.maximum and NumPy's maximum (numba's ``max``
+    returns ``a`` when ``b`` is NaN). A select, so loops calling it vectorize."""
+    return a if a > b or a != a else b
+
+
+@numba.njit(inline="always", error_model="numpy", cache=True)
+def _minimum(a, b):
+    """The smaller of ``a`` and ``b``, NaN if either is NaN."""
+    return a if a < b or a != a else b
+
+
 def _address(array):
     return array.ctypes.data
 
@@ -284,7 +297,7 @@ def _reduce0_parallel(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, partials
             max_exp_avg_sq_i = max_exp_avg_sq_block[i]
             t0 = beta1*exp_avg_i + c3*grad_i
             t1 = beta2*exp_avg_sq_i + c1*grad_i*grad_i
-            t2 = max(max_exp_avg_sq_i, t1)
+            t2 = _maximum(max_exp_avg_sq_i, t1)
             exp_avg_block[i] = t0
             exp_avg_sq_block[i] = t1
             max_exp_avg_sq_block[i] = t2
@@ -320,7 +333,7 @@ def _reduce0_serial(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, partials, 
             max_exp_avg_sq_i = max_exp_avg_sq_block[i]
             t0 = beta1*exp_avg_i + c3*grad_i
             t1 = beta2*exp_avg_sq_i + c1*grad_i*grad_i
-            t2 = max(max_exp_avg_sq_i, t1)
+            t2 = _maximum(max_exp_avg_sq_i, t1)
             exp_avg_block[i] = t0
             exp_avg_sq_block[i] = t1
             max_exp_avg_sq_block[i] = t2
@@ -356,7 +369,7 @@ def _reduce0_tables_parallel(addresses, chunks, partials, scalars, flags):
             max_exp_avg_sq_i = max_exp_avg_sq_block[i]
             t0 = beta1*exp_avg_i + c3*grad_i
             t1 = beta2*exp_avg_sq_i + c1*grad_i*grad_i
-            t2 = max(max_exp_avg_sq_i, t1)
+            t2 = _maximum(max_exp_avg_sq_i, t1)
             exp_avg_block[i] = t0
             exp_avg_sq_block[i] = t1
             max_exp_avg_sq_block[i] = t2
@@ -392,7 +405,7 @@ def _reduce0_tables_serial(addresses, chunks, partials, scalars, flags):
             max_exp_avg_sq_i = max_exp_avg_sq_block[i]
             t0 = beta1*exp_avg_i + c3*grad_i
             t1 = beta2*exp_avg_sq_i + c1*grad_i*grad_i
-            t2 = max(max_exp_avg_sq_i, t1)
+            t2 = _maximum(max_exp_avg_sq_i, t1)
             exp_avg_block[i] = t0
             exp_avg_sq_block[i] = t1
             max_exp_avg_sq_block[i] = t2

@@ -181,6 +181,19 @@ def _at(address, count, dtype):
     return numba.carray(_pointer(address, dtype), count)
 
 
+@numba.njit(inline="always", error_model="numpy", cache=True)
+def _maximum(a, b):
+    """The larger of ``a`` and ``b``, NaN if either is NaN, as torch.maximum and NumPy's maximum (numba's ``max``
+    returns ``a`` when ``b`` is NaN). A select, so loops calling it vectorize."""
+    return a if a > b or a != a else b
+
+
+@numba.njit(inline="always", error_model="numpy", cache=True)
+def _minimum(a, b):
+    """The smaller of ``a`` and ``b``, NaN if either is NaN."""
+    return a if a < b or a != a else b
+
+
 def _address(array):
     return array.ctypes.data
 
@@ -283,7 +296,7 @@ def _update_parallel(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, scalars, 
             exp_avg_sq_i = exp_avg_sq_block[i]
             max_exp_avg_sq_i = max_exp_avg_sq_block[i]
             t0 = beta2*exp_avg_sq_i + c0*grad_i*grad_i
-            t1 = max(max_exp_avg_sq_i, t0)
+            t1 = _maximum(max_exp_avg_sq_i, t0)
             t2 = beta1*exp_avg_i + c2*grad_i/(eps + math.sqrt(c1*t1))
             exp_avg_sq_block[i] = t0
             exp_avg_block[i] = t2
@@ -318,7 +331,7 @@ def _update_serial(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, scalars, fl
             exp_avg_sq_i = exp_avg_sq_block[i]
             max_exp_avg_sq_i = max_exp_avg_sq_block[i]
             t0 = beta2*exp_avg_sq_i + c0*grad_i*grad_i
-            t1 = max(max_exp_avg_sq_i, t0)
+            t1 = _maximum(max_exp_avg_sq_i, t0)
             t2 = beta1*exp_avg_i + c2*grad_i/(eps + math.sqrt(c1*t1))
             exp_avg_sq_block[i] = t0
             exp_avg_block[i] = t2
@@ -353,7 +366,7 @@ def _update_tables_parallel(addresses, chunks, scalars, flags):
             exp_avg_sq_i = exp_avg_sq_block[i]
             max_exp_avg_sq_i = max_exp_avg_sq_block[i]
             t0 = beta2*exp_avg_sq_i + c0*grad_i*grad_i
-            t1 = max(max_exp_avg_sq_i, t0)
+            t1 = _maximum(max_exp_avg_sq_i, t0)
             t2 = beta1*exp_avg_i + c2*grad_i/(eps + math.sqrt(c1*t1))
             exp_avg_sq_block[i] = t0
             exp_avg_block[i] = t2
@@ -388,7 +401,7 @@ def _update_tables_serial(addresses, chunks, scalars, flags):
             exp_avg_sq_i = exp_avg_sq_block[i]
             max_exp_avg_sq_i = max_exp_avg_sq_block[i]
             t0 = beta2*exp_avg_sq_i + c0*grad_i*grad_i
-            t1 = max(max_exp_avg_sq_i, t0)
+            t1 = _maximum(max_exp_avg_sq_i, t0)
             t2 = beta1*exp_avg_i + c2*grad_i/(eps + math.sqrt(c1*t1))
             exp_avg_sq_block[i] = t0
             exp_avg_block[i] = t2

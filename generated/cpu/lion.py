@@ -172,6 +172,19 @@ def _at(address, count, dtype):
     return numba.carray(_pointer(address, dtype), count)
 
 
+@numba.njit(inline="always", error_model="numpy", cache=True)
+def _maximum(a, b):
+    """The larger of ``a`` and ``b``, NaN if either is NaN, as torch.maximum and NumPy's maximum (numba's ``max``
+    returns ``a`` when ``b`` is NaN). A select, so loops calling it vectorize."""
+    return a if a > b or a != a else b
+
+
+@numba.njit(inline="always", error_model="numpy", cache=True)
+def _minimum(a, b):
+    """The smaller of ``a`` and ``b``, NaN if either is NaN."""
+    return a if a < b or a != a else b
+
+
 def _address(array):
     return array.ctypes.data
 

@@ -178,6 +178,19 @@ def _at(address, count, dtype):
     return numba.carray(_pointer(address, dtype), count)
 
 
+@numba.njit(inline="always", error_model="numpy", cache=True)
+def _maximum(a, b):
+    """The larger of ``a`` and ``b``, NaN if either is NaN, as torch.maximum and NumPy's maximum (numba's ``max``
+    returns ``a`` when ``b`` is NaN). A select, so loops calling it vectorize."""
+    return a if a > b or a != a else b
+
+
+@numba.njit(inline="always", error_model="numpy", cache=True)
+def _minimum(a, b):
+    """The smaller of ``a`` and ``b``, NaN if either is NaN."""
+    return a if a < b or a != a else b
+
+
 def _address(array):
     return array.ctypes.data
 
@@ -279,7 +292,7 @@ def _reduce0_parallel(param, grad, exp_avg, exp_avg_sq, partials, scalars, flags
             t1 = beta2_hat*exp_avg_sq_i + c1*t0
             exp_avg_block[i] = beta1_hat*exp_avg_i + c3*grad_i
             exp_avg_sq_block[i] = t1
-            r0 += c2*t0/max(c0, t1)
+            r0 += c2*t0/_maximum(c0, t1)
         partials[c, 0] = r0
 
 
@@ -309,7 +322,7 @@ def _reduce0_serial(param, grad, exp_avg, exp_avg_sq, partials, scalars, flags):
             t1 = beta2_hat*exp_avg_sq_i + c1*t0
             exp_avg_block[i] = beta1_hat*exp_avg_i + c3*grad_i
             exp_avg_sq_block[i] = t1
-            r0 += c2*t0/max(c0, t1)
+            r0 += c2*t0/_maximum(c0, t1)
         partials[c, 0] = r0
 
 
@@ -339,7 +352,7 @@ def _reduce0_tables_parallel(addresses, chunks, partials, scalars, flags):
             t1 = beta2_hat*exp_avg_sq_i + c1*t0
             exp_avg_block[i] = beta1_hat*exp_avg_i + c3*grad_i
             exp_avg_sq_block[i] = t1
-            r0 += c2*t0/max(c0, t1)
+            r0 += c2*t0/_maximum(c0, t1)
         partials[c, 0] = r0
 
 
@@ -369,7 +382,7 @@ def _reduce0_tables_serial(addresses, chunks, partials, scalars, flags):
             t1 = beta2_hat*exp_avg_sq_i + c1*t0
             exp_avg_block[i] = beta1_hat*exp_avg_i + c3*grad_i
             exp_avg_sq_block[i] = t1
-            r0 += c2*t0/max(c0, t1)
+            r0 += c2*t0/_maximum(c0, t1)
         partials[c, 0] = r0
 
 

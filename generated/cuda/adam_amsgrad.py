@@ -185,6 +185,20 @@ else:
 
         return pointer(address, count, dtype), codegen
 
+
+
+@cuda.jit(device=True, inline="always", cache=True)
+def _maximum(a, b):
+    """The larger of ``a`` and ``b``, NaN if either is NaN, as torch.maximum (and the CPU kernels)."""
+    return a if a > b or a != a else b
+
+
+@cuda.jit(device=True, inline="always", cache=True)
+def _minimum(a, b):
+    """The smaller of ``a`` and ``b``, NaN if either is NaN."""
+    return a if a < b or a != a else b
+
+
 _resident = {}  # device id -> blocks resident at once
 
 
@@ -374,7 +388,7 @@ def _update(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, beta1, beta2, eps,
             t0 = grad_i*grad_sign + param_i*weight_decay
             t1 = beta1*exp_avg_i + c0*t0
             t2 = beta2*exp_avg_sq_i + c1*t0*t0
-            t3 = max(max_exp_avg_sq_i, t2)
+            t3 = _maximum(max_exp_avg_sq_i, t2)
             exp_avg_block[i] = t1
             exp_avg_sq_block[i] = t2
             param_block[i] = c3*t1/(eps + math.sqrt(c2*t3)) + param_i
@@ -411,7 +425,7 @@ def _update_tables(addresses, chunks, scalars, flags):
             t0 = grad_i*grad_sign + param_i*weight_decay
             t1 = beta1*exp_avg_i + c0*t0
             t2 = beta2*exp_avg_sq_i + c1*t0*t0
-            t3 = max(max_exp_avg_sq_i, t2)
+            t3 = _maximum(max_exp_avg_sq_i, t2)
             exp_avg_block[i] = t1
             exp_avg_sq_block[i] = t2
             param_block[i] = c3*t1/(eps + math.sqrt(c2*t3)) + param_i

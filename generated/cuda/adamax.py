@@ -181,6 +181,20 @@ else:
 
         return pointer(address, count, dtype), codegen
 
+
+
+@cuda.jit(device=True, inline="always", cache=True)
+def _maximum(a, b):
+    """The larger of ``a`` and ``b``, NaN if either is NaN, as torch.maximum (and the CPU kernels)."""
+    return a if a > b or a != a else b
+
+
+@cuda.jit(device=True, inline="always", cache=True)
+def _minimum(a, b):
+    """The smaller of ``a`` and ``b``, NaN if either is NaN."""
+    return a if a < b or a != a else b
+
+
 _resident = {}  # device id -> blocks resident at once
 
 
@@ -367,7 +381,7 @@ def _update(param, grad, exp_avg, exp_inf, beta1, beta2, eps, weight_decay, grad
             exp_inf_i = exp_inf_block[i]
             t0 = grad_i*grad_sign + param_i*weight_decay
             t1 = beta1*exp_avg_i + c0*t0
-            t2 = max(beta2*exp_inf_i, eps + abs(t0))
+            t2 = _maximum(beta2*exp_inf_i, eps + abs(t0))
             exp_avg_block[i] = t1
             exp_inf_block[i] = t2
             param_block[i] = c1*t1/t2 + param_i
@@ -398,7 +412,7 @@ def _update_tables(addresses, chunks, scalars, flags):
             exp_inf_i = exp_inf_block[i]
             t0 = grad_i*grad_sign + param_i*weight_decay
             t1 = beta1*exp_avg_i + c0*t0
-            t2 = max(beta2*exp_inf_i, eps + abs(t0))
+            t2 = _maximum(beta2*exp_inf_i, eps + abs(t0))
             exp_avg_block[i] = t1
             exp_inf_block[i] = t2
             param_block[i] = c1*t1/t2 + param_i

@@ -185,6 +185,20 @@ else:
 
         return pointer(address, count, dtype), codegen
 
+
+
+@cuda.jit(device=True, inline="always", cache=True)
+def _maximum(a, b):
+    """The larger of ``a`` and ``b``, NaN if either is NaN, as torch.maximum (and the CPU kernels)."""
+    return a if a > b or a != a else b
+
+
+@cuda.jit(device=True, inline="always", cache=True)
+def _minimum(a, b):
+    """The smaller of ``a`` and ``b``, NaN if either is NaN."""
+    return a if a < b or a != a else b
+
+
 _resident = {}  # device id -> blocks resident at once
 
 
@@ -373,7 +387,7 @@ def _update(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, beta1, beta2, eps,
             max_exp_avg_sq_i = max_exp_avg_sq_block[i]
             t0 = beta1*exp_avg_i + c0*grad_i
             t1 = beta2*exp_avg_sq_i + c1*grad_i*grad_i
-            t2 = max(max_exp_avg_sq_i, t1)
+            t2 = _maximum(max_exp_avg_sq_i, t1)
             exp_avg_block[i] = t0
             exp_avg_sq_block[i] = t1
             param_block[i] = c2*param_i + c4*t0/(eps + math.sqrt(c3*t2))
@@ -408,7 +422,7 @@ def _update_tables(addresses, chunks, scalars, flags):
             max_exp_avg_sq_i = max_exp_avg_sq_block[i]
             t0 = beta1*exp_avg_i + c0*grad_i
             t1 = beta2*exp_avg_sq_i + c1*grad_i*grad_i
-            t2 = max(max_exp_avg_sq_i, t1)
+            t2 = _maximum(max_exp_avg_sq_i, t1)
             exp_avg_block[i] = t0
             exp_avg_sq_block[i] = t1
             param_block[i] = c2*param_i + c4*t0/(eps + math.sqrt(c3*t2))

@@ -182,6 +182,20 @@ else:
 
         return pointer(address, count, dtype), codegen
 
+
+
+@cuda.jit(device=True, inline="always", cache=True)
+def _maximum(a, b):
+    """The larger of ``a`` and ``b``, NaN if either is NaN, as torch.maximum (and the CPU kernels)."""
+    return a if a > b or a != a else b
+
+
+@cuda.jit(device=True, inline="always", cache=True)
+def _minimum(a, b):
+    """The smaller of ``a`` and ``b``, NaN if either is NaN."""
+    return a if a < b or a != a else b
+
+
 _resident = {}  # device id -> blocks resident at once
 
 
@@ -366,7 +380,7 @@ def _update(param, grad, exp_avg, exp_avg_sq, beta1, beta2, eps, grad_sign, clip
             grad_i = grad_block[i]
             exp_avg_i = exp_avg_block[i]
             exp_avg_sq_i = exp_avg_sq_block[i]
-            t0 = ((exp_avg_i) if first_step else (beta1*exp_avg_i + c1*min(clip, max(c0, grad_i*grad_sign/max(eps, math.sqrt(exp_avg_sq_i))))))
+            t0 = ((exp_avg_i) if first_step else (beta1*exp_avg_i + c1*_minimum(clip, _maximum(c0, grad_i*grad_sign/_maximum(eps, math.sqrt(exp_avg_sq_i))))))
             t1 = grad_i*grad_i
             exp_avg_block[i] = t0
             exp_avg_sq_block[i] = ((c2*t1) if first_step else (beta2*exp_avg_sq_i + c3*t1))
@@ -401,7 +415,7 @@ def _update_tables(addresses, chunks, scalars, flags):
             grad_i = grad_block[i]
             exp_avg_i = exp_avg_block[i]
             exp_avg_sq_i = exp_avg_sq_block[i]
-            t0 = ((exp_avg_i) if first_step else (beta1*exp_avg_i + c1*min(clip, max(c0, grad_i*grad_sign/max(eps, math.sqrt(exp_avg_sq_i))))))
+            t0 = ((exp_avg_i) if first_step else (beta1*exp_avg_i + c1*_minimum(clip, _maximum(c0, grad_i*grad_sign/_maximum(eps, math.sqrt(exp_avg_sq_i))))))
             t1 = grad_i*grad_i
             exp_avg_block[i] = t0
             exp_avg_sq_block[i] = ((c2*t1) if first_step else (beta2*exp_avg_sq_i + c3*t1))

@@ -187,6 +187,20 @@ else:
 
         return pointer(address, count, dtype), codegen
 
+
+
+@cuda.jit(device=True, inline="always", cache=True)
+def _maximum(a, b):
+    """The larger of ``a`` and ``b``, NaN if either is NaN, as torch.maximum (and the CPU kernels)."""
+    return a if a > b or a != a else b
+
+
+@cuda.jit(device=True, inline="always", cache=True)
+def _minimum(a, b):
+    """The smaller of ``a`` and ``b``, NaN if either is NaN."""
+    return a if a < b or a != a else b
+
+
 _resident = {}  # device id -> blocks resident at once
 
 
@@ -376,7 +390,7 @@ def _reduce0(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, partials, beta1, 
             max_exp_avg_sq_i = max_exp_avg_sq_block[i]
             t0 = beta1*exp_avg_i + c3*grad_i
             t1 = beta2*exp_avg_sq_i + c1*grad_i*grad_i
-            t2 = max(max_exp_avg_sq_i, t1)
+            t2 = _maximum(max_exp_avg_sq_i, t1)
             exp_avg_block[i] = t0
             exp_avg_sq_block[i] = t1
             max_exp_avg_sq_block[i] = t2
@@ -424,7 +438,7 @@ def _reduce0_tables(addresses, chunks, partials, scalars, flags):
             max_exp_avg_sq_i = max_exp_avg_sq_block[i]
             t0 = beta1*exp_avg_i + c3*grad_i
             t1 = beta2*exp_avg_sq_i + c1*grad_i*grad_i
-            t2 = max(max_exp_avg_sq_i, t1)
+            t2 = _maximum(max_exp_avg_sq_i, t1)
             exp_avg_block[i] = t0
             exp_avg_sq_block[i] = t1
             max_exp_avg_sq_block[i] = t2

@@ -187,6 +187,20 @@ else:
 
         return pointer(address, count, dtype), codegen
 
+
+
+@cuda.jit(device=True, inline="always", cache=True)
+def _maximum(a, b):
+    """The larger of ``a`` and ``b``, NaN if either is NaN, as torch.maximum (and the CPU kernels)."""
+    return a if a > b or a != a else b
+
+
+@cuda.jit(device=True, inline="always", cache=True)
+def _minimum(a, b):
+    """The smaller of ``a`` and ``b``, NaN if either is NaN."""
+    return a if a < b or a != a else b
+
+
 _resident = {}  # device id -> blocks resident at once
 
 
@@ -374,7 +388,7 @@ def _update(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, beta1, beta2, eps,
             exp_avg_sq_i = exp_avg_sq_block[i]
             max_exp_avg_sq_i = max_exp_avg_sq_block[i]
             t0 = beta2*exp_avg_sq_i + c0*grad_i*grad_i
-            t1 = max(max_exp_avg_sq_i, t0)
+            t1 = _maximum(max_exp_avg_sq_i, t0)
             t2 = beta1*exp_avg_i + c2*grad_i/(eps + math.sqrt(c1*t1))
             exp_avg_sq_block[i] = t0
             exp_avg_block[i] = t2
@@ -409,7 +423,7 @@ def _update_tables(addresses, chunks, scalars, flags):
             exp_avg_sq_i = exp_avg_sq_block[i]
             max_exp_avg_sq_i = max_exp_avg_sq_block[i]
             t0 = beta2*exp_avg_sq_i + c0*grad_i*grad_i
-            t1 = max(max_exp_avg_sq_i, t0)
+            t1 = _maximum(max_exp_avg_sq_i, t0)
             t2 = beta1*exp_avg_i + c2*grad_i/(eps + math.sqrt(c1*t1))
             exp_avg_sq_block[i] = t0
             exp_avg_block[i] = t2

@@ -186,6 +186,20 @@ else:
 
         return pointer(address, count, dtype), codegen
 
+
+
+@cuda.jit(device=True, inline="always", cache=True)
+def _maximum(a, b):
+    """The larger of ``a`` and ``b``, NaN if either is NaN, as torch.maximum (and the CPU kernels)."""
+    return a if a > b or a != a else b
+
+
+@cuda.jit(device=True, inline="always", cache=True)
+def _minimum(a, b):
+    """The smaller of ``a`` and ``b``, NaN if either is NaN."""
+    return a if a < b or a != a else b
+
+
 _resident = {}  # device id -> blocks resident at once
 
 

@@ -184,6 +184,20 @@ else:
 
         return pointer(address, count, dtype), codegen
 
+
+
+@cuda.jit(device=True, inline="always", cache=True)
+def _maximum(a, b):
+    """The larger of ``a`` and ``b``, NaN if either is NaN, as torch.maximum (and the CPU kernels)."""
+    return a if a > b or a != a else b
+
+
+@cuda.jit(device=True, inline="always", cache=True)
+def _minimum(a, b):
+    """The smaller of ``a`` and ``b``, NaN if either is NaN."""
+    return a if a < b or a != a else b
+
+
 _resident = {}  # device id -> blocks resident at once
 
 
@@ -373,7 +387,7 @@ def _reduce0(param, grad, exp_avg, exp_avg_sq, partials, beta1_hat, beta2_hat, c
             t1 = beta2_hat*exp_avg_sq_i + c1*t0
             exp_avg_block[i] = beta1_hat*exp_avg_i + c3*grad_i
             exp_avg_sq_block[i] = t1
-            r0 += c2*t0/max(c0, t1)
+            r0 += c2*t0/_maximum(c0, t1)
         scratch[thread, 0] = r0
         cuda.syncthreads()
         half = THREADS_PER_BLOCK // 2
@@ -415,7 +429,7 @@ def _reduce0_tables(addresses, chunks, partials, scalars, flags):
             t1 = beta2_hat*exp_avg_sq_i + c1*t0
             exp_avg_block[i] = beta1_hat*exp_avg_i + c3*grad_i
             exp_avg_sq_block[i] = t1
-            r0 += c2*t0/max(c0, t1)
+            r0 += c2*t0/_maximum(c0, t1)
         scratch[thread, 0] = r0
         cuda.syncthreads()
         half = THREADS_PER_BLOCK // 2
