@@ -28,8 +28,8 @@ class Tolerance:
 # Parity with torch.optim after 200 steps, unit-scale parameters and gradients.
 #
 # float32: adamgen and torch evaluate the same formulas in float32 but in a different order (adamgen multiplies by a
-# hoisted `1/bias_correction2` under the square root where torch divides by `sqrt(bias_correction2)`; torch's exp_avg
-# uses `lerp`), so each step may round differently, by up to half an ulp (2**-24 ~ 6e-8 relative) per operation. rtol is
+# hoisted `1/bias_correction2` under the square root where torch divides by `sqrt(bias_correction2)`; both update
+# exp_avg in lerp's form m + (1 - b1)(g - m), but torch's vectorized lerp fuses it into one fma), so each step may round differently, by up to half an ulp (2**-24 ~ 6e-8 relative) per operation. rtol is
 # one such rounding per step over 200 steps accumulated linearly (200 * 2**-24 ~ 1.2e-5), the worst case for a parameter
 # that accumulates its updates; atol covers values near zero (exp_avg changes sign), whose error is relative to the O(1)
 # terms they are summed from. Measured: at most ~1.2e-6 absolute (on exp_avg_sq values of order 1..10), ~3e-7 on

@@ -9,6 +9,6 @@ bias_correction1 = spec.define("bias_correction1", 1 - beta1**step)
 bias_correction2 = spec.define("bias_correction2", 1 - beta2**step)
 step_size = spec.define("step_size", lr / bias_correction1)
 g = grad + weight_decay * param
-m = spec.update(exp_avg, beta1 * exp_avg + (1 - beta1) * g)
+m = spec.update(exp_avg, exp_avg + (1 - beta1) * (g - exp_avg))  # torch.lerp(exp_avg, g, 1 - beta1)
 v = spec.update(exp_avg_sq, beta2 * exp_avg_sq + (1 - beta2) * g**2)
 spec.update(param, param - step_size * m / (sqrt(v / bias_correction2) + eps))

@@ -7,6 +7,6 @@ lr, beta1, beta2, eps, weight_decay = spec.hyperparameters(lr=2e-3, beta1=0.9, b
 exp_avg, exp_inf = spec.states("exp_avg", "exp_inf")
 step_size = spec.define("step_size", lr / (1 - beta1**step))
 g = grad + weight_decay * param
-m = spec.update(exp_avg, beta1 * exp_avg + (1 - beta1) * g)
+m = spec.update(exp_avg, exp_avg + (1 - beta1) * (g - exp_avg))  # torch.lerp(exp_avg, g, 1 - beta1)
 u = spec.update(exp_inf, Max(beta2 * exp_inf, Abs(g) + eps))
 spec.update(param, param - step_size * m / u)

@@ -13,7 +13,7 @@ mu_next = spec.define("mu_next", beta1 * (1 - 0.5 * 0.96 ** ((step + 1) * moment
 mu_product_new = spec.update(mu_product, mu_product * mu)
 mu_product_next = spec.define("mu_product_next", mu_product_new * mu_next)
 g = grad + weight_decay * param
-m = spec.update(exp_avg, beta1 * exp_avg + (1 - beta1) * g)
+m = spec.update(exp_avg, exp_avg + (1 - beta1) * (g - exp_avg))  # torch.lerp(exp_avg, g, 1 - beta1)
 v = spec.update(exp_avg_sq, beta2 * exp_avg_sq + (1 - beta2) * g**2)
 denom = sqrt(v / bias_correction2) + eps
 spec.update(param, param - lr * (1 - mu) / (1 - mu_product_new) * g / denom

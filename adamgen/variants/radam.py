@@ -14,7 +14,7 @@ rectified = spec.define("rectified", rho_t > 5)
 rect = spec.define("rect", Piecewise(
     (sqrt((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)), rectified), (0, True)))
 g = grad + weight_decay * param
-m = spec.update(exp_avg, beta1 * exp_avg + (1 - beta1) * g)
+m = spec.update(exp_avg, exp_avg + (1 - beta1) * (g - exp_avg))  # torch.lerp(exp_avg, g, 1 - beta1)
 v = spec.update(exp_avg_sq, beta2 * exp_avg_sq + (1 - beta2) * g**2)
 m_hat = m / bias_correction1
 spec.update(param, Piecewise(
