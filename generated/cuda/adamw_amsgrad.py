@@ -60,6 +60,8 @@ def _number(function, name, value):
 
     NumPy float64 arithmetic follows IEEE: a division by zero or an overflow on the host gives inf or nan, as in the
     kernels, never an exception halfway through a step."""
+    if type(value) is float:
+        return np.float64(value)
     if isinstance(value, (str, bytes)) or not hasattr(value, "__float__"):
         raise TypeError(f"{VARIANT}.{function}: hyperparameter {name} must be a number, got {value!r}")
     try:
@@ -105,6 +107,9 @@ def _chunk_table(sizes, chunk):
     elements, tensor by tensor; an empty tensor gets no row."""
     sizes = np.asarray(sizes, np.int64)
     counts = -(-sizes // chunk)
+    if sizes.size <= 16:  # few tensors: a list is faster than NumPy's calls
+        rows = [(j, start, min(start + chunk, n)) for j, n in enumerate(sizes.tolist()) for start in range(0, n, chunk)]
+        return np.array(rows, np.int64).reshape(len(rows), 3)
     tensor = np.repeat(np.arange(sizes.size, dtype=np.int64), counts)
     first = np.cumsum(counts) - counts
     start = (np.arange(tensor.size, dtype=np.int64) - first[tensor]) * chunk
@@ -142,6 +147,13 @@ def _overlap(starts, stops, written):
     """Two memory ranges ``[start, stop)`` that share an address while at least one of them is written, as indices
     ``(a, b)`` with ``a < b``, or None. Ranges that are only read may overlap each other; empty ranges overlap nothing.
     O(n log n): the ranges are sorted by start, and each is compared with the furthest reach of those before it."""
+    if len(starts) <= 16:  # few ranges: pairs in Python are faster than NumPy's calls
+        ranges = list(zip(starts, stops, written))
+        for b, (start_b, stop_b, written_b) in enumerate(ranges):
+            for a, (start_a, stop_a, written_a) in enumerate(ranges[:b]):
+                if (written_a or written_b) and start_a < stop_b and start_b < stop_a:
+                    return a, b
+        return None
     starts, stops = np.asarray(starts, np.int64), np.asarray(stops, np.int64)
     written = np.asarray(written, bool)
     sized = np.flatnonzero(stops > starts)
