@@ -16,8 +16,9 @@ Findings, each keyed by the generated module's name:
   "oracle":      dtype -> {"step": worst error, "step_many": worst error, "nonfinite": count}, against the float64
                  oracle in units of the tolerance (<= 1 passes), over every tensor, state array, step count and scalar
                  state; "nonfinite": values the oracle computed that are not finite
-  "many_vs_step": dtype -> {"differing": values of step_many's results that differ in any bit from step's, "worst":
-                 worst difference in units of the tolerance}
+  "many_vs_step": dtype -> {"differing": elements of step_many's arrays that differ in any bit from step's, "ulps":
+                 their largest difference in units in the last place, "scalar_ulps": the same for the scalar states
+                 (float64 host values), "steps_equal": whether the step counts agree}
   "launches":    {"step": [[kernel, blocks, threads], ...] of one step on the largest tensor, "step_many": the same for
                  one step_many call over every tensor, "chunks": [the largest tensor's chunks, every tensor's chunks],
                  "empty": launches of step and step_many on empty tensors only}
@@ -75,6 +76,18 @@ def _bits(values) -> np.ndarray:
     """Values as unsigned integers of their width: equal bits, equal integers (NaN payloads and -0.0 included)."""
     values = np.ascontiguousarray(values)
     return values.view({4: np.uint32, 8: np.uint64}[values.dtype.itemsize])
+
+
+def _ulps(a, b) -> float:
+    """The largest difference between `a` and `b`, in units in the last place of the larger of the two (of their
+    dtype); equal values (NaN with NaN) differ by 0, a NaN and a number by infinity."""
+    a, b = np.atleast_1d(a), np.atleast_1d(b)
+    same = (a == b) | (np.isnan(a) & np.isnan(b))
+    if same.all():
+        return 0.0
+    a, b = a[~same], b[~same]
+    spacing = np.spacing(np.maximum(np.abs(a), np.abs(b))).astype(np.float64)
+    return float(np.nan_to_num(np.max(np.abs(a.astype(np.float64) - b) / spacing), nan=np.inf))
 
 
 def _hyperparameters(module, rng, maximize):
@@ -149,8 +162,7 @@ class _Recorder:
 def _run(variant, module, dtype):
     """`step` per tensor, `step_many` over all of them and the oracle, from the same values: SHAPES, FIRST_STEPS,
     JOINS, CALLS calls. Returns the worst error of step and of step_many, the number of non-finite values the oracle
-    computed (none: every comparison compares numbers), the number of values in which step_many and step differ and
-    their worst difference."""
+    computed (none: every comparison compares numbers), and how step_many's results compare with step's."""
     from numba import cuda
 
     from adamgen.oracle import Oracle
@@ -194,18 +206,18 @@ def _run(variant, module, dtype):
     nonfinite = sum(int(np.count_nonzero(~np.isfinite(values))) for values in expected)
     nonfinite += sum(int(np.count_nonzero(~np.isfinite(state[name]))) for state in expected_states
                      for name in module.STATES)
-    differing, difference = 0, 0.0
+    compared = {"differing": 0, "ulps": 0.0, "scalar_ulps": 0.0, "steps_equal": True}
     for k in range(len(SHAPES)):
         pairs = [(_host(many[k]), _host(singles[k]))]
         pairs += [(_host(many_states[k][name]), _host(single_states[k][name])) for name in module.STATES]
-        pairs += [(np.float64(many_states[k][name]), np.float64(single_states[k][name]))
-                  for name in module.SCALAR_STATES]
-        pairs += [(np.int64(many_states[k]["step"]), np.int64(single_states[k]["step"]))]
         for a, b in pairs:
-            differing += int(np.count_nonzero(_bits(a) != _bits(b)))
-            if a.dtype.kind == "f":
-                difference = max(difference, _worst(a, b, dtype if a.dtype == np.dtype(dtype) else "float64"))
-    return worst(singles, single_states), worst(many, many_states), nonfinite, differing, difference
+            compared["differing"] += int(np.count_nonzero(_bits(a) != _bits(b)))
+            compared["ulps"] = max(compared["ulps"], _ulps(a, b))
+        for name in module.SCALAR_STATES:
+            compared["scalar_ulps"] = max(compared["scalar_ulps"], _ulps(np.float64(many_states[k][name]),
+                                                                         np.float64(single_states[k][name])))
+        compared["steps_equal"] &= many_states[k]["step"] == single_states[k]["step"]
+    return worst(singles, single_states), worst(many, many_states), nonfinite, compared
 
 
 def _launches(module):
@@ -410,9 +422,9 @@ def main() -> None:
         module.THREADS_PER_BLOCK, module.CHUNK, module.MAX_BLOCKS = SIM_THREADS, SIM_CHUNK, SIM_BLOCKS
         findings["oracle"][key], findings["many_vs_step"][key] = {}, {}
         for dtype in ("float64", "float32"):
-            step, step_many, nonfinite, differing, worst = _run(variant, module, dtype)
+            step, step_many, nonfinite, compared = _run(variant, module, dtype)
             findings["oracle"][key][dtype] = {"step": step, "step_many": step_many, "nonfinite": nonfinite}
-            findings["many_vs_step"][key][dtype] = {"differing": differing, "worst": worst}
+            findings["many_vs_step"][key][dtype] = compared
         findings["launches"][key] = _launches(module)
         findings["init_many"][key] = _init_many(module)
         findings["errors"][key] = _errors(module)

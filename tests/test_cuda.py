@@ -456,8 +456,8 @@ def test_gpu_step_many_on_torch_tensors_of_many_sizes(key):
             else:
                 torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
         assert many_states[k]["step"] == single_states[k]["step"] == (4 if k < len(sizes) - 1 else 2)
-        for n in module.SCALAR_STATES:
-            assert many_states[k][n] == single_states[k][n]
+        for n in module.SCALAR_STATES:  # float64 host values: equal but for NumPy's SIMD functions (a few ulps)
+            assert many_states[k][n] == pytest.approx(single_states[k][n], rel=1e-14, abs=0)
 
 
 class _Exported:
@@ -766,11 +766,18 @@ def test_simulator_matches_float64_oracle(simulated, key):
 
 
 @pytest.mark.parametrize("key", ALL)
-def test_simulator_step_many_equals_step_to_the_bit(simulated, key):
-    """Every array, step count and scalar state: reductions too, since both add the same per-chunk partial sums in
-    the same order."""
-    for dtype, found in simulated["many_vs_step"][key].items():
-        assert found == {"differing": 0, "worst": 0.0}, dtype
+def test_simulator_step_many_equals_step(simulated, key):
+    """Every array, step count and scalar state, reductions included (both add the same per-chunk partial sums in the
+    same order): float32 arrays to the bit, step counts equal. float64 values to the bit where NumPy's vectorised
+    float64 functions (step_many's host code works on arrays of the tensors' values, step's on scalars) round as the C
+    library does; on hosts where they run SIMD code that is only faithfully rounded (NumPy's AVX-512 `power`, `exp`,
+    `log`), a host value may differ in its last bit, which the scalar states and the float64 kernels carry: a few
+    ulps. (A float32 kernel gets each host value rounded to float32, which a last-bit difference almost never moves.)"""
+    found = simulated["many_vs_step"][key]
+    assert found["float32"]["differing"] == 0, found["float32"]
+    assert found["float64"]["ulps"] <= 16, found["float64"]
+    for dtype in ("float32", "float64"):  # scalar states are float64 host values in both
+        assert found[dtype]["scalar_ulps"] <= 16 and found[dtype]["steps_equal"], (dtype, found[dtype])
 
 
 @pytest.mark.parametrize("key", ALL)
