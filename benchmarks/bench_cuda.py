@@ -145,10 +145,12 @@ def copy_block(torch, elements):
     read and 14 written."""
     source = torch.empty(BYTES_PER_ELEMENT // 2 * elements, dtype=torch.uint8, device="cuda").random_(0, 255)
     target = torch.empty_like(source)
-    return (lambda: target.copy_(source)), (source, target)
+    return lambda: target.copy_(source)
 
 
 def torch_optimizer(torch, params, grads, mode):
+    """torch.optim.AdamW (`mode`: fused or foreach) over copies of `params` whose gradients are `grads`, and the
+    copies."""
     params = [torch.nn.Parameter(p.detach().clone()) for p in params]
     for p, g in zip(params, grads):
         p.grad = g
@@ -158,32 +160,35 @@ def torch_optimizer(torch, params, grads, mode):
 def section_single(torch, module, args, log):
     results = {}
     for k in [int(s) for s in args.sizes.split(",") if s.strip()]:
-        n = 1 << k
-        generator = torch.Generator(device="cuda").manual_seed(k)
-        start = torch.randn(n, device="cuda", generator=generator)
-        grad = torch.randn(n, device="cuda", generator=generator) * 1e-2
-        param = start.clone()
-        state = module.init(param)
-        fused, keep = torch_optimizer(torch, [start], [grad], "fused")
-        copy, buffers = copy_block(torch, n)
-        del start
-        blocks = {"adamgen_step": ((lambda: module.step(param, grad, state, **MODULE_HYPERPARAMETERS)), None),
-                  "torch_fused": (fused.step, None),
-                  "copy": (copy, None)}
-        timings = time_blocks(torch, blocks, args, log, f"2^{k}")
-        results[str(k)] = {
-            "elements": n,
-            "timings": timings,
-            "copy_GBps": BYTES_PER_ELEMENT * n / timings["copy"]["median_us"] / 1e3,
-            "adamgen_GBps": BYTES_PER_ELEMENT * n / timings["adamgen_step"]["median_us"] / 1e3,
-            "torch_fused_GBps": BYTES_PER_ELEMENT * n / timings["torch_fused"]["median_us"] / 1e3,
-            "adamgen_share_of_copy": ratio(timings, "copy", "adamgen_step"),
-            "torch_fused_share_of_copy": ratio(timings, "copy", "torch_fused"),
-            "speedup_vs_fused": ratio(timings, "torch_fused", "adamgen_step"),
-        }
-        del param, state, grad, fused, keep, copy, buffers, blocks
-        torch.cuda.empty_cache()
+        results[str(k)] = one_tensor(torch, module, k, args, log)
+        torch.cuda.empty_cache()  # this size's tensors went with one_tensor's frame
     return results
+
+
+def one_tensor(torch, module, k, args, log):
+    n = 1 << k
+    generator = torch.Generator(device="cuda").manual_seed(k)
+    start = torch.randn(n, device="cuda", generator=generator)
+    grad = torch.randn(n, device="cuda", generator=generator) * 1e-2
+    param = start.clone()
+    state = module.init(param)
+    fused, _ = torch_optimizer(torch, [start], [grad], "fused")
+    copy = copy_block(torch, n)
+    del start
+    blocks = {"adamgen_step": ((lambda: module.step(param, grad, state, **MODULE_HYPERPARAMETERS)), None),
+              "torch_fused": (fused.step, None),
+              "copy": (copy, None)}
+    timings = time_blocks(torch, blocks, args, log, f"2^{k}")
+    return {
+        "elements": n,
+        "timings": timings,
+        "copy_GBps": BYTES_PER_ELEMENT * n / timings["copy"]["median_us"] / 1e3,
+        "adamgen_GBps": BYTES_PER_ELEMENT * n / timings["adamgen_step"]["median_us"] / 1e3,
+        "torch_fused_GBps": BYTES_PER_ELEMENT * n / timings["torch_fused"]["median_us"] / 1e3,
+        "adamgen_share_of_copy": ratio(timings, "copy", "adamgen_step"),
+        "torch_fused_share_of_copy": ratio(timings, "copy", "torch_fused"),
+        "speedup_vs_fused": ratio(timings, "torch_fused", "adamgen_step"),
+    }
 
 
 def many_tensor_blocks(torch, module, shapes, label, args, log):
@@ -208,9 +213,9 @@ def many_tensor_blocks(torch, module, shapes, label, args, log):
 
     params = [s.clone() for s in starts]
     states = module.init_many(params)
-    fused, fused_params = torch_optimizer(torch, starts, grads, "fused")
-    foreach, foreach_params = torch_optimizer(torch, starts, grads, "foreach")
-    copy, buffers = copy_block(torch, elements)
+    fused, _ = torch_optimizer(torch, starts, grads, "fused")
+    foreach, _ = torch_optimizer(torch, starts, grads, "foreach")
+    copy = copy_block(torch, elements)
     del starts
     blocks = {"adamgen_torch": (optimizer.step, fresh_gradients),
               "adamgen_step_many": ((lambda: module.step_many(params, grads, states, **MODULE_HYPERPARAMETERS)), None),
@@ -224,18 +229,20 @@ def many_tensor_blocks(torch, module, shapes, label, args, log):
                           for ours_ in ("adamgen_torch", "adamgen_step_many")},
               "share_of_copy": {name: ratio(timings, "copy", name)
                                 for name in ("adamgen_torch", "adamgen_step_many", "torch_fused", "torch_foreach")}}
-    del optimizer, ours, spare, grads, params, states, fused, fused_params, foreach, foreach_params, copy, buffers
-    torch.cuda.empty_cache()
     return result
 
 
 def section_model(torch, module, args, log):
-    return many_tensor_blocks(torch, module, model_shapes(args.width), "model", args, log)
+    result = many_tensor_blocks(torch, module, model_shapes(args.width), "model", args, log)
+    torch.cuda.empty_cache()
+    return result
 
 
 def section_small(torch, module, args, log):
     shapes = [(n,) for n in small_sizes(np.random.default_rng(0), args.small_count)]
-    return many_tensor_blocks(torch, module, shapes, "small", args, log)
+    result = many_tensor_blocks(torch, module, shapes, "small", args, log)
+    torch.cuda.empty_cache()
+    return result
 
 
 def wall_us_per_call(torch, fn, calls, rounds):
@@ -260,8 +267,8 @@ def section_launch(torch, module, args, log):
     one, one_state = tiny[0].clone(), module.init(tiny[0])
     params = [t.clone() for t in tiny]
     states = module.init_many(params)
-    fused_one, keep_one = torch_optimizer(torch, tiny[:1], grads[:1], "fused")
-    fused_all, keep_all = torch_optimizer(torch, tiny, grads, "fused")
+    fused_one, _ = torch_optimizer(torch, tiny[:1], grads[:1], "fused")
+    fused_all, _ = torch_optimizer(torch, tiny, grads, "fused")
     blocks = {
         "adamgen_step_1_tensor": (lambda: module.step(one, grads[0], one_state, **MODULE_HYPERPARAMETERS), 1000),
         "torch_fused_1_tensor": (fused_one.step, 1000),
@@ -323,7 +330,7 @@ def summary(results) -> list[str]:
                      f"GB/s, {entry['adamgen_share_of_copy']:.1%} of copy), torch fused "
                      f"{t['torch_fused']['median_us']:.1f} us ({entry['torch_fused_share_of_copy']:.1%} of copy), "
                      f"copy {entry['copy_GBps']:.0f} GB/s; x{entry['speedup_vs_fused']:.2f} vs fused")
-    for section, title in (("model", "198-tensor model"), ("small", "10,000 small tensors")):
+    for section, title in (("model", "model"), ("small", "small tensors")):
         entry = results.get(section)
         if not entry:
             continue
@@ -420,7 +427,8 @@ def main(argv=None) -> int:
         started = time.perf_counter()
         if args.budget is not None and started - begin > args.budget:
             results.setdefault("skipped", []).append(section)
-            log(f"bench_cuda: section {section} skipped: {started - begin:.0f} s of the {args.budget:.0f} s budget spent")
+            log(f"bench_cuda: section {section} skipped: {started - begin:.0f} s of the {args.budget:.0f} s budget "
+                "spent")
             continue
         try:
             results[section] = run[section](torch, module, args, log)

@@ -58,7 +58,8 @@ fi
 stage "tests: python -m pytest -q -p no:cacheprovider tests/test_cuda.py (time limit 270 s)"
 timeout -k 2 270 "$PYTHON" -m pytest -q -p no:cacheprovider -rfEs tests/test_cuda.py 2>&1 | tee "$TESTS_LOG"
 TESTS_STATUS=${PIPESTATUS[0]}
-TESTS_LINE=$(grep -E '[0-9]+ (passed|failed|skipped|errors?|deselected)' "$TESTS_LOG" | tail -n 1 | sed 's/=//g; s/^ *//; s/ *$//')
+TESTS_LINE=$(grep -E '[0-9]+ (passed|failed|skipped|errors?|deselected)' "$TESTS_LOG" | tail -n 1 |
+    sed 's/=//g; s/^ *//; s/ *$//')
 TESTS="$(outcome "$TESTS_STATUS" 270): ${TESTS_LINE:-no result line}"
 [ "$TESTS_STATUS" = 0 ] || FAILED=1
 

@@ -66,7 +66,7 @@ def _worst(actual, expected, dtype) -> float:
     actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
     if actual.shape != expected.shape or (np.isnan(actual) != np.isnan(expected)).any():
         return float("inf")
-    same = (actual == expected) | np.isnan(actual)  # equal values, infinities included, and NaN where the oracle has NaN
+    same = (actual == expected) | np.isnan(actual)  # equal values, infinities included, NaN where the oracle has NaN
     if same.all():
         return 0.0
     return float(np.max(np.abs(actual - expected)[~same] / (atol + rtol * np.abs(expected[~same]))))
@@ -299,7 +299,7 @@ def _read_only(array):
 
 
 def _errors(module):
-    """Bad input to `step` and `step_many`: each must raise before writing anything; then the same arrays are accepted."""
+    """Bad input to `step` and `step_many`: each must raise before writing anything; then the arrays are accepted."""
     from numba import cuda
 
     rng = np.random.default_rng(1)
@@ -374,13 +374,15 @@ def _errors(module):
     check("step_many: grad dtype", many(gs=replaced(grads, 2, cuda.to_device(np.zeros(shapes[2])))))
     check("step_many: grad shape", many(gs=replaced(grads, 1, cuda.to_device(np.zeros(8, np.float32)))))
     check("step_many: strided grad", many(gs=replaced(grads, 2, strided)))
-    check("step_many: read-only state", many(ss=replaced(states, 1, with_state(1, **{last: _read_only(states[1][last])}))))
+    read_only = with_state(1, **{last: _read_only(states[1][last])})
+    check("step_many: read-only state", many(ss=replaced(states, 1, read_only)))
     check("step_many: params overlap", many(ps=params + [overlapping[:7], overlapping[5:]], gs=grads + [extra, extra],
                                             ss=states + module.init_many([extra, extra])),
           also=[(overlapping, extra)])
     check("step_many: tensor listed twice", many(ps=params + [params[1]], gs=grads + [grads[1]],
                                                  ss=states + [states[1]]))
-    check("step_many: state shared by two tensors", many(ss=replaced(states, 2, with_state(2, **{first: states[0][first]}))))
+    shared = with_state(2, **{first: states[0][first]})
+    check("step_many: state shared by two tensors", many(ss=replaced(states, 2, shared)))
     check("step_many: grad is another tensor's param", many(gs=replaced(grads, 2, params[0])))
     check("step_many: length mismatch", many(gs=grads[:-1]))
     check("step_many: missing state", many(ss=replaced(states, 1, with_state(1, **{last: _MISSING}))))

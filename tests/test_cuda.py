@@ -105,7 +105,7 @@ def _printed(key):
 def _dispatchers(module):
     """The module's CUDA kernels by name."""
     return {name: value for name, value in vars(module).items()
-            if hasattr(value, "py_func") and hasattr(value, "signatures") and callable(getattr(value, "configure", None))}
+            if hasattr(value, "py_func") and hasattr(value, "signatures") and callable(getattr(value, "configure", 0))}
 
 
 # --- generated modules ---------------------------------------------------------------------------------------------
@@ -253,7 +253,8 @@ def _assert_close_but_for_ties(actual, expected, tolerance, what):
     actual, expected = np.asarray(actual), np.asarray(expected)
     assert actual.shape == expected.shape and actual.dtype == expected.dtype, what
     outside = ~np.isclose(actual, expected, rtol=rtol, atol=atol, equal_nan=True)
-    assert outside.sum() <= actual.size // 20_000, (what, int(outside.sum()), actual[outside][:5], expected[outside][:5])
+    assert outside.sum() <= actual.size // 20_000, (what, int(outside.sum()), actual[outside][:5],
+                                                    expected[outside][:5])
 
 
 GPU_TOLERANCE = {"float32": (1e-5, 1e-6), "float64": (1e-12, 1e-14)}
@@ -414,10 +415,10 @@ class _CountingLaunches:
 @needs_gpu
 @pytest.mark.parametrize("key", ["adamw", "nadam", "lamb", "clamb"])
 def test_gpu_step_many_on_torch_tensors_of_many_sizes(key):
-    """Sixty separately allocated torch tensors, 0 to 3 chunks and one large one, one added after two calls, on 3 blocks:
-    one launch per pass per call; each tensor as `step` on it alone (on the device's full grid) would leave it (to the
-    bit for elementwise variants; for reductions within float32 rounding of the block sums, whose kernels the two
-    forms compile separately)."""
+    """Sixty separately allocated torch tensors, 0 to 3 chunks and one large one, one added after two calls, on 3
+    blocks: one launch per pass per call; each tensor as `step` on it alone (on the device's full grid) would leave
+    it (to the bit for elementwise variants; for reductions within float32 rounding of the block sums, whose kernels
+    the two forms compile separately)."""
     torch = _torch_cuda()
     name, options, _ = BUILTINS[key]
     module = adamgen.load(name, target="cuda", **options)
@@ -542,16 +543,16 @@ def test_benchmark_summary_judges_the_targets():
         copy = 0.95 * step if k == 26 else 0.85 * step  # 95 % of the copy's bandwidth at 2^26, 85 % at 2^28
         timings = {"adamgen_step": _timing(step), "torch_fused": _timing(step), "copy": _timing(copy)}
         single[str(k)] = {"elements": 1 << k, "timings": timings, "copy_GBps": 1.0, "adamgen_GBps": 1.0,
-                          "torch_fused_GBps": 1.0, "adamgen_share_of_copy": bench.ratio(timings, "copy", "adamgen_step"),
-                          "torch_fused_share_of_copy": 1.0, "speedup_vs_fused": 1.0}
+                          "torch_fused_GBps": 1.0, "torch_fused_share_of_copy": 1.0, "speedup_vs_fused": 1.0,
+                          "adamgen_share_of_copy": bench.ratio(timings, "copy", "adamgen_step")}
     results = {"info": {"gpu": "a test GPU"}, "single": single, "errors": {"small": "Traceback\nRuntimeError: boom\n"}}
     assert bench.assess(results) == {"copy_share": False, "model_speedup_vs_fused": None}
     text = "\n".join(bench.summary(results))
     assert "2^26 95.0%, 2^28 85.0% -> NOT met" in text and "198-tensor model: - -> not measured" in text
     assert "small: failed: RuntimeError: boom" in text and "a test GPU" in text
     names = ("adamgen_torch", "adamgen_step_many", "torch_fused", "torch_foreach", "copy")
-    timings = {name: _timing(*values) for name, values in zip(names, [(900, 1100, 1000), (5000,) * 3, (1000, 1000, 1100),
-                                                                      (3000,) * 3, (400,) * 3])}
+    rounds = [(900, 1100, 1000), (5000,) * 3, (1000, 1000, 1100), (3000,) * 3, (400,) * 3]
+    timings = {name: _timing(*values) for name, values in zip(names, rounds)}
     results["model"] = {"tensors": 198, "elements": 17_600_000, "timings": timings,
                         "speedup": {f"{a}/{b}": bench.ratio(timings, a, b) for a in ("torch_fused", "torch_foreach")
                                     for b in ("adamgen_torch", "adamgen_step_many")}}
