@@ -136,10 +136,10 @@ def test_module_interface(key):
         assert inspect.signature(getattr(module, function)) == inspect.signature(getattr(twin, function))
     # Two kernels per pass, one over a tensor's arrays and one over tables; nothing else is a kernel. Kernels compile
     # on first launch: importing compiled nothing, so a machine without a GPU can import the module.
-    printed = _printed(key)
-    assert module.REDUCE_PHASES == len(printed.reductions)
+    lines = _printed(key)
+    assert module.REDUCE_PHASES == len(lines.reductions)
     kernels = _dispatchers(module)
-    assert sorted(kernels) == sorted(n + form for n in kernel_names(printed.phases) for form in ("", "_tables"))
+    assert sorted(kernels) == sorted(n + form for n in kernel_names(lines.phases) for form in ("", "_tables"))
     assert all(kernel.signatures == [] for kernel in kernels.values())
 
 
