@@ -1,20 +1,32 @@
-"""Run every generated CUDA kernel under numba's CUDA simulator and print the findings as JSON (one object on stdout).
+"""Run every generated CUDA module under numba's CUDA simulator and print the findings as JSON (one object on stdout).
 
 ``tests/test_cuda.py`` runs this file once, in a subprocess, because the simulator must be switched on
-(``NUMBA_ENABLE_CUDASIM=1``) before numba is first imported. Everything is small: a few hundred elements, a grid of a few
-blocks of 32 threads (so the grid-stride loop goes round several times; reduce kernels too), a few steps. The simulator evaluates with
-Python scalar semantics, so it checks the generated code's logic, launch and argument handling, not float32 typing:
-the PTX scan in ``test_cuda.py`` covers that.
+(``NUMBA_ENABLE_CUDASIM=1``) before numba is first imported. The simulator runs kernels as Python, reading the module's
+launch constants at each launch, so they are patched small on the module object: blocks of SIM_THREADS threads, chunks
+of SIM_CHUNK elements, at most SIM_BLOCKS blocks per launch. The largest tensor then has several chunks, a launch has
+more chunks than blocks (each block loops over chunks), and a reduce kernel's tree has two levels. The simulator
+evaluates with Python scalar semantics, so it checks the generated code's logic, launches and argument handling, not
+float32 typing: the PTX scan in ``test_cuda.py`` covers that.
 
-Every built-in variant under every option set is run (``adamgen.variants.builtin_variants()``), and the variants with
-per-tensor reductions of ``cuda_reduction_specs.py`` (generated into ``$ADAMGEN_CACHE_DIR``), each with its default
-hyperparameters except a random learning rate, weight decay 0.05 where it has one, and ``maximize`` on for half of them.
+Every built-in variant under every option set is run (``adamgen.variants.builtin_variants()``), and the variants of
+``cuda_reduction_specs.py`` (generated into ``$ADAMGEN_CACHE_DIR``), each with its default hyperparameters except a
+random learning rate, weight decay 0.05 where it has one, and ``maximize`` on for about half of them.
 
 Findings, each keyed by the generated module's name:
-  "oracle":    dtype -> worst error against the float64 oracle, in units of the tolerance (<= 1 passes)
-  "launch":    worst error (same units) with the launch configuration left to the module (its device fallback)
-  "errors":    check -> [exception type, message, whether any array or the step counter changed]
-  "step_many": check -> worst error (same units) or [exception type, message, whether anything changed]
+  "oracle":      dtype -> {"step": worst error, "step_many": worst error, "nonfinite": count}, against the float64
+                 oracle in units of the tolerance (<= 1 passes), over every tensor, state array, step count and scalar
+                 state; "nonfinite": values the oracle computed that are not finite
+  "many_vs_step": dtype -> {"differing": elements of step_many's arrays that differ in any bit from step's, "ulps":
+                 their largest difference in units in the last place, "scalar_ulps": the same for the scalar states
+                 (float64 host values), "steps_equal": whether the step counts agree}
+  "launches":    {"step": [[kernel, blocks, threads], ...] of one step on the largest tensor, "step_many": the same for
+                 one step_many call over every tensor, "chunks": [the largest tensor's chunks, every tensor's chunks],
+                 "empty": launches of step and step_many on empty tensors only}
+  "default":     worst error (units of the tolerance) with the module's own launch constants (CHUNK, THREADS_PER_BLOCK,
+                 MAX_BLOCKS = None: the simulator device's fallback), step and step_many
+  "init_many":   [number of states, whether each is a fresh state shaped like its tensor, init_many([]) == []]
+  "errors":      check -> [exception type, message, whether any array, step count or scalar state changed]; the checks
+                 named "step: ..." call step, "step_many: ..." call step_many; "...: valid" ones expect no exception
 """
 
 from __future__ import annotations
@@ -26,14 +38,22 @@ import zlib
 
 import numpy as np
 
-STEPS = 8  # RAdam switches to its rectified update at step 6 with beta2 = 0.999
-SHAPE = (15, 20)  # 300 elements
-THREADS, BLOCKS = 8, 4  # 32 threads: each goes round the grid-stride loop nine or ten times
-REDUCE_THREADS = 4  # a two-level tree per block; the simulator's syncthreads is slow (it polls), so blocks stay small
+SIM_THREADS = 4  # a power of 2: the reduce kernels add in a tree (two levels here)
+SIM_CHUNK = 16
+SIM_BLOCKS = 2
+# The tensors of one step_many call: several chunks (53 = 3 * 16 + 5), empty, one element (1-D and 0-d), exactly one
+# chunk, a 2-D one. Each starts from a fresh state at its own step count (the 0-d one at step 5, where RAdam's
+# rectification has begun), and the last joins the calls late: step counts differ within a call.
+SHAPES = [(53,), (0,), (1,), (), (4, 4), (3, 5)]
+FIRST_STEPS = [0, 0, 0, 5, 2, 0]
+JOINS = [0, 0, 0, 0, 0, 1]  # the call from which each tensor takes part
+CALLS = 3
 # Worst error against the float64 oracle, as |actual - expected| <= atol + rtol*|expected|. float64: the kernel and the
 # oracle evaluate the same formula in a different order (hoisting, CSE), a few ulps (2**-53) per step. float32: each
-# step rounds every value to float32 (2**-24 ~ 6e-8) a handful of times; 8 steps stay below ~1e-6 relative, so 1e-5 is
-# a 10x margin that still catches any wrong coefficient (those show at the 1e-3 level).
+# step rounds every value to float32 (2**-24 ~ 6e-8) a handful of times; a few steps stay below ~1e-6 relative, so 1e-5
+# is a 10x margin that still catches any wrong coefficient (those show at the 1e-3 level).
+_MISSING = object()  # a state entry left out
+
 TOLERANCE = {"float64": (1e-12, 1e-15), "float32": (1e-5, 1e-6)}
 
 
@@ -46,10 +66,28 @@ def _worst(actual, expected, dtype) -> float:
     actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
     if actual.shape != expected.shape or (np.isnan(actual) != np.isnan(expected)).any():
         return float("inf")
-    same = (actual == expected) | np.isnan(actual)  # equal values, infinities included, and NaN where the oracle has NaN
+    same = (actual == expected) | np.isnan(actual)  # equal values, infinities included, NaN where the oracle has NaN
     if same.all():
         return 0.0
     return float(np.max(np.abs(actual - expected)[~same] / (atol + rtol * np.abs(expected[~same]))))
+
+
+def _bits(values) -> np.ndarray:
+    """Values as unsigned integers of their width: equal bits, equal integers (NaN payloads and -0.0 included)."""
+    values = np.ascontiguousarray(values)
+    return values.view({4: np.uint32, 8: np.uint64}[values.dtype.itemsize])
+
+
+def _ulps(a, b) -> float:
+    """The largest difference between `a` and `b`, in units in the last place of the larger of the two (of their
+    dtype); equal values (NaN with NaN) differ by 0, a NaN and a number by infinity."""
+    a, b = np.atleast_1d(a), np.atleast_1d(b)
+    same = (a == b) | (np.isnan(a) & np.isnan(b))
+    if same.all():
+        return 0.0
+    a, b = a[~same], b[~same]
+    spacing = np.spacing(np.maximum(np.abs(a), np.abs(b))).astype(np.float64)
+    return float(np.nan_to_num(np.max(np.abs(a.astype(np.float64) - b) / spacing), nan=np.inf))
 
 
 def _hyperparameters(module, rng, maximize):
@@ -62,136 +100,310 @@ def _hyperparameters(module, rng, maximize):
     return chosen
 
 
-def _compare(variant, module, dtype, shape, *, seed, steps=STEPS):
-    """Run `steps` steps of the generated kernel and of the oracle from the same float values; the worst error."""
-    from numba import cuda
-
-    from adamgen.oracle import Oracle
-
-    rng = np.random.default_rng(seed)
-    hyperparameters = _hyperparameters(module, rng, maximize=bool(seed % 2))
-    start = rng.standard_normal(shape).astype(dtype)
-    oracle = Oracle(variant)
-    expected, expected_state = start.astype(np.float64), oracle.init(start)
-    param = cuda.to_device(start)
-    state = module.init(param)
-    for _ in range(steps):
-        grad = rng.standard_normal(shape).astype(dtype)
-        oracle.step(expected, grad.astype(np.float64), expected_state, **hyperparameters)
-        module.step(param, cuda.to_device(grad), state, **hyperparameters)
-    worst = _worst(param.copy_to_host(), expected, dtype)
-    for name in module.STATES:
-        worst = max(worst, _worst(state[name].copy_to_host(), expected_state[name], dtype))
-    for name in module.SCALAR_STATES:
-        worst = max(worst, _worst(state[name], expected_state[name], "float64"))
-    if state["step"] != steps or param.copy_to_host().dtype != np.dtype(dtype):
-        return float("inf")
-    return worst
+def _host(array):
+    return array.copy_to_host()
 
 
-def _attempt(call, arrays, state):
-    """Run `call`, expecting it to raise; report the exception and whether anything was written."""
-    before = [a.copy_to_host() for a in arrays] + [state["step"]]
+def _snapshot(module, params, grads, states):
+    """Every array of every tensor on the host, the step counts and the scalar states."""
+    taken = [_host(a) for a in list(params) + list(grads)]
+    for state in states:
+        taken += [_host(state[name]) for name in module.STATES if name in state]
+        taken += [state.get("step")] + [state.get(name) for name in module.SCALAR_STATES]
+    return taken
+
+
+def _changed(before, after) -> bool:
+    return any(not (np.array_equal(_bits(x), _bits(y)) if isinstance(x, np.ndarray) else x == y)
+               for x, y in zip(before, after))
+
+
+def _attempt(module, call, params, grads, states):
+    """Run `call`; report the exception it raised (or None) and whether it wrote anything of the given tensors."""
+    before = _snapshot(module, params, grads, states)
     try:
         call()
     except Exception as error:  # noqa: BLE001  (reported, then judged by the test)
         kind, message = type(error).__name__, str(error)
     else:
         kind, message = None, ""
-    after = [a.copy_to_host() for a in arrays] + [state["step"]]
-    changed = any(not np.array_equal(x, y) for x, y in zip(before, after))
-    return [kind, message, changed]
+    return [kind, message, _changed(before, _snapshot(module, params, grads, states))]
+
+
+class _Launches:
+    """Records the launches of a module's kernels: (kernel name, blocks, threads per block), in order."""
+
+    def __init__(self, module):
+        self.module, self.names, self.log = module, [], []
+        for k in range(module.REDUCE_PHASES):
+            self.names += [f"_reduce{k}", f"_reduce{k}_tables"]
+        self.names += ["_update", "_update_tables"]
+
+    def __enter__(self):
+        for name in self.names:
+            setattr(self.module, name, _Recorder(name, getattr(self.module, name), self.log))
+        return self.log
+
+    def __exit__(self, *exc):
+        for name in self.names:
+            setattr(self.module, name, getattr(self.module, name).kernel)
+
+
+class _Recorder:
+    def __init__(self, name, kernel, log):
+        self.name, self.kernel, self.log = name, kernel, log
+
+    def __getitem__(self, config):
+        blocks, threads = config[0], config[1]
+        self.log.append([self.name, int(blocks), int(threads)])
+        return self.kernel[config]
+
+
+def _run(variant, module, dtype):
+    """`step` per tensor, `step_many` over all of them and the oracle, from the same values: SHAPES, FIRST_STEPS,
+    JOINS, CALLS calls. Returns the worst error of step and of step_many, the number of non-finite values the oracle
+    computed (none: every comparison compares numbers), and how step_many's results compare with step's."""
+    from numba import cuda
+
+    from adamgen.oracle import Oracle
+
+    key = module.VARIANT
+    rng = np.random.default_rng(_seed(key, dtype))
+    hyperparameters = _hyperparameters(module, rng, maximize=bool(_seed(key) % 2))
+    starts = [rng.standard_normal(shape).astype(dtype) for shape in SHAPES]
+    oracle = Oracle(variant)
+    expected = [start.astype(np.float64) for start in starts]
+    expected_states = [oracle.init(start) for start in starts]
+    singles = [cuda.to_device(start) for start in starts]
+    single_states = [module.init(p) for p in singles]
+    many = [cuda.to_device(start) for start in starts]
+    many_states = module.init_many(many)
+    for k, first in enumerate(FIRST_STEPS):
+        expected_states[k]["step"] = single_states[k]["step"] = many_states[k]["step"] = first
+    for call in range(CALLS):
+        active = [k for k in range(len(SHAPES)) if JOINS[k] <= call]
+        grads = {k: rng.standard_normal(SHAPES[k]).astype(dtype) for k in active}
+        module.step_many([many[k] for k in active], [cuda.to_device(grads[k]) for k in active],
+                         [many_states[k] for k in active], **hyperparameters)
+        for k in active:
+            module.step(singles[k], cuda.to_device(grads[k]), single_states[k], **hyperparameters)
+            oracle.step(expected[k], grads[k].astype(np.float64), expected_states[k], **hyperparameters)
+
+    def worst(params, states):
+        error = 0.0
+        for k in range(len(SHAPES)):
+            value = _host(params[k])
+            if value.dtype != np.dtype(dtype) or value.shape != SHAPES[k] or states[k]["step"] != \
+                    expected_states[k]["step"]:
+                return float("inf")
+            error = max(error, _worst(value, expected[k], dtype))
+            for name in module.STATES:
+                error = max(error, _worst(_host(states[k][name]), expected_states[k][name], dtype))
+            for name in module.SCALAR_STATES:
+                error = max(error, _worst(states[k][name], expected_states[k][name], "float64"))
+        return error
+
+    nonfinite = sum(int(np.count_nonzero(~np.isfinite(values))) for values in expected)
+    nonfinite += sum(int(np.count_nonzero(~np.isfinite(state[name]))) for state in expected_states
+                     for name in module.STATES)
+    compared = {"differing": 0, "ulps": 0.0, "scalar_ulps": 0.0, "steps_equal": True}
+    for k in range(len(SHAPES)):
+        pairs = [(_host(many[k]), _host(singles[k]))]
+        pairs += [(_host(many_states[k][name]), _host(single_states[k][name])) for name in module.STATES]
+        for a, b in pairs:
+            compared["differing"] += int(np.count_nonzero(_bits(a) != _bits(b)))
+            compared["ulps"] = max(compared["ulps"], _ulps(a, b))
+        for name in module.SCALAR_STATES:
+            compared["scalar_ulps"] = max(compared["scalar_ulps"], _ulps(np.float64(many_states[k][name]),
+                                                                         np.float64(single_states[k][name])))
+        compared["steps_equal"] &= many_states[k]["step"] == single_states[k]["step"]
+    return worst(singles, single_states), worst(many, many_states), nonfinite, compared
+
+
+def _launches(module):
+    """The launches of one step on the largest tensor, one step_many over all tensors, and of both on empty tensors."""
+    from numba import cuda
+
+    params = [cuda.to_device(np.ones(shape, np.float32)) for shape in SHAPES]
+    grads = [cuda.to_device(np.ones(shape, np.float32)) for shape in SHAPES]
+    states = module.init_many(params)
+    with _Launches(module) as step:
+        module.step(params[0], grads[0], states[0])
+    with _Launches(module) as step_many:
+        module.step_many(params, grads, states)
+    empty = [k for k, shape in enumerate(SHAPES) if not np.prod(shape)]
+    with _Launches(module) as none:
+        module.step(params[empty[0]], grads[empty[0]], states[empty[0]])
+        module.step_many([params[k] for k in empty], [grads[k] for k in empty], [states[k] for k in empty])
+        module.step_many([], [], [])
+    steps = [state["step"] for state in states]
+    chunks = [-(-int(np.prod(shape)) // SIM_CHUNK) for shape in SHAPES]
+    return {"step": step, "step_many": step_many, "chunks": [chunks[0], sum(chunks)], "empty": none,
+            "steps after": steps}
+
+
+def _default_launch(variant, module):
+    """One step_many call over two float32 tensors and one step, with the module's own launch constants; worst error
+    against the oracle."""
+    from numba import cuda
+
+    from adamgen.oracle import Oracle
+
+    rng = np.random.default_rng(_seed("default", module.VARIANT))
+    hyperparameters = _hyperparameters(module, rng, maximize=False)
+    oracle = Oracle(variant)
+    shapes = [(1,), (300,)]
+    starts = [rng.standard_normal(shape).astype(np.float32) for shape in shapes]
+    grads = [rng.standard_normal(shape).astype(np.float32) for shape in shapes]
+    params = [cuda.to_device(start) for start in starts]
+    states = module.init_many(params)
+    module.step_many(params, [cuda.to_device(g) for g in grads], states, **hyperparameters)
+    single, single_state = cuda.to_device(starts[1]), module.init(cuda.to_device(starts[1]))
+    module.step(single, cuda.to_device(grads[1]), single_state, **hyperparameters)
+    worst = 0.0
+    for k in range(len(shapes)):
+        expected, expected_state = starts[k].astype(np.float64), oracle.init(starts[k])
+        oracle.step(expected, grads[k].astype(np.float64), expected_state, **hyperparameters)
+        pairs = [(params[k], states[k])] + ([(single, single_state)] if k == 1 else [])
+        for param, state in pairs:
+            worst = max(worst, _worst(_host(param), expected, "float32"))
+            for name in module.STATES:
+                worst = max(worst, _worst(_host(state[name]), expected_state[name], "float32"))
+            if state["step"] != 1:
+                worst = float("inf")
+    return worst
+
+
+def _init_many(module):
+    from numba import cuda
+
+    params = [cuda.to_device(np.ones(shape, dtype)) for shape, dtype in [((3, 2), np.float32), ((0,), np.float64)]]
+    states = module.init_many(params)
+    fresh = []
+    for param, state in zip(params, states):
+        fresh.append(state["step"] == 0
+                     and all(state[name].shape == param.shape and state[name].dtype == param.dtype
+                             and (_host(state[name]) == module.STATE_INIT[name]).all() for name in module.STATES)
+                     and all(state[name] == value for name, value in module.SCALAR_STATES.items()))
+    distinct = len({id(state[name]) for state in states for name in module.STATES}) == len(states) * len(module.STATES)
+    return [len(states), all(fresh) and distinct, module.init_many([]) == []]
+
+
+def _read_only(array):
+    """A simulator device array over read-only memory (what an exporter's read-only flag looks like here)."""
+    from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
+
+    values = _host(array)
+    values.flags.writeable = False
+    return FakeCUDAArray(values)
 
 
 def _errors(module):
-    """Bad inputs to `step`: each must raise before writing anything."""
+    """Bad input to `step` and `step_many`: each must raise before writing anything; then the arrays are accepted."""
     from numba import cuda
 
     rng = np.random.default_rng(1)
-    start = rng.standard_normal(SHAPE).astype(np.float32)
-    param, grad = cuda.to_device(start), cuda.to_device(rng.standard_normal(SHAPE).astype(np.float32))
-    state = module.init(param)
-    arrays = [param, grad] + [state[name] for name in module.STATES]
+    shapes = [(4, 5), (7,), (4, 5)]
+    starts = [rng.standard_normal(shape).astype(np.float32) for shape in shapes]
+    params = [cuda.to_device(start) for start in starts]
+    grads = [cuda.to_device(rng.standard_normal(shape).astype(np.float32)) for shape in shapes]
+    states = module.init_many(params)
+    for k, state in enumerate(states):
+        state["step"] = k  # distinct step counts: a changed count shows
+    first, last = module.STATES[0], module.STATES[-1]
+    findings = {}
 
-    def step(param=param, grad=grad, state=state):
-        return lambda: module.step(param, grad, state, lr=0.1)
+    def check(name, call, *, also=()):
+        """`call`'s outcome; nothing of the tensors above (nor of `also`, more arrays) may change."""
+        findings[name] = _attempt(module, call, params + [a for a, _ in also], grads + [g for _, g in also], states)
 
-    other_state = dict(state)
-    other_state[module.STATES[0]] = cuda.to_device(np.zeros(SHAPE, np.float64))
-    aliased_state = dict(state)
-    aliased_state[module.STATES[-1]] = param
-    missing_state = {key: value for key, value in state.items() if key != module.STATES[0]}
-    half = cuda.to_device(start.astype(np.float16))
-    half_state = module.init(half)
-    strided = cuda.to_device(np.zeros((SHAPE[0], 2 * SHAPE[1]), np.float32))[:, ::2]
-    return {
-        "host param": _attempt(step(param=start), arrays, state),
-        "host grad": _attempt(step(grad=start), arrays, state),
-        "float16": _attempt(step(param=half, grad=cuda.to_device(start.astype(np.float16)), state=half_state),
-                            arrays, state),
-        "grad dtype": _attempt(step(grad=cuda.to_device(start.astype(np.float64))), arrays, state),
-        "state dtype": _attempt(step(state=other_state), arrays, state),
-        "grad shape": _attempt(step(grad=cuda.to_device(np.zeros(SHAPE[::-1], np.float32))), arrays, state),
-        "strided grad": _attempt(step(grad=strided), arrays, state),
-        "overlap": _attempt(step(state=aliased_state), arrays, state),
-        "missing state": _attempt(step(state=missing_state), arrays, state),
-        "stream": _attempt(lambda: module.step(param, grad, state, stream="default"), arrays, state),
-        "unknown hyperparameter": _attempt(lambda: module.step(param, grad, state, learning_rate=0.1), arrays, state),
-        "valid": _attempt(step(), [], state),  # the same arrays are accepted: the checks above are the only failures
-    }
+    def with_state(k, **changes):
+        state = dict(states[k])
+        for name, value in changes.items():
+            if value is _MISSING:
+                del state[name]
+            else:
+                state[name] = value
+        return state
 
+    p, g, s = params[0], grads[0], states[0]
+    one = lambda **kw: (lambda: module.step(kw.get("param", p), kw.get("grad", g), kw.get("state", s),
+                                            **kw.get("hyper", {"lr": 0.1})))  # noqa: E731
+    strided = cuda.to_device(np.zeros((shapes[0][0], 2 * shapes[0][1]), np.float32))[:, ::2]
+    half = cuda.to_device(starts[0].astype(np.float16))
+    check("step: host param", one(param=starts[0]))
+    check("step: host grad", one(grad=_host(g)))
+    check("step: host state", one(state=with_state(0, **{last: _host(s[last])})))
+    check("step: float16", one(param=half, grad=cuda.to_device(starts[0].astype(np.float16)),
+                                state=module.init(half)))
+    check("step: grad dtype", one(grad=cuda.to_device(starts[0].astype(np.float64))))
+    check("step: state dtype", one(state=with_state(0, **{first: cuda.to_device(np.zeros(shapes[0], np.float64))})))
+    check("step: grad shape", one(grad=cuda.to_device(np.zeros(shapes[0][::-1], np.float32))))
+    check("step: state shape", one(state=with_state(0, **{last: cuda.to_device(np.zeros(20, np.float32))})))
+    check("step: strided grad", one(grad=strided))
+    check("step: read-only param", one(param=_read_only(p)))
+    check("step: state overlaps param", one(state=with_state(0, **{last: p})))
+    check("step: grad is a state", one(grad=s[first]))
+    check("step: missing state", one(state=with_state(0, **{first: _MISSING})))
+    check("step: state not a dict", one(state=list(s.items())))
+    check("step: bad step count", one(state=with_state(0, step=-1)))
+    check("step: stream", one(hyper={"stream": "default"}))
+    check("step: unknown hyperparameter", one(hyper={"learning_rate": 0.1}))
+    check("step: betas", one(hyper={"betas": (0.9, 0.999)}))
+    check("step: hyperparameter value", one(hyper={"lr": "0.1"}))
+    if module.SCALAR_STATES:
+        check("step: bad scalar state", one(state=with_state(0, **{next(iter(module.SCALAR_STATES)): "1.0"})))
 
-def _step_many(module):
-    """`step_many` over views of flat buffers equals `step` on each tensor; a broken layout is refused. Variants that
-    read whole tensors (reductions, the element count) refuse `init_many` and `step_many`."""
-    from numba import cuda
+    def many(ps=None, gs=None, ss=None, **hyper):
+        return lambda: module.step_many(params if ps is None else ps, grads if gs is None else gs,
+                                        states if ss is None else ss, **(hyper or {"lr": 0.1}))
 
-    sizes = [100, 0, 57, 143]
-    offsets = np.cumsum([0] + sizes)
-    rng = np.random.default_rng(_seed("many", module.VARIANT))
-    hyperparameters = _hyperparameters(module, rng, maximize=False)
-    start = rng.standard_normal(offsets[-1]).astype(np.float32)
-    flat_param, flat_grad = cuda.to_device(start), cuda.to_device(np.zeros_like(start))
-    params = [flat_param[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
-    grads = [flat_grad[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
-    if not module.ELEMENTWISE:
-        state = module.init(flat_param)
-        arrays = [flat_param, flat_grad] + [state[name] for name in module.STATES]
-        return {"init_many": _attempt(lambda: module.init_many(params), arrays, state),
-                "step_many": _attempt(lambda: module.step_many(params, grads, state), arrays, state)}
-    state = module.init_many(params)
-    singles = [cuda.to_device(start[a:b]) for a, b in zip(offsets[:-1], offsets[1:])]
-    single_states = [module.init(p) for p in singles]
-    for _ in range(3):
-        grad = rng.standard_normal(offsets[-1]).astype(np.float32)
-        flat_grad.copy_to_device(grad)
-        module.step_many(params, grads, state, **hyperparameters)
-        for p, s, a, b in zip(singles, single_states, offsets[:-1], offsets[1:]):
-            module.step(p, cuda.to_device(grad[a:b]), s, **hyperparameters)
-    worst = _worst(flat_param.copy_to_host(), np.concatenate([p.copy_to_host() for p in singles]), "float32")
-    for name in module.STATES:
-        expected = np.concatenate([s[name].copy_to_host() for s in single_states])
-        worst = max(worst, _worst(state[name].copy_to_host(), expected, "float32"))
-    if state["step"] != 3 or any(s["step"] != 3 for s in single_states):
-        worst = float("inf")
+    def replaced(items, k, value):
+        items = list(items)
+        items[k] = value
+        return items
 
-    arrays = [flat_param, flat_grad] + [state[name] for name in module.STATES]
-    separate = [cuda.to_device(start[a:b]) for a, b in zip(offsets[:-1], offsets[1:])]
-    mixed = list(grads)
-    mixed[2] = cuda.to_device(np.zeros(sizes[2], np.float64))
-    return {
-        "matches step": worst,
-        "reordered": _attempt(lambda: module.step_many(params[::-1], grads[::-1], state), arrays, state),
-        "separate allocations": _attempt(lambda: module.step_many(separate, grads, state), arrays, state),
-        "mixed dtypes": _attempt(lambda: module.step_many(params, mixed, state), arrays, state),
-        "length mismatch": _attempt(lambda: module.step_many(params, grads[:-1], state), arrays, state),
-    }
+    other = cuda.to_device(starts[1].astype(np.float64))
+    overlapping = cuda.to_device(np.zeros(12, np.float32))  # two more tensors' params: elements [0, 7) and [5, 12)
+    extra = cuda.to_device(np.zeros(7, np.float32))
+    check("step_many: host param", many(ps=replaced(params, 1, starts[1])))
+    check("step_many: host grad", many(gs=replaced(grads, 2, _host(grads[2]))))
+    check("step_many: float64 tensor among float32", many(ps=replaced(params, 1, other),
+                                                         gs=replaced(grads, 1, cuda.to_device(np.zeros(7))),
+                                                         ss=replaced(states, 1, module.init(other))))
+    check("step_many: grad dtype", many(gs=replaced(grads, 2, cuda.to_device(np.zeros(shapes[2])))))
+    check("step_many: grad shape", many(gs=replaced(grads, 1, cuda.to_device(np.zeros(8, np.float32)))))
+    check("step_many: strided grad", many(gs=replaced(grads, 2, strided)))
+    read_only = with_state(1, **{last: _read_only(states[1][last])})
+    check("step_many: read-only state", many(ss=replaced(states, 1, read_only)))
+    check("step_many: params overlap", many(ps=params + [overlapping[:7], overlapping[5:]], gs=grads + [extra, extra],
+                                            ss=states + module.init_many([extra, extra])),
+          also=[(overlapping, extra)])
+    check("step_many: tensor listed twice", many(ps=params + [params[1]], gs=grads + [grads[1]],
+                                                 ss=states + [states[1]]))
+    shared = with_state(2, **{first: states[0][first]})
+    check("step_many: state shared by two tensors", many(ss=replaced(states, 2, shared)))
+    check("step_many: grad is another tensor's param", many(gs=replaced(grads, 2, params[0])))
+    check("step_many: length mismatch", many(gs=grads[:-1]))
+    check("step_many: missing state", many(ss=replaced(states, 1, with_state(1, **{last: _MISSING}))))
+    check("step_many: one state for all", many(ss=module.init(params[0])))
+    check("step_many: bad step count", many(ss=replaced(states, 2, with_state(2, step=1.5))))
+    check("step_many: stream", many(stream=3.5))
+    check("step_many: unknown hyperparameter", many(betas=(0.9, 0.999)))
+    check("step_many: hyperparameter value", many(lr=None))
+    if module.SCALAR_STATES:
+        name = next(iter(module.SCALAR_STATES))
+        check("step_many: bad scalar state", many(ss=replaced(states, 1, with_state(1, **{name: [1.0]}))))
+    # The same arrays are accepted: the checks above are the only failures. A gradient may serve two tensors (it is
+    # only read), and an empty list is a step of nothing.
+    check("step: valid", one())
+    check("step_many: valid, no tensors", lambda: module.step_many([], [], []))
+    check("step_many: valid, shared gradient", many(gs=replaced(grads, 2, grads[0])))
+    return findings
 
 
 def main() -> None:
     assert os.environ.get("NUMBA_ENABLE_CUDASIM") == "1", "run with NUMBA_ENABLE_CUDASIM=1"
-    from numba import cuda
-
     import adamgen
     from adamgen.variants import builtin_variants
 
@@ -200,23 +412,27 @@ def main() -> None:
 
     runs = [(adamgen.load(name, target="cuda", **options), variant) for name, options, variant in builtin_variants()]
     runs += [(adamgen.load(variant, target="cuda"), variant) for variant in reduction_variants()]
-    findings = {"oracle": {}, "launch": {}, "errors": {}, "step_many": {}}
+    only = os.environ.get("ADAMGEN_SIM_ONLY")  # a comma-separated subset of module names, for working on one variant
+    if only:
+        runs = [(module, variant) for module, variant in runs if module.VARIANT in only.split(",")]
+    findings = {"oracle": {}, "many_vs_step": {}, "launches": {}, "default": {}, "init_many": {}, "errors": {}}
     for module, variant in runs:
         key = module.VARIANT
-        # The simulator runs kernels as Python, so the launch constants are read at each launch, even the reduce
-        # kernels' private block size (on a GPU that one is fixed when they compile).
-        module.THREADS_PER_BLOCK, module.MAX_BLOCKS = THREADS, BLOCKS
-        if module.REDUCE_PHASES:
-            module._REDUCE_THREADS = REDUCE_THREADS
-        findings["oracle"][key] = {
-            dtype: max(_compare(variant, module, dtype, shape, seed=_seed(key, dtype, shape), steps=steps)
-                       for shape, steps in ((SHAPE, STEPS), ((1,), 2), ((0,), 2)))
-            for dtype in ("float64", "float32")
-        }
-        findings["step_many"][key] = _step_many(module)
+        own = module.THREADS_PER_BLOCK, module.CHUNK, module.MAX_BLOCKS
+        # Small blocks hand over the GIL often: the simulator's threads wait on each other at every syncthreads.
+        sys.setswitchinterval(1e-4)
+        module.THREADS_PER_BLOCK, module.CHUNK, module.MAX_BLOCKS = SIM_THREADS, SIM_CHUNK, SIM_BLOCKS
+        findings["oracle"][key], findings["many_vs_step"][key] = {}, {}
+        for dtype in ("float64", "float32"):
+            step, step_many, nonfinite, compared = _run(variant, module, dtype)
+            findings["oracle"][key][dtype] = {"step": step, "step_many": step_many, "nonfinite": nonfinite}
+            findings["many_vs_step"][key][dtype] = compared
+        findings["launches"][key] = _launches(module)
+        findings["init_many"][key] = _init_many(module)
         findings["errors"][key] = _errors(module)
-        module.THREADS_PER_BLOCK, module.MAX_BLOCKS = 256, None  # the module's own launch configuration
-        findings["launch"][key] = _compare(variant, module, "float32", SHAPE, seed=_seed("launch", key))
+        sys.setswitchinterval(5e-3)
+        module.THREADS_PER_BLOCK, module.CHUNK, module.MAX_BLOCKS = own
+        findings["default"][key] = _default_launch(variant, module)
     json.dump(findings, sys.stdout)
 
 

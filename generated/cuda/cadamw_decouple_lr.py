@@ -262,6 +262,14 @@ def _address(array):
     return interface["data"][0], interface["data"][1]
 
 
+def _exported_read_only(array):
+    """Whether the exporter of ``array``'s __cuda_array_interface__ marks its memory read-only, which numba's view of
+    it does not say. numba device arrays and torch tensors are never read-only."""
+    if cuda.devicearray.is_cuda_ndarray(array) or _torch(array) is not None:
+        return False
+    return bool(array.__cuda_array_interface__["data"][1])
+
+
 def _checked_arrays(function, params, grads, states, tables):
     """The kernel's arrays for each tensor (``[param, grad, *states]``, each a 1-D numba device array) and their dtype,
     after checking every array of every tensor: CUDA arrays of one float dtype on the current device, each tensor's
@@ -300,7 +308,7 @@ def _checked_arrays(function, params, grads, states, tables):
         if dtype is not None and first.dtype != dtype:
             raise TypeError(f"{VARIANT}.{function}: {where} has dtype {first.dtype}, params[0] has dtype {dtype}")
         dtype = first.dtype
-        for (name, _, written), array in zip(row, arrays):
+        for (name, original, written), array in zip(row, arrays):
             if array.dtype != dtype:
                 raise TypeError(f"{VARIANT}.{function}: {name} has dtype {array.dtype}, {where} has dtype {dtype}")
             if tuple(array.shape) != tuple(first.shape):
@@ -309,7 +317,7 @@ def _checked_arrays(function, params, grads, states, tables):
             if not array.is_c_contiguous():
                 raise ValueError(f"{VARIANT}.{function}: {name} must be C-contiguous")
             start, readonly = _address(array)
-            if written and readonly:
+            if written and (readonly or _exported_read_only(original)):
                 raise ValueError(f"{VARIANT}.{function}: {name} is read-only")
             extents.append((start, start + array.size * array.dtype.itemsize, written))
             named.append(name)
@@ -631,8 +639,8 @@ def step_tables(addresses, sizes, steps, scalar_states, dtype, *, lr=0.001, beta
     dtype = np.dtype(dtype)
     stream = _launch_stream("step_tables", stream, None)
     chunks = _chunk_table(sizes, CHUNK)
-    blocks = _blocks(len(chunks))
-    if len(chunks):
+    if len(chunks):  # else nothing to launch: no device needed
+        blocks = _blocks(len(chunks))
         device_addresses, device_chunks = _to_device(stream, addresses, chunks)
     with np.errstate(all="ignore"):
         grad_sign = np.where(maximize, -1, 1)
