@@ -371,15 +371,52 @@ def _full(function, what, like, value):
 
 def _host(array, stream):
     """A device array's values on the host, once the work queued on ``stream`` before has finished."""
-    values = array.copy_to_host(stream=stream)
     if not isinstance(stream, int):
+        values = array.copy_to_host(stream=stream)
         stream.synchronize()
-    return values
+        return values
+    return array.copy_to_host()
 
 
-def _to_device(stream, *arrays):
-    """Host arrays copied to the device, in order on ``stream``."""
-    return [cuda.to_device(np.ascontiguousarray(array), stream=stream) for array in arrays]
+_buffers = {}  # (device, stream, slot) -> a device array of int64 words kept for the tables of later calls
+
+
+def _buffer(stream, slot, words):
+    """A device buffer of at least ``words`` int64 words for ``slot`` on ``stream``, kept between calls: allocating
+    device memory on every step would cost more than the step. Safe to rewrite on the same stream, whose earlier work
+    (the kernels that read it) comes first."""
+    handle = stream if isinstance(stream, int) else getattr(getattr(stream, "handle", None), "value", id(stream))
+    key = (getattr(cuda.get_current_device(), "id", 0), handle, slot)
+    buffer = _buffers.get(key)
+    if buffer is None or buffer.size < words:
+        buffer = _buffers[key] = cuda.device_array(max(words, 2 * (0 if buffer is None else buffer.size), 64),
+                                                   np.int64)
+    return buffer
+
+
+def _upload(stream, slot, *arrays):
+    """Host arrays on the device in one copy on ``stream``, into ``slot``'s kept buffer: a view of it per array."""
+    parts = [np.ascontiguousarray(array) for array in arrays]
+    words = [-(-part.nbytes // 8) for part in parts]
+    host = np.zeros(max(sum(words), 1), np.int64)
+    offsets = np.cumsum([0] + words)
+    for part, start in zip(parts, offsets):
+        host.view(np.uint8)[8 * start:8 * start + part.nbytes] = part.reshape(-1).view(np.uint8)
+    buffer = _buffer(stream, slot, host.size)
+    if isinstance(stream, int):
+        buffer[:host.size].copy_to_device(host)
+    else:
+        buffer[:host.size].copy_to_device(host, stream=stream)
+    return [buffer[start:start + count].view(part.dtype)[:part.size].reshape(part.shape)
+            for part, start, count in zip(parts, offsets, words)]
+
+
+def _scratch(stream, slot, shape, dtype):
+    """A device array of ``shape`` and ``dtype`` (uninitialised) in ``slot``'s kept buffer."""
+    count = int(np.prod(shape))
+    itemsize = np.dtype(dtype).itemsize
+    buffer = _buffer(stream, slot, max(-(-count * itemsize // 8), 1))
+    return buffer.view(dtype)[:count].reshape(shape)
 
 
 # Each pass over the elements has two kernels: over one tensor's arrays (its numbers as arguments) or over the tensors
@@ -565,7 +602,6 @@ def step_tables(addresses, sizes, steps, scalar_states, dtype, *, lr=0.001, beta
     chunks = _chunk_table(sizes, CHUNK)
     if len(chunks):  # else nothing to launch: no device needed
         blocks = _blocks(len(chunks))
-        device_addresses, device_chunks = _to_device(stream, addresses, chunks)
     with np.errstate(all="ignore"):
         grad_sign = np.where(maximize, -1, 1)
         bias_correction1 = 1 - beta1**step
@@ -580,6 +616,7 @@ def step_tables(addresses, sizes, steps, scalar_states, dtype, *, lr=0.001, beta
         c3 = -np.sqrt(bias_correction2)*lr*rect/bias_correction1
         c4 = -lr/bias_correction1
         if len(chunks):
-            scalars, flags = _to_device(stream, _table(count, dtype, beta2, eps, grad_sign, c0, c1, c2, c3, c4), _table(count, np.bool_, rectified))
-            _update_tables[blocks, THREADS_PER_BLOCK, stream](device_addresses, device_chunks, scalars, flags)
+            tables = _upload(stream, 0, addresses, chunks, _table(count, dtype, beta2, eps, grad_sign, c0, c1, c2, c3, c4), _table(count, np.bool_, rectified))
+            device_addresses, device_chunks = tables[:2]
+            _update_tables[blocks, THREADS_PER_BLOCK, stream](device_addresses, device_chunks, *tables[-2:])
     return step, {}
