@@ -10,6 +10,7 @@ import sympy
 
 from . import __version__, targets
 from .errors import GenerateError
+from .loader import command_line
 from .lower import lower
 from .printing import Printed, print_lowered
 from .render import render, write_if_changed
@@ -66,7 +67,8 @@ def generate(spec, target: str = "cpu", command: str | None = None) -> str:
     variant = as_variant(spec)                      # check the user's spec
     lowered = lower(maximize(variant))              # torch's maximize flag; host blocks, element phases, CSE
     printed = print_lowered(lowered, target.printer)  # float64 NumPy host code, typed element code
-    module = _module(lowered.variant, printed, target, command or f"adamgen generate {variant.name} --target {target}")
+    module = _module(variant, lowered.variant.hyperparameters, printed, target,
+                     command or f"adamgen generate {variant.name} --target {target}")
     source = render(module)                         # the target's template
     try:                                            # never hand out a module that does not compile
         compile(source, f"<adamgen {variant.name} {target}>", "exec")
@@ -76,7 +78,9 @@ def generate(spec, target: str = "cpu", command: str | None = None) -> str:
     return source
 
 
-def _module(variant: Variant, printed: Printed, target: Target, command: str) -> Module:
+def _module(variant: Variant, hyperparameters, printed: Printed, target: Target, command: str) -> Module:
+    """The template's input: the user's variant as written (its hash and rule), the hyperparameters the kernels take
+    (the variant's and torch's ``maximize``)."""
     return Module(
         target=target,
         variant=variant.name,
@@ -89,7 +93,7 @@ def _module(variant: Variant, printed: Printed, target: Target, command: str) ->
         reference=variant.reference,
         states=tuple((s.name, init) for s, init in variant.states),
         scalar_states=tuple((s.name, init) for s, init in variant.scalar_states),
-        hyperparameters=tuple((h.name, d) for h, d in variant.hyperparameters),
+        hyperparameters=tuple((h.name, d) for h, d in hyperparameters),
         printed=printed,
     )
 
@@ -101,8 +105,7 @@ def builtin_sources(targets=TARGETS) -> dict[Path, str]:
     for target in targets:
         files[Path(target, "__init__.py")] = package_doc
         for name, options, variant in builtin_variants():
-            flags = "".join(f" --{option.replace('_', '-')}" for option in options)
-            command = f"adamgen generate {name}{flags} --target {target}"
+            command = command_line(name, options, target, out="generated")  # run from the repository's root
             files[Path(target, f"{variant.name}.py")] = generate(variant, target, command)
     return files
 
