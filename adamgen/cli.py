@@ -275,7 +275,7 @@ exp_avg, exp_avg_sq = spec.states("exp_avg", "exp_avg_sq")
 bias_correction1 = spec.define("bias_correction1", 1 - beta1**step)
 bias_correction2 = spec.define("bias_correction2", 1 - beta2**step)
 step_size = spec.define("step_size", lr / bias_correction1)
-m = spec.update(exp_avg, beta1 * exp_avg + (1 - beta1) * grad)
+m = spec.update(exp_avg, exp_avg + (1 - beta1) * (grad - exp_avg))  # torch.lerp(exp_avg, grad, 1 - beta1)
 v = spec.update(exp_avg_sq, beta2 * exp_avg_sq + (1 - beta2) * grad**2)
 spec.update(param, param * (1 - lr * weight_decay) - step_size * m / (sqrt(v / bias_correction2) + eps))
 ''',

@@ -20,7 +20,7 @@ from .targets import Target
 from .transforms import maximize
 from .variants import as_variant, builtin_variants
 
-TARGETS = ("cpu", "cuda")  # the names of adamgen.targets.targets(), in order
+TARGETS = tuple(targets.targets())  # the target names: "cpu", "cuda"
 
 
 @dataclasses.dataclass(frozen=True)

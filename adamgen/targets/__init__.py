@@ -41,20 +41,14 @@ SHARED_RESERVED = frozenset({
 })
 
 
-def _all() -> dict[str, Target]:
-    from .cpu import CPU
-    from .cuda import CUDA
+from .cpu import CPU  # noqa: E402  (the targets are Target objects, defined above)
+from .cuda import CUDA  # noqa: E402
 
-    return {target.name: target for target in (CPU, CUDA)}
-
-
-TARGETS: dict[str, Target] = {}
+TARGETS: dict[str, Target] = {t.name: t for t in (CPU, CUDA)}
 
 
 def targets() -> dict[str, Target]:
     """Every target by name."""
-    if not TARGETS:
-        TARGETS.update(_all())
     return TARGETS
 
 

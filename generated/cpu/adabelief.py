@@ -418,7 +418,7 @@ def _update_tables_serial(addresses, chunks, scalars, flags):
 
 def init(param):
     """Fresh state for `param`: the step counter, state arrays like `param` filled with their initial values
-    ('exp_avg': 0.0, 'exp_avg_var': 0.0), scalar states."""
+    ('exp_avg': 0.0, 'exp_avg_var': 0.0)."""
     return {
         "step": 0,
         'exp_avg': np.full_like(param, 0.0),

@@ -488,7 +488,7 @@ def _update_tables(addresses, chunks, scalars, flags):
 
 def init(param):
     """Fresh state for `param`: the step counter, state arrays like `param` filled with their initial values
-    ('exp_avg': 0.0, 'exp_avg_sq': 0.0), scalar states."""
+    ('exp_avg': 0.0, 'exp_avg_sq': 0.0), and the scalar states."""
     return {
         "step": 0,
         'exp_avg': _full("init", "param", param, 0.0),

@@ -485,7 +485,7 @@ def _update_tables(addresses, chunks, scalars, flags):
 
 def init(param):
     """Fresh state for `param`: the step counter, state arrays like `param` filled with their initial values
-    ('exp_avg': 0.0, 'exp_avg_sq': 0.0), scalar states."""
+    ('exp_avg': 0.0, 'exp_avg_sq': 0.0)."""
     return {
         "step": 0,
         'exp_avg': _full("init", "param", param, 0.0),
