@@ -24,8 +24,8 @@ from .tensors import Staged, UnsupportedTensorError, check_grad, check_param, ch
     check_whole, is_dense, local, same_layout
 
 _PLAIN = {torch.Tensor, torch.nn.Parameter}  # tensor types whose memory is their own (a DTensor's is its shard's)
-_DTYPE, _DEVICE, _SHAPE, _LAYOUT = (operator.attrgetter(name) for name in ("dtype", "device", "shape", "layout"))
-_IS_CPU = operator.attrgetter("is_cpu")
+_DTYPE, _SHAPE, _GRAD = (operator.attrgetter(name) for name in ("dtype", "shape", "grad"))
+_IS_CPU, _IS_CUDA = operator.attrgetter("is_cpu"), operator.attrgetter("is_cuda")
 
 
 @numba.njit
@@ -124,13 +124,18 @@ class Call:
         (marked ``_is_flat_param``): for a variant that reduces over each parameter, the detailed checks refuse them."""
         if not self.module.ELEMENTWISE and any(getattr(p, "_is_flat_param", False) for p in columns[0]):
             return False
+        index = -1 if self.device.type == "cpu" else self.device.index  # what get_device() says of the call's tensors
+        kind = _IS_CPU if self.device.type == "cpu" else _IS_CUDA
         shapes = list(map(_SHAPE, columns[0]))
-        for column in columns:
-            if not set(map(type, column)) <= _PLAIN or set(map(_DTYPE, column)) != {self.dtype} \
-                    or set(map(_DEVICE, column)) != {self.device} or set(map(_LAYOUT, column)) != {torch.strided} \
-                    or not all(map(torch.Tensor.is_contiguous, column)) \
-                    or (column is not columns[0] and not all(map(operator.eq, map(_SHAPE, column), shapes))):
-                return False
+        try:  # a sparse tensor raises for is_contiguous(): the detailed checks name it
+            for column in columns:
+                if not set(map(type, column)) <= _PLAIN or set(map(_DTYPE, column)) != {self.dtype} \
+                        or not all(map(kind, column)) or set(map(torch.Tensor.get_device, column)) != {index} \
+                        or not all(map(torch.Tensor.is_contiguous, column)) \
+                        or (column is not columns[0] and not all(map(operator.eq, map(_SHAPE, column), shapes))):
+                    return False
+        except RuntimeError:
+            return False
         return True
 
     def _checked_columns(self) -> list:
@@ -197,20 +202,26 @@ def plan(params, state, modules, where: str) -> list[Call]:
     generated module for tensors on that device type, ``modules.init_values`` its states' initial values. Creates
     missing state (as torch.optim does, on a parameter's first step) and checks every tensor; raises before any kernel
     runs."""
-    calls: dict = {}
-    for k, p in enumerate(params):
-        g = p.grad
-        if g is None:
-            continue
-        key = (p.device, p.dtype)
-        call = calls.get(key)
-        if call is None:
-            call = calls[key] = _new_call(p, modules, where, k)
-        entry = state[p]
-        if not entry or type(entry) is not dict:
-            entry = _first_state(p, entry, call.module, modules, f"{where}, parameter {k}")
-        call.rows.append((k, p, g, entry))
-    calls = list(calls.values())
+    params = list(params)
+    grads = list(map(_GRAD, params))
+    indices = [k for k, g in enumerate(grads) if g is not None]
+    if len(indices) < len(params):
+        params, grads = [params[k] for k in indices], [grads[k] for k in indices]
+    # one call per device and dtype; in the common case, every tensor alike, one call
+    keys = list(zip(map(_IS_CPU, params), map(torch.Tensor.get_device, params), map(_DTYPE, params)))
+    if len(set(keys)) == 1:
+        groups = {keys[0]: range(len(params))}
+    else:
+        groups = {}
+        for row, key in enumerate(keys):
+            groups.setdefault(key, []).append(row)
+    calls = [_new_call(params[rows[0]], modules, where, indices[rows[0]]) for rows in groups.values()]
+    entries = list(map(state.__getitem__, params))  # optimizer.state creates an empty dict for a new parameter
+    for row, entry in enumerate(entries):
+        if not entry or type(entry) is not dict:  # a parameter's first step: its state, as torch.optim makes it
+            entries[row] = _first_state(params[row], entry, modules, f"{where}, parameter {indices[row]}")
+    for call, rows in zip(calls, groups.values()):
+        call.rows = [(indices[r], params[r], grads[r], entries[r]) for r in rows]
     for call in calls:
         call.prepare()
     by_device: dict = {}
@@ -235,17 +246,24 @@ def _new_call(p, modules, where, k) -> Call:
     check_param(p, f"{where}, parameter {k}")
     module = modules(p.device.type)
     if module is None:
-        raise UnsupportedTensorError(f"{where}, parameter {k} is on {p.device}; adamgen's kernels update tensors on "
-                                     f"{', '.join(modules.device_types)}")
+        _unsupported_device(p, modules, f"{where}, parameter {k}")
     return Call(module, p.device, p.dtype, where)
 
 
-def _first_state(p, entry, module, modules, where) -> dict:
+def _first_state(p, entry, modules, where) -> dict:
     if not isinstance(entry, dict):
         raise TypeError(f"{where}: optimizer.state holds {type(entry).__name__} for it, not a dict")
     if not entry:
+        module = modules(p.device.type)
+        if module is None:
+            _unsupported_device(p, modules, where)
         entry.update(_fresh_state(p, module, modules.init_values))
     return entry
+
+
+def _unsupported_device(p, modules, where):
+    raise UnsupportedTensorError(f"{where} is on {p.device}; adamgen's kernels update tensors on "
+                                 f"{', '.join(modules.device_types)}")
 
 
 def _fresh_state(p, module, init_values) -> dict:
