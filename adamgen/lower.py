@@ -162,7 +162,8 @@ def lower(variant: Variant) -> Lowered:
     phases = [dataclasses.replace(p, kernel_scalars=tuple(sorted(p.kernel_scalars, key=order.index))) for p in phases]
 
     booleans = {h for h, default in variant.hyperparameters if isinstance(default, bool)}
-    booleans |= {s for s, e in assignments if isinstance(e, sympy.logic.boolalg.Boolean)}
+    booleans |= {s for s, e in assignments  # a SymPy Symbol is a Boolean too: a number's alias (step_size = lr) is not
+                 if isinstance(e, sympy.logic.boolalg.Boolean) and not (e.is_Symbol and e.is_real)}
     return Lowered(
         variant=variant,
         host=host,
