@@ -122,6 +122,8 @@ def lower(variant: Variant) -> Lowered:
         if not clash:
             break
         early -= clash
+    if early == set(outputs):  # the sums serve only scalar states: the update pass stores everything
+        early = set()
     stored_new = {outputs[t]: t for t in early}  # in later phases, the array already holds the new value
 
     host_symbols = set(variant.host_symbols) | set(scalar_defs) | set(sums)
