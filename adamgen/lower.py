@@ -244,8 +244,10 @@ def _power_bases(temporaries, values, names):
 def _kernel_forms(expr):
     """Rewrite functions that kernels compute with comparisons, so their constants get typed like any other number.
 
-    sign(x) -> 1 if x > 0, -1 if x < 0, else x: keeps 0 and NaN, as torch.sign does."""
-    return expr.replace(sympy.sign, lambda a: sympy.Piecewise((1, a > 0), (-1, a < 0), (a, True)))
+    sign(x) -> 1 if x > 0, -1 if x < 0, else x: keeps 0 and NaN, as torch.sign does.
+    atan(x) -> atan2(x, 1), the form the kernels compute (SymPy writes atan2(y, x) as atan(y/x) when x > 0)."""
+    expr = expr.replace(sympy.sign, lambda a: sympy.Piecewise((1, a > 0), (-1, a < 0), (a, True)))
+    return expr.replace(sympy.atan, lambda a: sympy.atan2(a, sympy.S.One, evaluate=False))  # last: nothing rebuilds it
 
 
 MAX_PRODUCT_POWER = 8  # larger integer powers take their exponent as a typed scalar (a pow call, not a product)
