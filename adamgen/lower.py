@@ -177,12 +177,55 @@ def lower(variant: Variant) -> Lowered:
 
 
 def _live(variant: Variant) -> list:
-    """The definitions that some update reads, directly or not: a dead one would cost host code, or a whole pass."""
+    """The definitions that some update reads, directly or not: a dead one would cost host code, or a whole pass.
+    Their Max and Min are lowering's own (``_Max``, ``_Min``), which SymPy rebuilds cheaply."""
     live = {new for _, new in variant.updates}
     for symbol, expr in reversed(variant.definitions):
         if symbol in live:
             live |= expr.free_symbols
-    return [(symbol, expr) for symbol, expr in variant.definitions if symbol in live]
+    return [(symbol, _cheap_lattices(expr)) for symbol, expr in variant.definitions if symbol in live]
+
+
+class _WithoutSearch:
+    """Max and Min without SymPy's search for dominated arguments: it proves inequalities between the arguments at every
+    rebuild (inlining, hoisting, CSE), milliseconds per node and more for large arguments. Arguments are still flattened
+    and deduplicated; the classes carry SymPy's names, so sort keys and printed code are SymPy's."""
+
+    @classmethod
+    def _collapse_arguments(cls, args, **assumptions):
+        return args
+
+    @classmethod
+    def _find_localzeros(cls, values, **options):
+        return values
+
+
+class _Max(_WithoutSearch, sympy.Max):
+    pass
+
+
+class _Min(_WithoutSearch, sympy.Min):
+    pass
+
+
+_Max.__name__, _Min.__name__ = "Max", "Min"
+
+
+def _cheap_lattices(expr, memo=None):
+    """``expr`` with every Max and Min as ``_Max`` and ``_Min``, rebuilt bottom-up (SymPy's ``replace`` would first
+    rebuild each one the expensive way)."""
+    memo = {} if memo is None else memo
+    if expr.is_Atom:
+        return expr
+    if expr not in memo:
+        args = [_cheap_lattices(arg, memo) for arg in expr.args]
+        if isinstance(expr, sympy.Max):
+            memo[expr] = _Max(*args)
+        elif isinstance(expr, sympy.Min):
+            memo[expr] = _Min(*args)
+        else:
+            memo[expr] = expr.func(*args) if args != list(expr.args) else expr
+    return memo[expr]
 
 
 def _inline(expr, definitions: dict, keep=frozenset()):
