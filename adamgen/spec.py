@@ -286,7 +286,7 @@ def validate(spec: Spec) -> Variant:
     for symbol, expr in spec._definitions:
         expr = _sympify(where, symbol, expr)
         sizes.measure(symbol, expr)  # first: what follows recurses over the expression
-        expr = _check_numbers(where, symbol, expr)
+        expr = _check_numbers(where, symbol, _without_ite(expr))
         unknown = expr.free_symbols - known
         if unknown:
             _refuse_unknown(where, symbol, unknown, declared + [s for s, _ in spec._definitions])
@@ -318,11 +318,12 @@ def validate(spec: Spec) -> Variant:
                    doc=spec.doc, reference=spec.reference)
 
 
-def check_transformed(variant: Variant, option: str) -> Variant:
-    """Check what an option transform made of a checked variant: names (free, not reserved, the kernels' locals of any
-    new state included), supported nodes, finite numbers within float64's range (substituting 0 for a hyperparameter
-    can divide by zero) and the bounds on size. Returns ``variant``; raises ``SpecError`` naming the option."""
-    where = f"{option} on variant {variant.name!r}"
+def check_transformed(variant: Variant, option: str, source: str) -> Variant:
+    """Check what the option transform ``option`` made of the checked variant named ``source``: names (free, not
+    reserved, the kernels' locals of any new state included), supported nodes, finite numbers within float64's range
+    (substituting 0 for a hyperparameter can divide by zero) and the bounds on size. Returns ``variant``; raises
+    ``SpecError`` naming the option."""
+    where = f"{option} on variant {source!r}"
     names = [s.name for s, _ in (*variant.hyperparameters, *variant.states, *variant.scalar_states, *variant.definitions)]
     _check_names(where, names, arrays=["param", "grad"] + [s.name for s, _ in variant.states])
     _check_variant_name(where, variant.name)
@@ -507,6 +508,14 @@ def _measure(expr, written_out: dict) -> tuple[int, int, int]:
             stack.append((node, True))
             stack.extend((arg, False) for arg in node.args if id(arg) not in measured)
     return measured[id(expr)]
+
+
+def _without_ite(expr):
+    """``expr`` with SymPy's ITE(a, b, c) (which it makes of a comparison with a Piecewise) as (a & b) | (~a & c)."""
+    ite = sympy.logic.boolalg.ITE
+    if not expr.has(ite):
+        return expr
+    return expr.replace(ite, lambda a, b, c: sympy.Or(sympy.And(a, b), sympy.And(sympy.Not(a), c)))
 
 
 def _check_numbers(where: str, symbol, expr):

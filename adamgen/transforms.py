@@ -61,7 +61,7 @@ def amsgrad(variant: Variant) -> Variant:
         definitions=tuple(definitions),
         updates=variant.updates + ((MAX_EXP_AVG_SQ, vmax_new),),
         doc=variant.doc + " With AMSGrad's running maximum of the second moment.",
-    ), "amsgrad")
+    ), "amsgrad", variant.name)
 
 
 def decoupled_weight_decay(variant: Variant, name: str | None = None) -> Variant:
@@ -89,7 +89,7 @@ def decoupled_weight_decay(variant: Variant, name: str | None = None) -> Variant
                             "once weight decay is removed, so the variant does not use plain coupled L2 decay")
     return check_transformed(dataclasses.replace(variant, name=name or f"{variant.name}w", definitions=definitions,
                                                  doc=variant.doc + " With decoupled weight decay."),
-                             "decoupled_weight_decay")
+                             "decoupled_weight_decay", variant.name)
 
 
 MAX_LR = sympy.Symbol("max_lr", real=True)
@@ -123,7 +123,7 @@ def decouple_lr(variant: Variant) -> Variant:
         hyperparameters=variant.hyperparameters + ((MAX_LR, hyper["lr"][1]),),
         definitions=definitions,
         doc=variant.doc + " With fully decoupled weight decay (decay lr/max_lr * weight_decay per step).",
-    ), "decouple_lr")
+    ), "decouple_lr", variant.name)
 
 
 def maximize(variant: Variant) -> Variant:
@@ -191,4 +191,5 @@ def cautious(variant: Variant) -> Variant:
     return check_transformed(dataclasses.replace(
         variant, name=f"c{variant.name}", definitions=tuple(definitions),
         doc=variant.doc + " Cautious: the update is masked where it disagrees with the gradient.",
-        reference=f"cautious form (Liang et al. 2024; timm's C-variants) of {variant.reference}"), "cautious")
+        reference=f"cautious form (Liang et al. 2024; timm's C-variants) of {variant.reference}"),
+        "cautious", variant.name)
