@@ -108,6 +108,7 @@ MAX_DEPTH = 64            # nesting depth of one expression
 MAX_NODES = 2000          # nodes of one expression
 MAX_TOTAL_NODES = 5000    # nodes of the new values and scalar definitions together
 MAX_ATAN2 = 16            # calls of atan2 and atan together (float32: ~1 s of Numba compilation each)
+MAX_NESTED_COMPARISONS = 2  # a comparison or sign inside the operand of another (SymPy's cost grows exponentially)
 MAX_DECLARATIONS = 256    # hyperparameters, states, scalar states and definitions together
 MAX_STATES = 32           # state tensors (each is a kernel argument)
 MAX_EXPONENT = 1024       # numerator and denominator of a rational exponent (SymPy computes powers of numbers exactly)
@@ -279,8 +280,7 @@ def validate(spec: Spec) -> Variant:
 
     known = set(declared)
     element = {param, grad, *(s for s, _ in states)}
-    flags = {h for h, default in hyperparameters if isinstance(default, bool)}
-    conditions = set()
+    conditions = {h for h, default in hyperparameters if isinstance(default, bool)}  # flags are conditions
     sizes = _Sizes(where)
     definitions = []
     for symbol, expr in spec._definitions:
@@ -290,11 +290,11 @@ def validate(spec: Spec) -> Variant:
         unknown = expr.free_symbols - known
         if unknown:
             _refuse_unknown(where, symbol, unknown, declared + [s for s, _ in spec._definitions])
-        _check_nodes(where, symbol, expr, conditions, flags)
+        _check_nodes(where, symbol, expr, conditions)
         if _is_condition(expr, conditions):
             if symbol.is_real:
                 raise SpecError(f"{where}: {symbol} is a number but its expression {_show(expr)} is a condition; give a "
-                                "number, e.g. Piecewise((1, condition), (0, True))")
+                                f"number, e.g. Piecewise((1, {_show(expr)}), (0, True))")
             conditions.add(symbol)
         if outer_symbols(expr) & element:
             element.add(symbol)
@@ -327,13 +327,13 @@ def check_transformed(variant: Variant, option: str, source: str) -> Variant:
     names = [s.name for s, _ in (*variant.hyperparameters, *variant.states, *variant.scalar_states, *variant.definitions)]
     _check_names(where, names, arrays=["param", "grad"] + [s.name for s, _ in variant.states])
     _check_variant_name(where, variant.name)
-    flags = {h for h, default in variant.hyperparameters if isinstance(default, bool)}
     element = set(variant.element_symbols)
-    conditions, sizes = set(), _Sizes(where)
+    conditions = {h for h, default in variant.hyperparameters if isinstance(default, bool)}
+    sizes = _Sizes(where)
     for symbol, expr in variant.definitions:
         sizes.measure(symbol, expr)
         _check_numbers(where, symbol, expr)
-        _check_nodes(where, symbol, expr, conditions, flags)
+        _check_nodes(where, symbol, expr, conditions)
         if _is_condition(expr, conditions):
             conditions.add(symbol)
         if outer_symbols(expr) & element:
@@ -450,7 +450,8 @@ def _sympify(where: str, symbol, expr) -> sympy.Basic:
 
 class _Sizes:
     """The sizes of a spec's expressions as the kernels compute them: with every per-element definition written out
-    where it is used (lowering inlines them), as (nodes, depth, atan2 calls); and the checks of the bounds on them."""
+    where it is used (lowering inlines them), as (nodes, depth, atan2 calls, nested comparisons); and the checks of the
+    bounds on them."""
 
     def __init__(self, where: str):
         self.where = where
@@ -460,13 +461,18 @@ class _Sizes:
     def measure(self, symbol, expr) -> None:
         """Measure a definition before anything recursive touches it: a spec too deep for SymPy's recursive functions
         gets the SpecError that names the bound, not a RecursionError."""
-        nodes, depth, calls = self.sizes[symbol] = _measure(expr, self.written_out)
+        nodes, depth, calls, nesting = self.sizes[symbol] = _measure(expr, self.written_out)
         if depth > MAX_DEPTH:
             raise SpecError(f"{self.where}: the expression for {symbol} is nested {depth} deep (per-element definitions "
                             f"written out where they are used); adamgen takes at most {MAX_DEPTH} (MAX_DEPTH)")
         if nodes > MAX_NODES:
             raise SpecError(f"{self.where}: the expression for {symbol} has {nodes} nodes (per-element definitions "
                             f"written out where they are used); adamgen takes at most {MAX_NODES} (MAX_NODES)")
+        if nesting > MAX_NESTED_COMPARISONS:
+            raise SpecError(f"{self.where}: the expression for {symbol} nests comparisons {nesting} deep (a comparison "
+                            "or a sign, which compares its argument with 0, inside the operand of another; per-element "
+                            f"definitions written out where they are used); adamgen takes at most "
+                            f"{MAX_NESTED_COMPARISONS} (MAX_NESTED_COMPARISONS): SymPy's cost grows exponentially with it")
 
     def per_element(self, symbol) -> None:
         self.written_out[symbol] = self.sizes[symbol]
@@ -486,9 +492,10 @@ class _Sizes:
                             f"{MAX_ATAN2} (MAX_ATAN2): a float32 CPU kernel inlines a polynomial for each call")
 
 
-def _measure(expr, written_out: dict) -> tuple[int, int, int]:
-    """The node count, nesting depth and number of atan2 and atan calls of ``expr``, with the per-element definitions
-    in ``written_out`` (symbol -> size) written out where they are used. Iterative, over shared subtrees once."""
+def _measure(expr, written_out: dict) -> tuple[int, int, int, int]:
+    """The node count, nesting depth, number of atan2 and atan calls and nesting of comparisons (and of sign, which
+    compares its argument with 0) of ``expr``, with the per-element definitions in ``written_out`` (symbol -> size)
+    written out where they are used. Iterative, over shared subtrees once."""
     measured = {}
     stack = [(expr, False)]
     while stack:
@@ -496,14 +503,15 @@ def _measure(expr, written_out: dict) -> tuple[int, int, int]:
         key = id(node)
         if children_done:
             parts = [measured[id(arg)] for arg in node.args]
-            calls = sum(c for _, _, c in parts) + isinstance(node, (sympy.atan2, sympy.atan))
-            measured[key] = (1 + sum(n for n, _, _ in parts), 1 + max(d for _, d, _ in parts), calls)
+            calls = sum(p[2] for p in parts) + isinstance(node, (sympy.atan2, sympy.atan))
+            nesting = max(p[3] for p in parts) + isinstance(node, (sympy.core.relational.Relational, sign))
+            measured[key] = (1 + sum(p[0] for p in parts), 1 + max(p[1] for p in parts), calls, nesting)
         elif key in measured:
             continue
         elif isinstance(node, sympy.Symbol):
-            measured[key] = written_out.get(node, (1, 1, 0))
+            measured[key] = written_out.get(node, (1, 1, 0, 0))
         elif not node.args:
-            measured[key] = (1, 1, 0)
+            measured[key] = (1, 1, 0, 0)
         else:
             stack.append((node, True))
             stack.extend((arg, False) for arg in node.args if id(arg) not in measured)
@@ -573,10 +581,10 @@ def _refuse_unknown(where: str, symbol, unknown, symbols) -> None:
     raise SpecError(f"{where}: {symbol} uses undeclared symbol(s) {', '.join(sorted(str(s) for s in unknown))}")
 
 
-def _check_nodes(where: str, symbol, expr, conditions, flags) -> None:
-    """Supported nodes only, every Piecewise with a default branch, and conditions exactly where conditions go: as the
-    conditions of a Piecewise and the operands of And, Or and Not (a hyperparameter whose default is a bool may serve as
-    either)."""
+def _check_nodes(where: str, symbol, expr, conditions) -> None:
+    """Supported nodes only, every Piecewise with a default branch, and conditions (comparisons, logic, condition
+    definitions, flags: hyperparameters whose default is a bool) exactly where conditions go: as the conditions of a
+    Piecewise and the operands of And, Or and Not."""
     for node in sympy.preorder_traversal(expr):
         if not isinstance(node, SUPPORTED_NODES):
             raise SpecError(f"{where}: the expression for {symbol} uses {type(node).__name__} ({_show(node)}), which "
@@ -594,10 +602,11 @@ def _check_nodes(where: str, symbol, expr, conditions, flags) -> None:
         else:
             numbers, conditions_ = node.args, ()
         for arg in numbers:
-            if _is_condition(arg, conditions) and arg not in flags:
-                raise SpecError(f"{where}: the expression for {symbol} uses the condition {_show(arg)} as a number; "
+            if _is_condition(arg, conditions):
+                what = "flag" if arg.is_Symbol and arg.is_real else "condition"
+                raise SpecError(f"{where}: the expression for {symbol} uses the {what} {_show(arg)} as a number; "
                                 f"write Piecewise((1, {_show(arg)}), (0, True))")
         for arg in conditions_:
-            if not _is_condition(arg, conditions) and arg not in flags:
+            if not _is_condition(arg, conditions):
                 raise SpecError(f"{where}: the expression for {symbol} uses {_show(arg)} as a condition; compare it, "
                                 f"e.g. {_show(arg)} > 0")

@@ -181,17 +181,17 @@ def numbers_strategy():
     )
 
 
-def expressions(element_leaves, scalar_leaves, max_leaves=8):
-    """Recipes over the given leaf names (element leaves may be empty: a scalar-only expression)."""
+def expressions(element_leaves, scalar_leaves, max_leaves=8, flags=()):
+    """Recipes over the given leaf names (element leaves may be empty: a scalar-only expression); ``flags`` (names of
+    hyperparameters whose default is a bool) serve as conditions."""
     leaves = [("sym", n) for n in (*element_leaves, *scalar_leaves)]
     leaf = st.one_of(st.sampled_from(leaves), numbers_strategy()) if leaves else numbers_strategy()
 
     def extend(children):
-        condition = st.one_of(
-            st.tuples(st.sampled_from(sorted(COMPARE)), children, children),
-            st.tuples(st.sampled_from(sorted(LOGIC)), st.tuples(st.sampled_from(sorted(COMPARE)), children, children),
-                      st.tuples(st.sampled_from(sorted(COMPARE)), children, children)),
-        )
+        comparison = st.tuples(st.sampled_from(sorted(COMPARE)), children, children)
+        condition = st.one_of(comparison, st.tuples(st.sampled_from(sorted(LOGIC)), comparison, comparison),
+                              *([st.sampled_from([("sym", f) for f in flags] + [("not", ("sym", f)) for f in flags])]
+                                if flags else []))
         return st.one_of(
             st.tuples(st.sampled_from(sorted(UNARY)), children),
             st.tuples(st.sampled_from(sorted(BINARY)), children, children),
@@ -212,33 +212,34 @@ def valid_plans(draw, reductions=None, max_leaves=8):
     """A valid spec: hyperparameters (some flags), states, scalar states, definitions (some reductions) and updates."""
     hyper_names = draw(st.lists(st.sampled_from(SAFE_NAMES), min_size=1, max_size=4, unique=True))
     hyperparameters = []
-    for name in hyper_names:
-        default = draw(st.one_of(st.sampled_from([0.1, 0.9, 0.5, 1e-3, 0.25, 2.0]), st.booleans()))
-        hyperparameters.append((name, default))
+    for k, name in enumerate(hyper_names):  # the first a number, the others numbers or flags
+        numbers = st.sampled_from([0.1, 0.9, 0.5, 1e-3, 0.25, 2.0])
+        hyperparameters.append((name, draw(numbers if k == 0 else st.one_of(numbers, st.booleans()))))
+    flags = [name for name, default in hyperparameters if isinstance(default, bool)]
     states = [(n, draw(st.sampled_from([0.0, 0.0, 1.0, 1e-6, -0.5])))
               for n in draw(st.lists(st.sampled_from(STATE_NAMES), max_size=3, unique=True))]
     scalar_states = [(n, draw(st.sampled_from([1.0, 0.0, 0.5])))
                      for n in draw(st.lists(st.sampled_from(SCALAR_NAMES), max_size=2, unique=True))]
     element = ["param", "grad", *(n for n, _ in states)]
-    scalar = [*hyper_names, "step", *(n for n, _ in scalar_states)]
+    scalar = [*(n for n in hyper_names if n not in flags), "step", *(n for n, _ in scalar_states)]
     definitions = []
     for name in draw(st.lists(st.sampled_from(DEFINITION_NAMES), max_size=4, unique=True)):
         kind = draw(st.sampled_from(["define", "define", "define", "sum", "mean", "norm"]
                                     if reductions is not False else ["define"]))
         if kind == "define":
-            recipe = draw(expressions(draw(st.sampled_from([element, []])), scalar, max_leaves))
+            recipe = draw(expressions(draw(st.sampled_from([element, []])), scalar, max_leaves, flags))
         else:
-            recipe = draw(expressions(element, scalar, max_leaves))
+            recipe = draw(expressions(element, scalar, max_leaves, flags))
         definitions.append((name, kind, recipe))
         element_value = kind == "define" and _mentions(recipe, element)
         (element if element_value else scalar).append(name)
     if reductions and not any(kind != "define" for _, kind, _ in definitions):
-        definitions.append(("reduced", "norm", draw(expressions(element[:2], scalar, max_leaves))))
+        definitions.append(("reduced", "norm", draw(expressions(element[:2], scalar, max_leaves, flags))))
         scalar.append("reduced")
     scalar_only = [n for n in scalar]
-    updates = [("param", draw(expressions(element, scalar, max_leaves)))]
-    updates += [(n, draw(expressions(element, scalar, max_leaves))) for n, _ in states]
-    updates += [(n, draw(expressions([], scalar_only, max_leaves))) for n, _ in scalar_states]
+    updates = [("param", draw(expressions(element, scalar, max_leaves, flags)))]
+    updates += [(n, draw(expressions(element, scalar, max_leaves, flags))) for n, _ in states]
+    updates += [(n, draw(expressions([], scalar_only, max_leaves, flags))) for n, _ in scalar_states]
     order = draw(st.permutations(range(len(updates))))
     return Plan(name=draw(st.sampled_from(["fuzzed", "my_rule", "ruleα", "x"])), hyperparameters=tuple(hyperparameters),
                 states=tuple(states), scalar_states=tuple(scalar_states), definitions=tuple(definitions),
@@ -427,9 +428,19 @@ def unsupported(draw):
 def huge_or_deep(draw, within: bool = False):
     """Beyond the bounds (refused, naming the bound) or, ``within``, up to them (accepted)."""
     plan = draw(small_plans())
-    kinds = ["deep chain", "deep expression", "wide"]
+    kinds = ["deep chain", "deep expression", "wide", "nested signs"]
     kind = draw(st.sampled_from(kinds if within else kinds + ["many definitions", "many states", "total nodes",
                                                               "atan2 calls"]))
+    if kind == "nested signs":  # sign(sign(... + param) + param): comparisons nested in comparisons
+        levels = spec_module.MAX_NESTED_COMPARISONS + (0 if within else draw(st.integers(1, 6)))
+        definitions, previous = [], ("sym", "grad")
+        for k in range(levels):
+            definitions.append((f"s{k}", "define", ("sign", ("add", previous, ("mul", ("sym", "param"),
+                                                                              ("num", Fraction(k + 1, 3)))))))
+            previous = ("sym", f"s{k}")
+        plan = _with(plan, definitions=plan.definitions + tuple(definitions),
+                     updates=_scale_param_update(plan, previous))
+        return Case("deep", plan, "valid" if within else "error", ("MAX_NESTED_COMPARISONS",))
     if kind == "deep chain":  # each definition shallow; written out, as deep as the chain
         depth = spec_module.MAX_DEPTH // 2 - 6 if within else spec_module.MAX_DEPTH // 2 + draw(st.integers(1, 40))
         definitions, previous = [], ("sym", "grad")
@@ -562,7 +573,7 @@ def missing_updates(draw):
 def conditions_as_values(draw):
     plan = draw(small_plans())
     kind = draw(st.sampled_from(["condition in arithmetic", "condition as update", "number as condition",
-                                 "condition reduced", "condition definition of a condition"]))
+                                 "condition reduced", "condition definition of a condition", "flag as number"]))
     cond = ("gt", ("sym", "grad"), ("num", 0))
     with_cond = _with(plan, definitions=plan.definitions + (("positive", "define", cond),))
     if kind == "condition in arithmetic":
@@ -572,11 +583,15 @@ def conditions_as_values(draw):
         return Case("condition as value", _with(plan, updates=tuple(
             (t, cond) if t == "param" else (t, r) for t, r in plan.updates)), "error", ("is a condition",))
     if kind == "number as condition":
-        name = plan.hyperparameters[0][0]
-        flag = isinstance(plan.hyperparameters[0][1], bool)
+        name, default = draw(st.sampled_from(plan.hyperparameters))
+        flag = isinstance(default, bool)
         node = ("pw", ((("sym", "grad"), ("sym", name)), (("sym", "param"), ("true",))))
         return Case("number as condition", _with(plan, updates=_scale_param_update(plan, node)),
                     "valid" if flag else "error", ("as a condition",))
+    if kind == "flag as number":
+        plan = _with(plan, hyperparameters=plan.hyperparameters + (("switch", True),),
+                     updates=_scale_param_update(plan, ("sym", "switch")))
+        return Case("condition as value", plan, "error", ("uses the flag switch as a number",))
     if kind == "condition reduced":
         plan = _with(with_cond, definitions=with_cond.definitions + (("count_pos", "sum", ("sym", "positive")),),
                      updates=_scale_param_update(plan, ("sym", "count_pos")))

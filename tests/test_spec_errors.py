@@ -311,6 +311,25 @@ def test_a_condition_is_not_a_number_and_a_number_is_not_a_condition():
     assert "uses lr as a condition" in _error(number_as_condition)
 
 
+def test_a_flag_is_a_condition_not_a_number():
+    def build():
+        spec, lr = sgd()
+        nesterov = spec.hyperparameter("nesterov", True)
+        spec.update(param, param - lr * grad * (1 + nesterov))
+        return spec
+    assert "uses the flag nesterov as a number; write Piecewise((1, nesterov), (0, True))" in _error(build)
+
+
+def test_comparisons_nested_in_comparisons_are_bounded():
+    def build():
+        spec, lr = sgd()
+        inner = spec.define("inner", sympy.sign(grad + param))
+        middle = spec.define("middle", sympy.sign(inner + 2 * param))
+        spec.update(param, param - lr * sympy.sign(middle - param))
+        return spec
+    assert "nests comparisons 3 deep" in _error(build) and "(MAX_NESTED_COMPARISONS)" in _error(build)
+
+
 def test_symbols_that_are_not_the_declared_ones():
     def lookalike():
         spec, lr = sgd()
