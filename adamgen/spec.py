@@ -60,6 +60,7 @@ def outer_symbols(expr) -> set:
     return expr.replace(lambda e: isinstance(e, ReduceSum), lambda e: sympy.S.Zero).free_symbols \
         if expr.has(ReduceSum) else expr.free_symbols
 
+
 # Names a generated module uses for itself, so a spec may not take them: Python's builtins (the generated code calls
 # max, min, abs, bool, float, range, ...), the module's imports, constants and functions, and the locals of step() and of
 # the kernels. The table and the name families below are read by `reserved` only.
@@ -261,6 +262,7 @@ def validate(spec: Spec) -> Variant:
         raise SpecError(f"expected an adamgen.spec.Spec, got {type(spec).__name__}")
     where = f"variant {_show(spec.name)}"
     _check_variant_name(where, spec.name)
+    _check_text(where, spec.doc, spec.reference)
     declarations = len(spec._hyperparameters) + len(spec._states) + len(spec._scalar_states) + len(spec._definitions)
     if declarations > MAX_DECLARATIONS:
         raise SpecError(f"{where}: {declarations} hyperparameters, states and definitions; adamgen takes at most "
@@ -362,6 +364,18 @@ def _check_variant_name(where: str, name) -> None:
     if len(name.encode()) > MAX_NAME_LENGTH:
         raise SpecError(f"{where}: the name is {len(name.encode())} bytes long in UTF-8; it names files, and adamgen "
                         f"takes at most {MAX_NAME_LENGTH} (MAX_NAME_LENGTH)")
+
+
+def _check_text(where: str, doc, reference) -> None:
+    """The doc becomes the generated module's docstring and the reference a line of its header, verbatim."""
+    for what, text in (("doc", doc), ("reference", reference)):
+        if not isinstance(text, str):
+            raise SpecError(f"{where}: the {what} must be a string, got {type(text).__name__}")
+        if '"""' in text or "\\" in text or "\0" in text:
+            raise SpecError(f"{where}: the {what} cannot hold triple quotes, backslashes or NUL characters (it is "
+                            "written into the generated module as it is)")
+    if "\n" in reference or "\r" in reference:
+        raise SpecError(f"{where}: the reference must be one line (it is a line of the generated module's header)")
 
 
 def _check_names(where: str, names: list, arrays: list) -> None:

@@ -116,6 +116,8 @@ class Plan:
     ``updates`` are (target, recipe), the target a name or a recipe (a malformed target)."""
 
     name: object = "fuzzed"
+    doc: object = ""
+    reference: object = ""
     hyperparameters: tuple = ()
     states: tuple = ()
     scalar_states: tuple = ()
@@ -123,7 +125,7 @@ class Plan:
     updates: tuple = ()
 
     def build(self) -> Spec:
-        spec = Spec(self.name)
+        spec = Spec(self.name, doc=self.doc, reference=self.reference)
         names = {"param": param, "grad": grad, "step": step, "numel": numel}
         for name, default in self.hyperparameters:
             names[name] = spec.hyperparameter(name, default)
@@ -541,6 +543,22 @@ def good_numbers(draw):
 
 
 @st.composite
+def texts(draw):
+    """Docs and references: plain text of any kind is valid; what cannot be written into the module as it is, is not."""
+    plan = draw(small_plans())
+    where = draw(st.sampled_from(["doc", "reference"]))
+    bad = draw(st.sampled_from(['Adam """ with quotes', "LaTeX \\beta", "a \\x escape", "nul \0 byte", None, 3,
+                                "two\nlines", "carriage\rreturn"]))
+    good = draw(st.text(alphabet=st.characters(blacklist_characters='\\\0', blacklist_categories=("Cs",)),
+                        max_size=40).filter(lambda t: '"""' not in t and (where == "doc" or not ({"\n", "\r"} & set(t)))))
+    if draw(st.booleans()):
+        if where == "doc" and bad in ("two\nlines", "carriage\rreturn"):
+            return Case("text", _with(plan, doc=bad), "either")
+        return Case("text", _with(plan, **{where: bad}), "error", (f"the {where}",))
+    return Case("text", _with(plan, **{where: good}), "either")
+
+
+@st.composite
 def duplicate_updates(draw):
     plan = draw(small_plans())
     target, recipe = draw(st.sampled_from(plan.updates))
@@ -727,7 +745,7 @@ MALFORMED = {
     "beyond the bounds": huge_or_deep(), "bad number": bad_numbers(), "duplicate update": duplicate_updates(),
     "wrong update target": wrong_targets(), "missing update": missing_updates(),
     "condition as value": conditions_as_values(), "Piecewise without default": piecewise_without_default(),
-    "option collision": colliding_options(), "option needs": missing_option_needs(),
+    "option collision": colliding_options(), "option needs": missing_option_needs(), "text": texts(),
 }
 ADVERSARIAL_VALID = {"adversarial number": good_numbers(), "odd reduction": odd_reductions(),
                      "valid option": valid_options()}

@@ -354,6 +354,19 @@ def test_an_update_target_given_by_name():
     assert "cannot update 'param': give the symbol that declared it" in _error(build)
 
 
+@pytest.mark.parametrize("doc, reference, message", [
+    ('Adam, """quoted"""', "", "the doc cannot hold triple quotes, backslashes or NUL characters"),
+    ("LaTeX \\beta", "", "the doc cannot hold triple quotes, backslashes or NUL characters"),
+    ("", "torch.optim.Adam\nimport os", "the reference must be one line"), (None, "", "the doc must be a string")])
+def test_docs_and_references_that_the_module_cannot_hold(doc, reference, message):
+    def build():
+        spec = Spec("sgd", doc=doc, reference=reference)
+        lr = spec.hyperparameter("lr", 0.1)
+        spec.update(param, param - lr * grad)
+        return spec
+    assert message in _error(build)
+
+
 def test_names_must_be_strings():
     with pytest.raises(SpecError, match="the name of a state must be a string, got int 3"):
         Spec("sgd").state(3)
