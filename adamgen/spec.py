@@ -222,15 +222,15 @@ class Spec:
 
     def sum(self, name: str, expr) -> sympy.Symbol:
         """Name the sum of a per-element expression over the whole tensor."""
-        return self.define(name, ReduceSum(expr))
+        return self.define(name, ReduceSum(_summand(name, expr)))
 
     def mean(self, name: str, expr) -> sympy.Symbol:
         """Name the mean of a per-element expression over the tensor (0 for an empty tensor)."""
-        return self.define(name, ReduceSum(expr) / numel)
+        return self.define(name, ReduceSum(_summand(name, expr)) / numel)
 
     def norm(self, name: str, expr) -> sympy.Symbol:
         """Name the Euclidean norm over the tensor of a per-element expression."""
-        return self.define(name, sympy.sqrt(ReduceSum(expr**2)))
+        return self.define(name, sympy.sqrt(ReduceSum(_summand(name, expr)**2)))
 
     def update(self, target, expr) -> sympy.Symbol:
         """Give the new value of ``target`` (the parameter, a state or a scalar state).
@@ -240,6 +240,18 @@ class Spec:
         new = self.define(f"{target}_new", expr)
         self._updates.append((target, new))
         return new
+
+
+def _summand(name, expr) -> sympy.Expr:
+    """The per-element expression of a reduction, checked before SymPy's arithmetic meets it."""
+    try:
+        summand = sympy.sympify(expr, strict=True)
+    except (sympy.SympifyError, TypeError, ValueError):
+        summand = None
+    if not isinstance(summand, sympy.Expr):
+        raise SpecError(f"the reduction {_show(name)} must be of a SymPy expression (a number per element), got "
+                        f"{type(expr).__name__} {_show(expr)}")
+    return summand
 
 
 def _symbol(what: str, name, **assumptions) -> sympy.Symbol:

@@ -417,7 +417,11 @@ def unsupported(draw):
                                 np.array([1.0, 2.0]), object(), sympy.I * grad, sympy.Integral(grad, param),
                                 sympy.Derivative(sympy.Function("f")(grad), grad), sympy.Mod(grad, 2),
                                 sympy.Sum(grad, (param, 1, 3))]))
-    where = draw(st.sampled_from(["update", "definition"]))
+    where = draw(st.sampled_from(["update", "definition", "reduction"]))
+    if where == "reduction":
+        plan = _with(plan, definitions=plan.definitions + (("odd", draw(st.sampled_from(["sum", "mean", "norm"])),
+                                                             ("raw", obj)),))
+        return Case("unsupported expression", plan, "error", ("must be of a SymPy expression", "cannot compile"))
     if where == "update":
         plan = _with(plan, updates=tuple((t, ("raw", obj)) if t == "param" else (t, r) for t, r in plan.updates))
     else:
