@@ -237,7 +237,7 @@ class Spec:
 
         Returns the symbol ``<target>_new`` for the new value, for rules that read it (Adam's update reads the new moments).
         """
-        new = self.define(f"{target}_new", expr)
+        new = self.define(f"{target.name if isinstance(target, sympy.Symbol) else _show(target)}_new", expr)
         self._updates.append((target, new))
         return new
 
