@@ -674,7 +674,7 @@ def odd_reductions(draw):
 @st.composite
 def colliding_options(draw):
     """Options whose added names are taken, or whose needs are not met: refused naming the option."""
-    plan = draw(small_plans())
+    plan = draw(small_plans().filter(_without_lr_and_decay))
     option = draw(st.sampled_from(["amsgrad", "cautious", "decouple_lr", "decoupled_weight_decay"]))
     grad_sq = ("sq", ("sym", "grad"))
     if option == "amsgrad":
@@ -703,6 +703,11 @@ def colliding_options(draw):
                 options={"decoupled_weight_decay": True})
 
 
+def _without_lr_and_decay(plan: Plan) -> bool:
+    """Whether ``plan`` leaves the names lr and weight_decay free, for the options that add or need them."""
+    return not {"lr", "weight_decay"} & {name for name, _ in plan.hyperparameters}
+
+
 def _rename(plan: Plan, renames: dict) -> Plan:
     """Rename hyperparameters (dropping existing ones of the new names)."""
     kept = tuple((n, d) for n, d in plan.hyperparameters if n not in renames.values())
@@ -724,7 +729,7 @@ def missing_option_needs(draw):
 @st.composite
 def valid_options(draw):
     """Options on random valid rules that meet their needs: compiled."""
-    plan = draw(valid_plans(reductions=False, max_leaves=5))
+    plan = draw(valid_plans(reductions=False, max_leaves=5).filter(_without_lr_and_decay))
     option = draw(st.sampled_from(["amsgrad", "cautious", "decouple_lr"]))
     if option == "amsgrad":
         plan = _with(plan, states=tuple(s for s in plan.states if s[0] != "exp_avg_sq") + (("exp_avg_sq", 0.0),),
