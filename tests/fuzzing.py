@@ -459,17 +459,19 @@ def huge_or_deep(draw, within: bool = False):
         return Case("deep", plan, "valid" if within else "error", ("MAX_DEPTH",))
     if kind == "deep expression":  # built without evaluation: one expression, as deep as asked
         depth = spec_module.MAX_DEPTH - 6 if within else spec_module.MAX_DEPTH + draw(st.integers(1, 3000))
-        expr, k = grad, 0
-        while spec_module._measure(expr, {})[1] < depth:
-            expr = sympy.Add(sympy.Mul(expr, param, evaluate=False), 1, evaluate=False) if k % 2 else sympy.Abs(
-                expr, evaluate=False)
-            k += 1
+        expr, levels = grad, 1
+        while levels < depth:
+            if levels % 3:
+                expr, levels = sympy.Abs(expr, evaluate=False), levels + 1
+            else:
+                expr, levels = sympy.Add(sympy.Mul(expr, param, evaluate=False), 1, evaluate=False), levels + 2
         plan = _with(plan, definitions=plan.definitions + (("deep", "define", ("raw", expr)),),
                      updates=_scale_param_update(plan, ("sym", "deep")))
         return Case("deep", plan, "valid" if within else "error", ("MAX_DEPTH",))
     if kind == "wide":  # a flat sum of many distinct terms
         count = spec_module.MAX_NODES // 4 if within else spec_module.MAX_NODES + draw(st.integers(1, 5000))
-        expr = sympy.Add(*(sympy.Max(grad, sympy.Rational(k, 7)) for k in range(count // 3)))
+        expr = sympy.Add(*(sympy.Max(grad, sympy.Rational(k, 7)) for k in range(count // 12)),
+                         *((grad + k) * param for k in range(count // 6)))  # 3 and 5 nodes a term
         plan = _with(plan, definitions=plan.definitions + (("wide", "define", ("raw", expr)),),
                      updates=_scale_param_update(plan, ("recip", ("sym", "wide"))))
         return Case("huge", plan, "valid" if within else "error", ("MAX_NODES",))
@@ -490,8 +492,8 @@ def huge_or_deep(draw, within: bool = False):
                      updates=_scale_param_update(plan, ("sym", "angles")))
         return Case("huge", plan, "error", ("MAX_ATAN2",))
     # several updates, each within the bound, together beyond it
-    terms = sympy.Add(*(sympy.Max(grad, sympy.Rational(k, 7)) for k in range(spec_module.MAX_NODES // 5)))
-    count = spec_module.MAX_TOTAL_NODES // (3 * (spec_module.MAX_NODES // 5)) + 1
+    terms = sympy.Add(*((grad + k) * param for k in range(spec_module.MAX_NODES // 8)))  # 5 nodes a term
+    count = spec_module.MAX_TOTAL_NODES // (5 * (spec_module.MAX_NODES // 8)) + 1
     states = tuple((f"big{k}", 0.0) for k in range(count))
     updates = tuple((f"big{k}", ("add", ("raw", terms), ("num", k))) for k in range(count))
     return Case("huge", _with(plan, states=plan.states + states, updates=plan.updates + updates), "error",

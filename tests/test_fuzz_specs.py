@@ -42,7 +42,7 @@ def private_cache(tmp_path_factory):
         yield
 
 
-@settings(PROFILE, max_examples=160)
+@settings(PROFILE, max_examples=120)
 @given(fuzzing.cases("malformed"))
 def test_malformed_specs_get_a_clear_error_naming_the_problem(case):
     """Validation, options, lowering, printing and rendering for both targets, and compiling the source: a clear error
@@ -51,7 +51,7 @@ def test_malformed_specs_get_a_clear_error_naming_the_problem(case):
     assert problem is None, f"{problem}\n{case!r}"
 
 
-@settings(PROFILE, max_examples=14)
+@settings(PROFILE, max_examples=12)
 @given(st.one_of(fuzzing.cases("valid"), fuzzing.cases("adversarial")))
 def test_valid_specs_compile_and_agree_with_the_oracle(case):
     """Random rules (every supported function, flags, reductions, scalar states, maximize), SymPy's constants and
