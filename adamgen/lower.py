@@ -122,6 +122,8 @@ def lower(variant: Variant) -> Lowered:
         if not clash:
             break
         early -= clash
+    if early == set(outputs):  # the sums serve only scalar states: the update pass stores everything
+        early = set()
     stored_new = {outputs[t]: t for t in early}  # in later phases, the array already holds the new value
 
     host_symbols = set(variant.host_symbols) | set(scalar_defs) | set(sums)
@@ -162,7 +164,8 @@ def lower(variant: Variant) -> Lowered:
     phases = [dataclasses.replace(p, kernel_scalars=tuple(sorted(p.kernel_scalars, key=order.index))) for p in phases]
 
     booleans = {h for h, default in variant.hyperparameters if isinstance(default, bool)}
-    booleans |= {s for s, e in assignments if isinstance(e, sympy.logic.boolalg.Boolean)}
+    booleans |= {s for s, e in assignments  # a SymPy Symbol is a Boolean too: a number's alias (step_size = lr) is not
+                 if isinstance(e, sympy.logic.boolalg.Boolean) and not (e.is_Symbol and e.is_real)}
     return Lowered(
         variant=variant,
         host=host,
@@ -174,12 +177,55 @@ def lower(variant: Variant) -> Lowered:
 
 
 def _live(variant: Variant) -> list:
-    """The definitions that some update reads, directly or not: a dead one would cost host code, or a whole pass."""
+    """The definitions that some update reads, directly or not: a dead one would cost host code, or a whole pass.
+    Their Max and Min are lowering's own (``_Max``, ``_Min``), which SymPy rebuilds cheaply."""
     live = {new for _, new in variant.updates}
     for symbol, expr in reversed(variant.definitions):
         if symbol in live:
             live |= expr.free_symbols
-    return [(symbol, expr) for symbol, expr in variant.definitions if symbol in live]
+    return [(symbol, _cheap_lattices(expr)) for symbol, expr in variant.definitions if symbol in live]
+
+
+class _WithoutSearch:
+    """Max and Min without SymPy's search for dominated arguments: it proves inequalities between the arguments at every
+    rebuild (inlining, hoisting, CSE), milliseconds per node and more for large arguments. Arguments are still flattened
+    and deduplicated; the classes carry SymPy's names, so sort keys and printed code are SymPy's."""
+
+    @classmethod
+    def _collapse_arguments(cls, args, **assumptions):
+        return args
+
+    @classmethod
+    def _find_localzeros(cls, values, **options):
+        return values
+
+
+class _Max(_WithoutSearch, sympy.Max):
+    pass
+
+
+class _Min(_WithoutSearch, sympy.Min):
+    pass
+
+
+_Max.__name__, _Min.__name__ = "Max", "Min"
+
+
+def _cheap_lattices(expr, memo=None):
+    """``expr`` with every Max and Min as ``_Max`` and ``_Min``, rebuilt bottom-up (SymPy's ``replace`` would first
+    rebuild each one the expensive way)."""
+    memo = {} if memo is None else memo
+    if expr.is_Atom:
+        return expr
+    if expr not in memo:
+        args = [_cheap_lattices(arg, memo) for arg in expr.args]
+        if isinstance(expr, sympy.Max):
+            memo[expr] = _Max(*args)
+        elif isinstance(expr, sympy.Min):
+            memo[expr] = _Min(*args)
+        else:
+            memo[expr] = expr.func(*args) if args != list(expr.args) else expr
+    return memo[expr]
 
 
 def _inline(expr, definitions: dict, keep=frozenset()):
@@ -241,8 +287,10 @@ def _power_bases(temporaries, values, names):
 def _kernel_forms(expr):
     """Rewrite functions that kernels compute with comparisons, so their constants get typed like any other number.
 
-    sign(x) -> 1 if x > 0, -1 if x < 0, else x: keeps 0 and NaN, as torch.sign does."""
-    return expr.replace(sympy.sign, lambda a: sympy.Piecewise((1, a > 0), (-1, a < 0), (a, True)))
+    sign(x) -> 1 if x > 0, -1 if x < 0, else x: keeps 0 and NaN, as torch.sign does.
+    atan(x) -> atan2(x, 1), the form the kernels compute (SymPy writes atan2(y, x) as atan(y/x) when x > 0)."""
+    expr = expr.replace(sympy.sign, lambda a: sympy.Piecewise((1, a > 0), (-1, a < 0), (a, True)))
+    return expr.replace(sympy.atan, lambda a: sympy.atan2(a, sympy.S.One, evaluate=False))  # last: nothing rebuilds it
 
 
 MAX_PRODUCT_POWER = 8  # larger integer powers take their exponent as a typed scalar (a pow call, not a product)

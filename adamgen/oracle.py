@@ -8,6 +8,8 @@ who want a slow, exact reference.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import sympy
 
@@ -26,10 +28,12 @@ class Oracle:
         self._inputs = sorted(self.variant.element_symbols | self.variant.host_symbols, key=str)
         self._functions = []
         self._shape = ()
-        reductions = {"ReduceSum": lambda values: np.sum(np.broadcast_to(values, self._shape), dtype=np.float64)}
+        functions = {"ReduceSum": lambda values: np.sum(np.broadcast_to(values, self._shape), dtype=np.float64),
+                     # SymPy prints And/Or as logical_and.reduce((a, b)), which fails on a scalar next to an array
+                     "logical_and": _Logical(np.logical_and), "logical_or": _Logical(np.logical_or)}
         known = list(self._inputs)
         for symbol, expr in self.variant.definitions:
-            self._functions.append((symbol, sympy.lambdify(known, expr, modules=[reductions, "numpy"])))
+            self._functions.append((symbol, sympy.lambdify(known, expr, modules=[functions, "numpy"])))
             known.append(symbol)
 
     def init(self, param) -> dict:
@@ -57,8 +61,9 @@ class Oracle:
                 result = function(*args)
                 args.append(result)
                 values[symbol.name] = result
-        for target, new in self.variant.updates:
-            value = values[new.name]
+        # Copies, all taken before any write: a new value may be an input array itself (prev_grad_new = param).
+        new_values = [(target, np.array(values[new.name], np.float64)) for target, new in self.variant.updates]
+        for target, value in new_values:
             if target.name == "param":
                 param[...] = value
             elif target.name in self.state_names:
@@ -66,3 +71,16 @@ class Oracle:
             else:
                 state[target.name] = float(value)
         state["step"] += 1
+
+
+class _Logical:
+    """A NumPy logical ufunc whose ``reduce`` takes operands of different shapes (scalars next to arrays)."""
+
+    def __init__(self, ufunc):
+        self.ufunc = ufunc
+
+    def __call__(self, *operands):
+        return self.ufunc(*operands)
+
+    def reduce(self, operands):
+        return functools.reduce(self.ufunc, operands)

@@ -24,10 +24,13 @@ new value, so a rule that needs a new value says so explicitly. ``validate`` tur
 from __future__ import annotations
 
 import dataclasses
+import builtins
 import hashlib
 import keyword
 import math
+import numbers
 import re
+import unicodedata
 from typing import Iterable
 
 import sympy
@@ -57,20 +60,66 @@ def outer_symbols(expr) -> set:
     return expr.replace(lambda e: isinstance(e, ReduceSum), lambda e: sympy.S.Zero).free_symbols \
         if expr.has(ReduceSum) else expr.free_symbols
 
-# Names the generated code uses for itself; a spec may not take them.
-RESERVED = frozenset({
-    "param", "grad", "step", "numel", "state", "partials", "block", "start", "stop", "scalars", "math", "np", "numba",
-    "cuda", "i", "n", "dtype", "kernel", "reduce", "parallel", "arrays", "init", "maximize", "grad_sign", "stream",
-    "threads", "blocks", "host", "device", "torch", "True", "False", "None",
-})
-_GENERATED_NAME = re.compile(r"^[ctr]\d+$")  # c0, ... hoisted scalars; t0, ... element temporaries; r0, ... reductions
+
+# Names a generated module uses for itself, so a spec may not take them: Python's builtins (the generated code calls
+# max, min, abs, bool, float, range, ...), the module's imports, constants and functions, and the locals of step() and of
+# the kernels. The table and the name families below are read by `reserved` only.
+_RESERVED_NAMES = {
+    **{name: "a Python builtin" for name in dir(builtins)},
+    **dict.fromkeys(("math", "np", "numba", "cuda", "sys", "torch"), "a module the generated code imports"),
+    **dict.fromkeys(("VARIANT", "TARGET", "STATES", "SCALAR_STATES", "HYPERPARAMETERS", "REFERENCE", "SPEC_HASH",
+                     "REDUCE_PHASES", "ELEMENTWISE", "PARALLEL_THRESHOLD", "REDUCE_BLOCK", "THREADS_PER_BLOCK",
+                     "MAX_BLOCKS", "init", "init_many", "step_many"), "a name the generated module defines"),
+    **dict.fromkeys(("param", "grad", "step", "numel", "state", "scalars", "arrays", "dtype", "parallel", "partials",
+                     "reduce", "kernel", "stream", "n", "i", "block", "start", "stop", "host", "device", "threads",
+                     "blocks", "maximize", "grad_sign"), "a local name of the generated step() or kernels"),
+}
+_RESERVED_FAMILIES = (
+    (re.compile(r"_"), "a leading underscore marks the generated module's private names"),
+    (re.compile(r"[ctr]\d+$"), "c<k>, t<k> and r<k> name hoisted scalars, element temporaries and reductions"),
+)
+# Locals the kernels derive from each array's name: <array>_i holds the element loaded from it, <array>_block its block
+# in a reduce pass.
+_ARRAY_LOCALS = ("{}_i", "{}_block")
+
+
+def reserved(name: str, arrays: Iterable[str] = ()) -> str | None:
+    """Why ``name`` is reserved in a generated module whose kernels take the arrays named ``arrays`` (the parameter, the
+    gradient and the state tensors), or None if a spec may use it. ``name`` is compared as Python reads it (NFKC)."""
+    name = unicodedata.normalize("NFKC", name)
+    if keyword.iskeyword(name):
+        return "a Python keyword"
+    if name in _RESERVED_NAMES:
+        return _RESERVED_NAMES[name]
+    for pattern, why in _RESERVED_FAMILIES:
+        if pattern.match(name):
+            return why
+    for array in arrays:
+        for local in _ARRAY_LOCALS:
+            if name == local.format(array):
+                return f"the kernels' local for array {array}"
+    return None
+
+
+# Bounds on a spec, so that validation, code generation and compilation take seconds and stay clear of the recursion
+# limits of SymPy and of Python's parser. Expressions are measured as the kernels compute them: with every per-element
+# definition written out where it is used. The largest built-ins have 102 nodes (nadam), depth 19 (clamb), 5 states.
+MAX_NAME_LENGTH = 64      # characters of a symbol's name; bytes (UTF-8) of the variant's, which names files
+MAX_DEPTH = 64            # nesting depth of one expression
+MAX_NODES = 2000          # nodes of one expression
+MAX_TOTAL_NODES = 5000    # nodes of the new values and scalar definitions together
+MAX_ATAN2 = 16            # calls of atan2 and atan together (float32: ~1 s of Numba compilation each)
+MAX_NESTED_COMPARISONS = 2  # a comparison or sign inside the operand of another (SymPy's cost grows exponentially)
+MAX_DECLARATIONS = 256    # hyperparameters, states, scalar states and definitions together
+MAX_STATES = 32           # state tensors (each is a kernel argument)
+MAX_EXPONENT = 1024       # numerator and denominator of a rational exponent (SymPy computes powers of numbers exactly)
 
 # Expression node types the printers of every target support.
 SUPPORTED_NODES = (
     sympy.Symbol, sympy.Integer, sympy.Rational, sympy.Float, sympy.Add, sympy.Mul, sympy.Pow, Abs, Max, Min, sign,
-    exp, log, atan2, Piecewise, ReduceSum, sympy.core.relational.Relational, sympy.logic.boolalg.BooleanTrue,
-    sympy.logic.boolalg.BooleanFalse, sympy.And, sympy.Or, sympy.Not, sympy.functions.elementary.piecewise.ExprCondPair,
-    sympy.Tuple,
+    exp, log, atan2, sympy.atan, Piecewise, ReduceSum, sympy.core.relational.Relational,
+    sympy.logic.boolalg.BooleanTrue, sympy.logic.boolalg.BooleanFalse, sympy.And, sympy.Or, sympy.Not,
+    sympy.functions.elementary.piecewise.ExprCondPair,
 )
 
 
@@ -138,7 +187,7 @@ class Spec:
 
     def hyperparameter(self, name: str, default) -> sympy.Symbol:
         """Declare a hyperparameter with its default; ``step(...)`` takes it as a keyword argument."""
-        symbol = sympy.Symbol(name, real=True)
+        symbol = _symbol("hyperparameter", name, real=True)
         self._hyperparameters.append((symbol, default))
         return symbol
 
@@ -148,7 +197,7 @@ class Spec:
 
     def state(self, name: str, init: float = 0.0) -> sympy.Symbol:
         """Declare a state tensor, one value per element, filled with ``init`` when the optimizer starts."""
-        symbol = sympy.Symbol(name, real=True)
+        symbol = _symbol("state", name, real=True)
         self._states.append((symbol, init))
         return symbol
 
@@ -158,7 +207,7 @@ class Spec:
 
     def scalar_state(self, name: str, init: float) -> sympy.Symbol:
         """Declare a per-tensor scalar state, kept on the host in float64 (NAdam's running product)."""
-        symbol = sympy.Symbol(name, real=True)
+        symbol = _symbol("scalar state", name, real=True)
         self._scalar_states.append((symbol, init))
         return symbol
 
@@ -167,115 +216,243 @@ class Spec:
 
         A scalar one keeps its name in the generated host code."""
         is_condition = isinstance(expr, sympy.logic.boolalg.Boolean) and not isinstance(expr, sympy.Symbol)
-        symbol = sympy.Symbol(name) if is_condition else sympy.Symbol(name, real=True)
+        symbol = _symbol("definition", name) if is_condition else _symbol("definition", name, real=True)
         self._definitions.append((symbol, expr))
         return symbol
 
     def sum(self, name: str, expr) -> sympy.Symbol:
         """Name the sum of a per-element expression over the whole tensor."""
-        return self.define(name, ReduceSum(expr))
+        return self.define(name, ReduceSum(_summand(name, expr)))
 
     def mean(self, name: str, expr) -> sympy.Symbol:
         """Name the mean of a per-element expression over the tensor (0 for an empty tensor)."""
-        return self.define(name, ReduceSum(expr) / numel)
+        return self.define(name, ReduceSum(_summand(name, expr)) / numel)
 
     def norm(self, name: str, expr) -> sympy.Symbol:
         """Name the Euclidean norm over the tensor of a per-element expression."""
-        return self.define(name, sympy.sqrt(ReduceSum(expr**2)))
+        return self.define(name, sympy.sqrt(ReduceSum(_summand(name, expr)**2)))
 
     def update(self, target, expr) -> sympy.Symbol:
         """Give the new value of ``target`` (the parameter, a state or a scalar state).
 
         Returns the symbol ``<target>_new`` for the new value, for rules that read it (Adam's update reads the new moments).
         """
-        new = self.define(f"{target}_new", expr)
+        new = self.define(f"{target.name if isinstance(target, sympy.Symbol) else _show(target)}_new", expr)
         self._updates.append((target, new))
         return new
+
+
+def _summand(name, expr) -> sympy.Expr:
+    """The per-element expression of a reduction, checked before SymPy's arithmetic meets it."""
+    try:
+        summand = sympy.sympify(expr, strict=True)
+    except (sympy.SympifyError, TypeError, ValueError):
+        summand = None
+    if not isinstance(summand, sympy.Expr):
+        raise SpecError(f"the reduction {_show(name)} must be of a SymPy expression (a number per element), got "
+                        f"{type(expr).__name__} {_show(expr)}")
+    return summand
+
+
+def _symbol(what: str, name, **assumptions) -> sympy.Symbol:
+    if not isinstance(name, str):
+        raise SpecError(f"the name of a {what} must be a string, got {type(name).__name__} {_show(name)}")
+    return sympy.Symbol(name, **assumptions)
 
 
 def validate(spec: Spec) -> Variant:
     """Check a spec and freeze it into a ``Variant``.
 
-    Guarantees: the name and every symbol name are valid, unique, non-reserved identifiers; defaults are finite numbers;
-    every expression is a SymPy expression of supported nodes over declared symbols and earlier definitions; exactly the
-    parameter, the states and the scalar states are updated, each once; scalar states depend on scalars only.
-    Raises ``SpecError`` naming the problem otherwise.
+    Guarantees: the name and every symbol name are valid, unique identifiers in Python's normal form (NFKC) that the
+    generated code does not use for itself; defaults are finite numbers; every expression is a SymPy expression of
+    supported nodes over declared symbols and earlier definitions, with real numbers within float64's range (SymPy's
+    constants such as ``E`` and ``pi`` become float64 numbers), conditions only where conditions go, and within the
+    bounds on size and depth (``MAX_NODES``, ``MAX_DEPTH``, ...); exactly the parameter, the states and the scalar states
+    are updated, each once; scalar states depend on scalars only. Raises ``SpecError`` naming the problem otherwise.
     """
     if not isinstance(spec, Spec):
         raise SpecError(f"expected an adamgen.spec.Spec, got {type(spec).__name__}")
-    where = f"variant {spec.name!r}"
-    if not isinstance(spec.name, str) or not spec.name.isidentifier() or keyword.iskeyword(spec.name):
-        raise SpecError(f"{where}: the name must be a Python identifier (it names the generated module)")
+    where = f"variant {_show(spec.name)}"
+    _check_variant_name(where, spec.name)
+    _check_text(where, spec.doc, spec.reference)
+    declarations = len(spec._hyperparameters) + len(spec._states) + len(spec._scalar_states) + len(spec._definitions)
+    if declarations > MAX_DECLARATIONS:
+        raise SpecError(f"{where}: {declarations} hyperparameters, states and definitions; adamgen takes at most "
+                        f"{MAX_DECLARATIONS} (MAX_DECLARATIONS)")
+    if len(spec._states) > MAX_STATES:
+        raise SpecError(f"{where}: {len(spec._states)} state tensors; adamgen takes at most {MAX_STATES} (MAX_STATES)")
 
-    targets = [str(target) for target, _ in spec._updates]
-    for target in set(targets):
-        if targets.count(target) > 1:
-            raise SpecError(f"{where}: {target} is updated twice")
     hyperparameters = tuple((h, _check_default(where, h, d)) for h, d in spec._hyperparameters)
     states = tuple((s, _check_number(where, s, v, "initial value")) for s, v in spec._states)
     scalar_states = tuple((s, _check_number(where, s, v, "initial value")) for s, v in spec._scalar_states)
 
     declared = [param, grad, step, numel, *(s for s, _ in hyperparameters), *(s for s, _ in states),
                 *(s for s, _ in scalar_states)]
-    for symbol in declared[4:]:
-        _check_name(where, symbol.name)
-    _check_unique(where, [s.name for s in declared] + [s.name for s, _ in spec._definitions])
+    _check_updates(where, spec, hyperparameters, states, scalar_states)
+    _check_names(where, [s.name for s in declared[4:]] + [s.name for s, _ in spec._definitions],
+                 arrays=[s.name for s in declared[:2]] + [s.name for s, _ in states])
 
     known = set(declared)
     element = {param, grad, *(s for s, _ in states)}
+    conditions = {h for h, default in hyperparameters if isinstance(default, bool)}  # flags are conditions
+    sizes = _Sizes(where)
     definitions = []
     for symbol, expr in spec._definitions:
-        _check_name(where, symbol.name)
         expr = _sympify(where, symbol, expr)
-        unknown = sorted(str(s) for s in expr.free_symbols - known)
+        sizes.measure(symbol, expr)  # first: what follows recurses over the expression
+        expr = _check_numbers(where, symbol, _without_ite(expr))
+        unknown = expr.free_symbols - known
         if unknown:
-            raise SpecError(f"{where}: {symbol} uses undeclared symbol(s) {', '.join(unknown)}")
-        _check_nodes(where, symbol, expr)
+            _refuse_unknown(where, symbol, unknown, declared + [s for s, _ in spec._definitions])
+        _check_nodes(where, symbol, expr, conditions)
+        if _is_condition(expr, conditions):
+            if symbol.is_real:
+                raise SpecError(f"{where}: {symbol} is a number but its expression {_show(expr)} is a condition; give a "
+                                f"number, e.g. Piecewise((1, {_show(expr)}), (0, True))")
+            conditions.add(symbol)
         if outer_symbols(expr) & element:
             element.add(symbol)
+            sizes.per_element(symbol)
         known.add(symbol)
         definitions.append((symbol, expr))
+    sizes.check_total([new for _, new in spec._updates])
 
-    targets = {param: "the parameter", **{s: "state" for s, _ in states}, **{s: "scalar state" for s, _ in scalar_states}}
+    kinds = {**{s: "state" for s, _ in states}, **{s: "scalar state" for s, _ in scalar_states}}
     updates = []
     for target, new in spec._updates:
-        if not isinstance(target, sympy.Symbol) or target not in targets:
-            kind = "hyperparameter" if target in dict(hyperparameters) else "symbol"
-            raise SpecError(f"{where}: cannot update {kind} {target}: only the parameter and declared states are updated")
-        if not isinstance(dict(definitions)[new], sympy.Expr):
-            raise SpecError(f"{where}: the new value of {target} is a condition ({dict(definitions)[new]}); give a number, "
-                            "e.g. Piecewise((1, condition), (0, True))")
-        if targets[target] == "scalar state" and new in element:
+        if new in conditions:
+            raise SpecError(f"{where}: the new value of {target} is a condition ({_show(dict(definitions)[new])}); give "
+                            "a number, e.g. Piecewise((1, condition), (0, True))")
+        if kinds.get(target) == "scalar state" and new in element:
             raise SpecError(f"{where}: scalar state {target} must be updated from scalars only (hyperparameters, step, "
                             "scalar states), not from per-element values")
         updates.append((target, new))
-    missing = [str(t) for t in targets if t not in dict(updates)]
-    if missing:
-        raise SpecError(f"{where}: no update given for {', '.join(missing)}")
 
     return Variant(spec.name, hyperparameters, states, scalar_states, tuple(definitions), tuple(updates),
                    doc=spec.doc, reference=spec.reference)
 
 
-def _check_name(where: str, name: str) -> None:
-    if not name.isidentifier() or keyword.iskeyword(name):
-        raise SpecError(f"{where}: {name!r} is not a Python identifier")
-    if name in RESERVED or name.startswith("_") or _GENERATED_NAME.match(name):
-        raise SpecError(f"{where}: the name {name!r} is reserved for the generated code; choose another")
+def check_transformed(variant: Variant, option: str, source: str) -> Variant:
+    """Check what the option transform ``option`` made of the checked variant named ``source``: names (free, not
+    reserved, the kernels' locals of any new state included), supported nodes, finite numbers within float64's range
+    (substituting 0 for a hyperparameter can divide by zero) and the bounds on size. Returns ``variant``; raises
+    ``SpecError`` naming the option."""
+    where = f"{option} on variant {source!r}"
+    names = [s.name for s, _ in (*variant.hyperparameters, *variant.states, *variant.scalar_states, *variant.definitions)]
+    _check_names(where, names, arrays=["param", "grad"] + [s.name for s, _ in variant.states])
+    _check_variant_name(where, variant.name)
+    element = set(variant.element_symbols)
+    conditions = {h for h, default in variant.hyperparameters if isinstance(default, bool)}
+    sizes = _Sizes(where)
+    for symbol, expr in variant.definitions:
+        sizes.measure(symbol, expr)
+        _check_numbers(where, symbol, expr)
+        _check_nodes(where, symbol, expr, conditions)
+        if _is_condition(expr, conditions):
+            conditions.add(symbol)
+        if outer_symbols(expr) & element:
+            element.add(symbol)
+            sizes.per_element(symbol)
+    sizes.check_total([new for _, new in variant.updates])
+    return variant
 
 
-def _check_unique(where: str, names: Iterable[str]) -> None:
-    seen = set()
+def _show(value, limit: int = 80) -> str:
+    """``value`` for an error message, shortened; never fails (str() of an integer with thousands of digits raises)."""
+    try:
+        text = repr(value) if isinstance(value, str) else str(value)
+    except ValueError:
+        return f"<{type(value).__name__} too large to print>"
+    return text if len(text) <= limit else f"{text[:limit - 3]}..."
+
+
+def _check_variant_name(where: str, name) -> None:
+    if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name):
+        raise SpecError(f"{where}: the name must be a Python identifier (it names the generated module)")
+    normal = unicodedata.normalize("NFKC", name)
+    if normal != name:
+        raise SpecError(f"{where}: Python reads the name as {normal!r} (NFKC normalisation), so a module of that name "
+                        f"cannot be imported; write {normal!r}")
+    if len(name.encode()) > MAX_NAME_LENGTH:
+        raise SpecError(f"{where}: the name is {len(name.encode())} bytes long in UTF-8; it names files, and adamgen "
+                        f"takes at most {MAX_NAME_LENGTH} (MAX_NAME_LENGTH)")
+
+
+def _check_text(where: str, doc, reference) -> None:
+    """The doc becomes the generated module's docstring and the reference a line of its header, verbatim."""
+    for what, text in (("doc", doc), ("reference", reference)):
+        if not isinstance(text, str):
+            raise SpecError(f"{where}: the {what} must be a string, got {type(text).__name__}")
+        if '"""' in text or "\\" in text or "\0" in text:
+            raise SpecError(f"{where}: the {what} cannot hold triple quotes, backslashes or NUL characters (it is "
+                            "written into the generated module as it is)")
+    if "\n" in reference or "\r" in reference:
+        raise SpecError(f"{where}: the reference must be one line (it is a line of the generated module's header)")
+
+
+def _check_names(where: str, names: list, arrays: list) -> None:
+    """Every name a valid, unreserved identifier in Python's normal form, and no name twice."""
     for name in names:
+        if len(name) > MAX_NAME_LENGTH:
+            raise SpecError(f"{where}: the name {_show(name)} is {len(name)} characters long; adamgen takes at most "
+                            f"{MAX_NAME_LENGTH} (MAX_NAME_LENGTH)")
+        normal = unicodedata.normalize("NFKC", name)
+        if normal != name:
+            why = reserved(normal, arrays)
+            raise SpecError(f"{where}: Python reads the name {name!r} as {normal!r} (NFKC normalisation)"
+                            + (f", which is reserved for the generated code ({why}); choose another" if why
+                               else f"; write {normal!r}"))
+        if not name.isidentifier() or keyword.iskeyword(name):
+            raise SpecError(f"{where}: {name!r} is not a Python identifier")
+        why = reserved(name, arrays)
+        if why:
+            raise SpecError(f"{where}: the name {name!r} is reserved for the generated code ({why}); choose another")
+    seen = set()
+    for name in ["param", "grad", "step", "numel", *names]:
         if name in seen:
             raise SpecError(f"{where}: the name {name!r} is declared twice")
         seen.add(name)
 
 
+def _check_updates(where: str, spec: Spec, hyperparameters, states, scalar_states) -> None:
+    """Exactly the parameter, every state and every scalar state are updated, each once."""
+    targets = {param, *(s for s, _ in states), *(s for s, _ in scalar_states)}
+    hyper = {h.name for h, _ in hyperparameters}
+    for target, _ in spec._updates:
+        if isinstance(target, sympy.Symbol) and target in targets:
+            continue
+        name = target.name if isinstance(target, sympy.Symbol) else target if isinstance(target, str) else None
+        if name in hyper:
+            kind = "hyperparameter"
+        elif name in {s.name for s in targets}:
+            raise SpecError(f"{where}: cannot update {_show(target)}: give the symbol that declared it "
+                            "(spec.state returns it; param is adamgen.spec.param), not "
+                            + ("its name" if isinstance(target, str) else "another symbol of the same name"))
+        else:
+            kind = "symbol" if isinstance(target, sympy.Symbol) else type(target).__name__
+        raise SpecError(f"{where}: cannot update {kind} {_show(target)}: only the parameter and declared states are "
+                        "updated")
+    updated = set()
+    for target, _ in spec._updates:
+        if target in updated:
+            raise SpecError(f"{where}: {target} is updated twice")
+        updated.add(target)
+    missing = [t.name for t in (param, *(s for s, _ in states), *(s for s, _ in scalar_states)) if t not in updated]
+    if missing:
+        raise SpecError(f"{where}: no update given for {', '.join(missing)}")
+
+
 def _check_number(where: str, symbol, value, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise SpecError(f"{where}: the {what} of {symbol} must be a finite number, got {value!r}")
-    return float(value)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise SpecError(f"{where}: the {what} of {symbol} must be a finite number, got {_show(value)}")
+    try:
+        number = float(value)
+    except (OverflowError, ValueError, TypeError):
+        number = math.inf
+    if not math.isfinite(number):
+        raise SpecError(f"{where}: the {what} of {symbol} must be a finite number within float64's range, got "
+                        f"{_show(value)}")
+    return number
 
 
 def _check_default(where: str, symbol, value):
@@ -289,20 +466,173 @@ def _sympify(where: str, symbol, expr) -> sympy.Basic:
         raise SpecError(f"{where}: the expression for {symbol} is the constant {expr}; write a condition or a number")
     try:
         expr = sympy.sympify(expr, strict=True)
-    except (sympy.SympifyError, TypeError) as error:
-        raise SpecError(f"{where}: the expression for {symbol} is not a SymPy expression: {error}") from None
+    except (sympy.SympifyError, TypeError, ValueError) as error:
+        raise SpecError(f"{where}: the expression for {symbol} is not a SymPy expression: {_show(error, 200)}") from None
     if not isinstance(expr, (sympy.Expr, sympy.logic.boolalg.Boolean)):
-        raise SpecError(f"{where}: the expression for {symbol} must be a SymPy expression or condition, got {expr}")
+        raise SpecError(f"{where}: the expression for {symbol} must be a SymPy expression or condition, got "
+                        f"{type(expr).__name__}")
     return expr
 
 
-def _check_nodes(where: str, symbol, expr: sympy.Expr) -> None:
+class _Sizes:
+    """The sizes of a spec's expressions as the kernels compute them: with every per-element definition written out
+    where it is used (lowering inlines them), as (nodes, depth, atan2 calls, nested comparisons); and the checks of the
+    bounds on them."""
+
+    def __init__(self, where: str):
+        self.where = where
+        self.sizes = {}        # definition -> its size
+        self.written_out = {}  # per-element definition -> its size
+
+    def measure(self, symbol, expr) -> None:
+        """Measure a definition before anything recursive touches it: a spec too deep for SymPy's recursive functions
+        gets the SpecError that names the bound, not a RecursionError."""
+        nodes, depth, calls, nesting = self.sizes[symbol] = _measure(expr, self.written_out)
+        if depth > MAX_DEPTH:
+            raise SpecError(f"{self.where}: the expression for {symbol} is nested {depth} deep (per-element definitions "
+                            f"written out where they are used); adamgen takes at most {MAX_DEPTH} (MAX_DEPTH)")
+        if nodes > MAX_NODES:
+            raise SpecError(f"{self.where}: the expression for {symbol} has {nodes} nodes (per-element definitions "
+                            f"written out where they are used); adamgen takes at most {MAX_NODES} (MAX_NODES)")
+        if nesting > MAX_NESTED_COMPARISONS:
+            raise SpecError(f"{self.where}: the expression for {symbol} nests comparisons {nesting} deep (a comparison "
+                            "or a sign, which compares its argument with 0, inside the operand of another; per-element "
+                            f"definitions written out where they are used); adamgen takes at most "
+                            f"{MAX_NESTED_COMPARISONS} (MAX_NESTED_COMPARISONS): SymPy's cost grows exponentially with it")
+
+    def per_element(self, symbol) -> None:
+        self.written_out[symbol] = self.sizes[symbol]
+
+    def check_total(self, news) -> None:
+        """What the generated code computes, the new values and the scalar definitions, within the bounds together."""
+        computed = set(news) | (set(self.sizes) - set(self.written_out))
+        nodes = sum(self.sizes[s][0] for s in computed if s in self.sizes)
+        calls = sum(self.sizes[s][2] for s in computed if s in self.sizes)
+        if nodes > MAX_TOTAL_NODES:
+            raise SpecError(f"{self.where}: the new values and scalar definitions have {nodes} nodes together "
+                            "(per-element definitions written out where they are used); adamgen takes at most "
+                            f"{MAX_TOTAL_NODES} (MAX_TOTAL_NODES)")
+        if calls > MAX_ATAN2:
+            raise SpecError(f"{self.where}: the new values and scalar definitions call atan2 or atan {calls} times "
+                            "(per-element definitions written out where they are used); adamgen takes at most "
+                            f"{MAX_ATAN2} (MAX_ATAN2): a float32 CPU kernel inlines a polynomial for each call")
+
+
+def _measure(expr, written_out: dict) -> tuple[int, int, int, int]:
+    """The node count, nesting depth, number of atan2 and atan calls and nesting of comparisons (and of sign, which
+    compares its argument with 0) of ``expr``, with the per-element definitions in ``written_out`` (symbol -> size)
+    written out where they are used. Iterative, over shared subtrees once."""
+    measured = {}
+    stack = [(expr, False)]
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        if children_done:
+            parts = [measured[id(arg)] for arg in node.args]
+            calls = sum(p[2] for p in parts) + isinstance(node, (sympy.atan2, sympy.atan))
+            nesting = max(p[3] for p in parts) + isinstance(node, (sympy.core.relational.Relational, sign))
+            measured[key] = (1 + sum(p[0] for p in parts), 1 + max(p[1] for p in parts), calls, nesting)
+        elif key in measured:
+            continue
+        elif isinstance(node, sympy.Symbol):
+            measured[key] = written_out.get(node, (1, 1, 0, 0))
+        elif not node.args:
+            measured[key] = (1, 1, 0, 0)
+        else:
+            stack.append((node, True))
+            stack.extend((arg, False) for arg in node.args if id(arg) not in measured)
+    return measured[id(expr)]
+
+
+def _without_ite(expr):
+    """``expr`` with SymPy's ITE(a, b, c) (which it makes of a comparison with a Piecewise) as (a & b) | (~a & c)."""
+    ite = sympy.logic.boolalg.ITE
+    if not expr.has(ite):
+        return expr
+    return expr.replace(ite, lambda a, b, c: sympy.Or(sympy.And(a, b), sympy.And(sympy.Not(a), c)))
+
+
+def _check_numbers(where: str, symbol, expr):
+    """``expr`` with SymPy's constants (``E`` from ``exp(1)``, ``pi`` from ``atan2(1, 1)``, ...) as float64 numbers,
+    after checking that every number is real, finite and within float64's range and every exponent within
+    ``MAX_EXPONENT``."""
+    constants = expr.atoms(sympy.NumberSymbol)
+    if constants:
+        expr = expr.xreplace({c: sympy.Float(float(c)) for c in constants})
+    for node in sympy.preorder_traversal(expr):
+        if node is sympy.zoo:
+            raise SpecError(f"{where}: the expression for {symbol} contains the non-finite number zoo (a division by zero)")
+        if isinstance(node, sympy.Number):
+            if not node.is_finite:
+                raise SpecError(f"{where}: the expression for {symbol} contains the non-finite number {node}")
+            if not _in_float64_range(node):
+                raise SpecError(f"{where}: the expression for {symbol} contains the number {sympy.Float(node, 3)}, which "
+                                "is out of float64's range (magnitudes up to 1.8e308) or, as an exact fraction, has more "
+                                "than 330 digits")
+        elif node.is_Pow and node.exp.is_Rational and max(abs(node.exp.p), node.exp.q) > MAX_EXPONENT:
+            raise SpecError(f"{where}: the expression for {symbol} raises to the power {_show(node.exp, 40)}; adamgen "
+                            f"takes exponents up to {MAX_EXPONENT} (MAX_EXPONENT), numerator and denominator")
+        elif node.is_Pow and node.is_number and node.is_extended_real is False:
+            raise SpecError(f"{where}: the expression for {symbol} contains {_show(node)}, which is not a real number")
+    return expr
+
+
+def _in_float64_range(number) -> bool:
+    """Whether ``number`` is at most float64's largest in magnitude (smaller ones round to a subnormal or 0, as the float
+    arithmetic that computes them would) and, as a fraction, of fewer than ~330 digits (str() fails from 4300)."""
+    if isinstance(number, sympy.Rational) and max(abs(number.p), number.q).bit_length() > 1100:
+        return False
+    return math.isfinite(float(number))
+
+
+def _is_condition(expr, conditions) -> bool:
+    """Whether ``expr`` is a condition: a comparison, a logical operation, true/false or a condition definition."""
+    if isinstance(expr, sympy.Symbol):
+        return expr in conditions
+    return isinstance(expr, sympy.logic.boolalg.Boolean)
+
+
+def _refuse_unknown(where: str, symbol, unknown, symbols) -> None:
+    """Name the first symbol of ``unknown``: a later definition, a look-alike of a declared symbol, or undeclared."""
+    by_name = {s.name: s for s in symbols}
+    for s in sorted(unknown, key=str):
+        if s == symbol:
+            raise SpecError(f"{where}: {symbol} reads itself; a definition reads declarations and earlier definitions")
+        if s == by_name.get(s.name):
+            raise SpecError(f"{where}: {symbol} reads {s.name}, which is defined after it; a definition reads "
+                            "declarations and earlier definitions")
+        if s.name in by_name:
+            raise SpecError(f"{where}: {symbol} uses a SymPy symbol {s.name} that is not the declared {s.name} (their "
+                            "assumptions differ); use the symbol the spec returned when declaring it")
+    raise SpecError(f"{where}: {symbol} uses undeclared symbol(s) {', '.join(sorted(str(s) for s in unknown))}")
+
+
+def _check_nodes(where: str, symbol, expr, conditions) -> None:
+    """Supported nodes only, every Piecewise with a default branch, and conditions (comparisons, logic, condition
+    definitions, flags: hyperparameters whose default is a bool) exactly where conditions go: as the conditions of a
+    Piecewise and the operands of And, Or and Not."""
     for node in sympy.preorder_traversal(expr):
         if not isinstance(node, SUPPORTED_NODES):
-            raise SpecError(f"{where}: the expression for {symbol} uses {type(node).__name__} ({node}), which adamgen "
-                            "cannot compile; supported: + - * / **, sqrt, Abs, Max, Min, sign, exp, log, atan2, Piecewise")
+            raise SpecError(f"{where}: the expression for {symbol} uses {type(node).__name__} ({_show(node)}), which "
+                            "adamgen cannot compile; supported: + - * / **, sqrt, Abs, Max, Min, sign, exp, log, atan2, "
+                            "atan, Piecewise and comparisons")
         if isinstance(node, Piecewise) and node.args[-1].cond != sympy.true:
             raise SpecError(f"{where}: a Piecewise in the expression for {symbol} has no default branch; end it with "
                             "(value, True) so that every element gets a value")
-        if isinstance(node, sympy.Number) and not node.is_finite:
-            raise SpecError(f"{where}: the expression for {symbol} contains the non-finite number {node}")
+        if isinstance(node, Piecewise):
+            continue
+        if isinstance(node, (sympy.And, sympy.Or, sympy.Not)):
+            numbers, conditions_ = (), node.args
+        elif isinstance(node, sympy.functions.elementary.piecewise.ExprCondPair):
+            numbers, conditions_ = (node.expr,), (node.cond,)
+        else:
+            numbers, conditions_ = node.args, ()
+        for arg in numbers:
+            if _is_condition(arg, conditions):
+                what = "flag" if arg.is_Symbol and arg.is_real else "condition"
+                raise SpecError(f"{where}: the expression for {symbol} uses the {what} {_show(arg)} as a number; "
+                                f"write Piecewise((1, {_show(arg)}), (0, True))")
+        for arg in conditions_:
+            if not _is_condition(arg, conditions):
+                raise SpecError(f"{where}: the expression for {symbol} uses {_show(arg)} as a condition; compare it, "
+                                f"e.g. {_show(arg)} > 0")

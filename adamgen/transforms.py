@@ -10,12 +10,27 @@ import dataclasses
 import sympy
 
 from .errors import SpecError
-from .spec import Max, Variant, grad, param
+from .spec import Max, Variant, check_transformed, grad, param, reserved
 
 EXP_AVG_SQ = sympy.Symbol("exp_avg_sq", real=True)
 MAX_EXP_AVG_SQ = sympy.Symbol("max_exp_avg_sq", real=True)
 MAXIMIZE = sympy.Symbol("maximize")
 GRAD_SIGN = sympy.Symbol("grad_sign", real=True)
+
+
+def _refuse_taken(variant: Variant, option: str, added: dict, arrays=()) -> None:
+    """Refuse, naming the option, a variant that already uses a name the option adds (name -> what it is), or a name
+    that the kernels derive from a state tensor the option adds (``<state>_i``, ...)."""
+    names = {s.name for s, _ in (*variant.hyperparameters, *variant.states, *variant.scalar_states, *variant.definitions)}
+    for name, what in added.items():
+        if name in names:
+            raise SpecError(f"{option} adds the {what} {name}, but variant {variant.name!r} already has a {name}; "
+                            "rename it")
+    for name in sorted(names):
+        why = reserved(name, arrays)
+        if why and not reserved(name):
+            raise SpecError(f"{option} adds the state {', '.join(arrays)}, and variant {variant.name!r} has a {name}, a "
+                            f"name the generated code then uses ({why}); rename it")
 
 
 def _replace_definitions(variant: Variant, change) -> tuple:
@@ -29,6 +44,8 @@ def amsgrad(variant: Variant) -> Variant:
         raise SpecError(f"amsgrad needs a second-moment state named exp_avg_sq; variant {variant.name!r} has none")
     v_new = variant.new_value(EXP_AVG_SQ)
     vmax_new = sympy.Symbol("max_exp_avg_sq_new", real=True)
+    _refuse_taken(variant, "amsgrad", {MAX_EXP_AVG_SQ.name: "state", vmax_new.name: "definition"},
+                  arrays=[MAX_EXP_AVG_SQ.name])
 
     definitions = []
     for symbol, expr in variant.definitions:
@@ -37,14 +54,14 @@ def amsgrad(variant: Variant) -> Variant:
         definitions.append((symbol, expr))
         if symbol == v_new:
             definitions.append((vmax_new, Max(MAX_EXP_AVG_SQ, v_new)))
-    return dataclasses.replace(
+    return check_transformed(dataclasses.replace(
         variant,
         name=f"{variant.name}_amsgrad",
         states=variant.states + ((MAX_EXP_AVG_SQ, 0.0),),
         definitions=tuple(definitions),
         updates=variant.updates + ((MAX_EXP_AVG_SQ, vmax_new),),
         doc=variant.doc + " With AMSGrad's running maximum of the second moment.",
-    )
+    ), "amsgrad", variant.name)
 
 
 def decoupled_weight_decay(variant: Variant, name: str | None = None) -> Variant:
@@ -70,8 +87,9 @@ def decoupled_weight_decay(variant: Variant, name: str | None = None) -> Variant
         if symbol != p_new and param in expr.free_symbols:
             raise SpecError(f"decoupled_weight_decay: in variant {variant.name!r}, {symbol} still reads the parameter "
                             "once weight decay is removed, so the variant does not use plain coupled L2 decay")
-    return dataclasses.replace(variant, name=name or f"{variant.name}w", definitions=definitions,
-                               doc=variant.doc + " With decoupled weight decay.")
+    return check_transformed(dataclasses.replace(variant, name=name or f"{variant.name}w", definitions=definitions,
+                                                 doc=variant.doc + " With decoupled weight decay."),
+                             "decoupled_weight_decay", variant.name)
 
 
 MAX_LR = sympy.Symbol("max_lr", real=True)
@@ -88,8 +106,7 @@ def decouple_lr(variant: Variant) -> Variant:
     hyper = {h.name: (h, d) for h, d in variant.hyperparameters}
     if "weight_decay" not in hyper or "lr" not in hyper:
         raise SpecError(f"decouple_lr needs hyperparameters lr and weight_decay; variant {variant.name!r} lacks one")
-    if "max_lr" in hyper:
-        raise SpecError(f"decouple_lr adds the hyperparameter max_lr; variant {variant.name!r} already has one")
+    _refuse_taken(variant, "decouple_lr", {MAX_LR.name: "hyperparameter"})
     weight_decay = hyper["weight_decay"][0]
     reaches = {}  # definition -> whether weight_decay reaches it
     for symbol, expr in variant.definitions:
@@ -100,19 +117,20 @@ def decouple_lr(variant: Variant) -> Variant:
                         f"{', '.join(coupled)}, so the decay is not decoupled; apply decoupled_weight_decay first")
     scaled = {weight_decay: weight_decay / MAX_LR}
     definitions = _replace_definitions(variant, lambda symbol, expr: expr.xreplace(scaled))
-    return dataclasses.replace(
+    return check_transformed(dataclasses.replace(
         variant,
         name=f"{variant.name}_decouple_lr",
         hyperparameters=variant.hyperparameters + ((MAX_LR, hyper["lr"][1]),),
         definitions=definitions,
         doc=variant.doc + " With fully decoupled weight decay (decay lr/max_lr * weight_decay per step).",
-    )
+    ), "decouple_lr", variant.name)
 
 
 def maximize(variant: Variant) -> Variant:
     """Add the ``maximize`` flag every torch optimizer has: when true the rule reads ``-grad`` for ``grad``.
 
     The sign is a host scalar of exactly +1 or -1, so the float results equal those of negating the gradient."""
+    _refuse_taken(variant, "maximize", {MAXIMIZE.name: "hyperparameter", GRAD_SIGN.name: "definition"})
     grad_sign = sympy.Piecewise((-1, MAXIMIZE), (1, True))
     definitions = ((GRAD_SIGN, grad_sign),) + _replace_definitions(
         variant, lambda symbol, expr: expr.xreplace({grad: GRAD_SIGN * grad}))
@@ -144,6 +162,7 @@ def cautious(variant: Variant) -> Variant:
 
     mask = sympy.Symbol("cautious_mask", real=True)
     scale = sympy.Symbol("cautious_scale", real=True)
+    _refuse_taken(variant, "cautious", {mask.name: "definition", scale.name: "definition"})
     named = {symbol.name: symbol for symbol, _ in variant.definitions}
     p_new = variant.new_value(param)
     if "direction" in named:  # param moves against `direction`
@@ -169,6 +188,8 @@ def cautious(variant: Variant) -> Variant:
             definitions.append((symbol, param + (change - step_change) + step_change * mask * scale))
         else:
             definitions.append((symbol, expr))
-    return dataclasses.replace(variant, name=f"c{variant.name}", definitions=tuple(definitions),
-                               doc=variant.doc + " Cautious: the update is masked where it disagrees with the gradient.",
-                               reference=f"cautious form (Liang et al. 2024; timm's C-variants) of {variant.reference}")
+    return check_transformed(dataclasses.replace(
+        variant, name=f"c{variant.name}", definitions=tuple(definitions),
+        doc=variant.doc + " Cautious: the update is masked where it disagrees with the gradient.",
+        reference=f"cautious form (Liang et al. 2024; timm's C-variants) of {variant.reference}"),
+        "cautious", variant.name)

@@ -138,3 +138,41 @@ def test_reduction_sums_are_typed_and_read_only_their_phase():
     # the update reads lr_t, known only after the sum: it is computed in the host block after the reduce phase
     assert "lr_t" in [str(s) for s, _ in lowered.host[1]]
     assert "lr_t" not in [str(s) for s, _ in lowered.host[0]]
+
+
+def test_a_scalar_alias_of_a_number_is_not_a_flag():
+    """A SymPy Symbol is also a Boolean: a new value that is just another number (param_new = lr) stays a number."""
+    spec = Spec("alias")
+    (lr,) = spec.hyperparameters(lr=0.1)
+    spec.update(param, lr)
+    lowered = lower(validate(spec))
+    assert lowered.update.kernel_scalars == (sympy.Symbol("param_new", real=True),)
+    assert not lowered.flags
+
+
+def test_sums_that_only_scalar_states_read_leave_the_stores_to_the_update_pass():
+    spec = Spec("tally")
+    (lr,) = spec.hyperparameters(lr=0.1)
+    total = spec.scalar_state("total", 0.0)
+    spec.update(total, total + spec.sum("squares", grad**2))
+    spec.update(param, param - lr * grad)
+    assert _phase_plan(validate(spec)) == [(("grad",), (), 1), (("param", "grad"), ("param",), 0)]
+
+
+def test_atan_is_computed_as_atan2_per_element():
+    spec = Spec("arctan")
+    (lr,) = spec.hyperparameters(lr=0.1)
+    spec.update(param, param - lr * sympy.atan2(grad, step))  # SymPy: atan(grad/step)
+    (_, value), = lower(validate(spec)).update.stores
+    assert value.has(sympy.atan2) and not value.has(sympy.atan)
+
+
+def test_max_and_min_are_not_simplified_at_each_rebuild():
+    """Lowering's Max and Min skip SymPy's search for dominated arguments but print and sort as SymPy's."""
+    spec = Spec("clipped")
+    (lr,) = spec.hyperparameters(lr=0.1)
+    spec.update(param, param - lr * sympy.Max(sympy.Min(grad, 1), -1))
+    (_, value), = lower(validate(spec)).update.stores
+    lattices = [n for n in sympy.preorder_traversal(value) if isinstance(n, (sympy.Max, sympy.Min))]
+    assert [type(n).__name__ for n in lattices] == ["Max", "Min"]
+    assert all(type(n) not in (sympy.Max, sympy.Min) for n in lattices)

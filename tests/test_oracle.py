@@ -143,3 +143,32 @@ def test_tolerance_catches_a_small_error(name, options, variant, dtype):
     outliers = JUMP_OUTLIERS if dtype == "float32" and jumps_per_element(variant) else 0.0
     with pytest.raises(AssertionError):
         assert_close(param, exact, TOLERANCES[dtype], "param", outliers)
+
+
+def test_oracle_reads_old_values_when_a_new_value_is_an_input():
+    """prev_grad_new = param is the parameter's old value, even though the oracle writes param first."""
+    from adamgen.spec import Spec, grad, param
+
+    spec = Spec("lagged")
+    (lr,) = spec.hyperparameters(lr=0.5)
+    previous = spec.state("previous")
+    spec.update(param, param - lr * grad)
+    spec.update(previous, param)
+    oracle = Oracle(spec)
+    p = np.array([1.0, 2.0])
+    state = oracle.init(p)
+    oracle.step(p, np.array([1.0, 1.0]), state)
+    np.testing.assert_array_equal(p, [0.5, 1.5])
+    np.testing.assert_array_equal(state["previous"], [1.0, 2.0])
+
+
+def test_oracle_evaluates_conditions_on_a_scalar_and_an_element():
+    from adamgen.spec import Spec, grad, param, step
+
+    spec = Spec("either")
+    (lr,) = spec.hyperparameters(lr=0.5)
+    spec.update(param, sympy.Piecewise((param - lr * grad, (step > 1) | (grad > 0)), (param, True)))
+    oracle = Oracle(spec)
+    p = np.array([1.0, 2.0])
+    oracle.step(p, np.array([1.0, -1.0]), oracle.init(p))
+    np.testing.assert_array_equal(p, [0.5, 2.0])
