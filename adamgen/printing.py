@@ -28,7 +28,8 @@ class HostPrinter(PythonCodePrinter):
     gives inf or nan instead of raising halfway through a step. Functions are NumPy's (``np.sqrt``, ``np.maximum``,
     which propagate nan like the oracle and torch), and a ``Piecewise`` is an ``np.where`` over every branch."""
 
-    FUNCTIONS = {"exp": "np.exp", "log": "np.log", "Abs": "np.abs", "sign": "np.sign", "atan2": "np.arctan2"}
+    FUNCTIONS = {"exp": "np.exp", "log": "np.log", "Abs": "np.abs", "sign": "np.sign", "atan2": "np.arctan2",
+                 "atan": "np.arctan"}  # SymPy writes atan2(y, x) with x > 0 as atan(y/x)
 
     def __init__(self):
         super().__init__(_SETTINGS)
@@ -43,7 +44,18 @@ class HostPrinter(PythonCodePrinter):
         name = self.FUNCTIONS[type(expr).__name__]
         return f"{name}({', '.join(self._print(arg) for arg in expr.args)})"
 
-    _print_exp = _print_log = _print_Abs = _print_sign = _print_atan2 = _print_Function
+    _print_exp = _print_log = _print_Abs = _print_sign = _print_atan2 = _print_atan = _print_Function
+
+    def _print_Integer(self, expr):
+        """An integer as Python writes it up to 2**53, beyond that as the float64 that host arithmetic makes of it
+        anyway (inf beyond float64's range: inlining can expand a power of a large coefficient into thousands of
+        digits)."""
+        if abs(expr.p) <= 2**53:
+            return str(expr.p)
+        try:
+            return self._print_Float(sympy.Float(float(expr.p)))
+        except OverflowError:
+            return "np.inf" if expr.p > 0 else "-np.inf"
 
     def _print_Pow(self, expr, rational=False):
         if expr.exp == sympy.S.Half:

@@ -24,6 +24,7 @@ new value, so a rule that needs a new value says so explicitly. ``validate`` tur
 from __future__ import annotations
 
 import dataclasses
+import functools
 import builtins
 import hashlib
 import keyword
@@ -62,18 +63,10 @@ def outer_symbols(expr) -> set:
 
 
 # Names a generated module uses for itself, so a spec may not take them: Python's builtins (the generated code calls
-# max, min, abs, bool, float, range, ...), the module's imports, constants and functions, and the locals of step() and of
-# the kernels. The table and the name families below are read by `reserved` only.
-_RESERVED_NAMES = {
-    **{name: "a Python builtin" for name in dir(builtins)},
-    **dict.fromkeys(("math", "np", "numba", "cuda", "sys", "torch"), "a module the generated code imports"),
-    **dict.fromkeys(("VARIANT", "TARGET", "STATES", "SCALAR_STATES", "HYPERPARAMETERS", "REFERENCE", "SPEC_HASH",
-                     "REDUCE_PHASES", "ELEMENTWISE", "PARALLEL_THRESHOLD", "REDUCE_BLOCK", "THREADS_PER_BLOCK",
-                     "MAX_BLOCKS", "init", "init_many", "step_many"), "a name the generated module defines"),
-    **dict.fromkeys(("param", "grad", "step", "numel", "state", "scalars", "arrays", "dtype", "parallel", "partials",
-                     "reduce", "kernel", "stream", "n", "i", "block", "start", "stop", "host", "device", "threads",
-                     "blocks", "maximize", "grad_sign"), "a local name of the generated step() or kernels"),
-}
+# max, min, abs, bool, float, range, ...), and what the code generation targets name (adamgen.targets: the modules'
+# imports, constants and functions, the locals of the host functions and of the kernels). The table and the name
+# families below are read by `reserved` only.
+_RESERVED_NAMES = {name: "a Python builtin" for name in dir(builtins)}
 _RESERVED_FAMILIES = (
     (re.compile(r"_"), "a leading underscore marks the generated module's private names"),
     (re.compile(r"[ctr]\d+$"), "c<k>, t<k> and r<k> name hoisted scalars, element temporaries and reductions"),
@@ -81,6 +74,13 @@ _RESERVED_FAMILIES = (
 # Locals the kernels derive from each array's name: <array>_i holds the element loaded from it, <array>_block its block
 # in a reduce pass.
 _ARRAY_LOCALS = ("{}_i", "{}_block")
+
+
+@functools.cache
+def _generated_names() -> frozenset:
+    from .targets import reserved_names  # the targets' printers import this module: read them once validation runs
+
+    return reserved_names()
 
 
 def reserved(name: str, arrays: Iterable[str] = ()) -> str | None:
@@ -91,6 +91,8 @@ def reserved(name: str, arrays: Iterable[str] = ()) -> str | None:
         return "a Python keyword"
     if name in _RESERVED_NAMES:
         return _RESERVED_NAMES[name]
+    if name in _generated_names():
+        return "a name the generated module uses for itself (a module, a constant, a function or a local)"
     for pattern, why in _RESERVED_FAMILIES:
         if pattern.match(name):
             return why
@@ -379,15 +381,11 @@ def _check_variant_name(where: str, name) -> None:
 
 
 def _check_text(where: str, doc, reference) -> None:
-    """The doc becomes the generated module's docstring and the reference a line of its header, verbatim."""
+    """The doc and the reference are text: any text (the generated module writes them only as escaped literals and
+    comments that cannot end), but text."""
     for what, text in (("doc", doc), ("reference", reference)):
         if not isinstance(text, str):
             raise SpecError(f"{where}: the {what} must be a string, got {type(text).__name__}")
-        if '"""' in text or "\\" in text or "\0" in text:
-            raise SpecError(f"{where}: the {what} cannot hold triple quotes, backslashes or NUL characters (it is "
-                            "written into the generated module as it is)")
-    if "\n" in reference or "\r" in reference:
-        raise SpecError(f"{where}: the reference must be one line (it is a line of the generated module's header)")
 
 
 def _check_names(where: str, names: list, arrays: list) -> None:

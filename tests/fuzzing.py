@@ -170,7 +170,7 @@ class Case:
 SAFE_NAMES = ("lr", "beta1", "beta2", "eps", "weight_decay", "alpha", "gamma", "rho", "nu", "kappa", "T", "K", "α",
               "β", "lr_scale", "momentum", "damping", "theta", "tau", "mu", "іn", "ρ")  # іn: a Cyrillic і
 STATE_NAMES = ("exp_avg", "exp_avg_sq", "m", "v", "z", "prev_grad", "s", "accumulator", "μ", "velocity")
-SCALAR_NAMES = ("product", "total", "running", "count", "lr_max", "weight_sum")
+SCALAR_NAMES = ("product", "total", "running", "tally", "lr_max", "weight_sum")
 DEFINITION_NAMES = ("u", "w", "q", "direction", "ratio", "scale", "bias_correction1", "bias_correction2", "rms",
                     "trust", "h", "g2", "denom", "step_size", "clip")
 
@@ -773,8 +773,8 @@ def valid_cases(draw):
 # Host-code float semantics: specs whose host block meets a division by zero, an overflow or a negative base under a
 # fractional power at the given hyperparameters. The kernels and the oracle (NumPy) give inf or nan there.
 
-HOST_SEMANTICS = "host code is plain Python floats: it raises ZeroDivisionError/OverflowError/TypeError where IEEE " \
-                 "float64 gives inf or nan"
+HOST_SEMANTICS = "the host code meets a division by zero, an overflow or a negative base under a fractional power, " \
+                 "where IEEE float64 (NumPy's, as the kernels' and the oracle's) gives inf or nan"
 
 
 @st.composite

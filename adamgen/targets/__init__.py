@@ -34,10 +34,15 @@ class Target:
         return self.name
 
 
-# Module-level names of every generated module (metadata and functions); spec names may not take them.
+# Names every generated module uses for itself, so spec names may not take them (adamgen.spec.reserved): its imports,
+# metadata and functions, and the locals of the host functions of templates/base.py.j2 (step, step_many, step_tables).
 SHARED_RESERVED = frozenset({
+    "math", "np", "numba",
     "VARIANT", "TARGET", "STATES", "STATE_INIT", "SCALAR_STATES", "HYPERPARAMETERS", "REFERENCE", "SPEC_HASH",
     "REDUCE_PHASES", "ELEMENTWISE", "init", "step", "init_many", "step_many", "step_tables",
+    "param", "grad", "state", "params", "grads", "states", "steps", "scalar_states", "sizes", "addresses", "chunks",
+    "partials", "scalars", "flags", "dtype", "count", "numel", "unknown", "rows", "row", "arrays", "k", "name", "values",
+    "stream", "maximize", "grad_sign",
 })
 
 
@@ -50,6 +55,11 @@ TARGETS: dict[str, Target] = {t.name: t for t in (CPU, CUDA)}
 def targets() -> dict[str, Target]:
     """Every target by name."""
     return TARGETS
+
+
+def reserved_names() -> frozenset:
+    """Every name that some target's generated code uses for itself."""
+    return SHARED_RESERVED.union(*(t.reserved for t in TARGETS.values()))
 
 
 def target(name) -> Target:

@@ -15,5 +15,5 @@ CPU = Target(
     ),
     runtime=("tables", "cpu"),
     device_types=("cpu",),
-    reserved=frozenset({"PARALLEL_THRESHOLD", "CHUNK"}),
+    reserved=frozenset({"PARALLEL_THRESHOLD", "CHUNK", "parallel", "c", "j", "n", "i", "start", "stop"}),
 )

@@ -14,5 +14,7 @@ CUDA = Target(
     ),
     runtime=("tables", "cuda"),
     device_types=("cuda",),
-    reserved=frozenset({"THREADS_PER_BLOCK", "CHUNK", "MAX_BLOCKS"}),
+    reserved=frozenset({"ctypes", "sys", "cuda", "THREADS_PER_BLOCK", "CHUNK", "MAX_BLOCKS", "c", "j", "n", "i",
+                        "start", "stop", "thread", "half", "scratch", "kind", "blocks", "tables", "device_addresses",
+                        "device_chunks"}),
 )
