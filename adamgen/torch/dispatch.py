@@ -89,7 +89,9 @@ class Call:
 
     def __init__(self, module, device, dtype, where):
         self.module, self.device, self.dtype, self.where = module, device, dtype, where
-        self.rows = []    # (index in the group, parameter, gradient, state dict), added by ``plan``
+        # the call's parameters as columns: index in the group, parameter, gradient, state dict (set by ``plan``)
+        self.indices, self.params, self.grads, self.entries = [], [], [], []
+        self.placed = False  # whether ``plan`` has seen every parameter on the call's device with its dtype
         self.staged = []  # Staged copies, written back after the kernels
 
     def here(self, row: int) -> str:
@@ -98,7 +100,6 @@ class Call:
     def prepare(self) -> None:
         """Check every tensor and build the tables; raises (naming the parameter) before anything is written."""
         module = self.module
-        self.indices, self.params, self.grads, self.entries = (list(column) for column in zip(*self.rows))
         try:
             columns = [self.params, self.grads] + [list(map(operator.itemgetter(name), self.entries))
                                                    for name in module.STATES]
@@ -124,15 +125,19 @@ class Call:
         (marked ``_is_flat_param``): for a variant that reduces over each parameter, the detailed checks refuse them."""
         if not self.module.ELEMENTWISE and any(getattr(p, "_is_flat_param", False) for p in columns[0]):
             return False
-        index = -1 if self.device.type == "cpu" else self.device.index  # what get_device() says of the call's tensors
-        kind = _IS_CPU if self.device.type == "cpu" else _IS_CUDA
+        cpu = self.device.type == "cpu"
+        kind = _IS_CPU if cpu else _IS_CUDA
+        index = self.device.index  # what get_device() says of the call's CUDA tensors (every CPU tensor says -1)
         shapes = list(map(_SHAPE, columns[0]))
         try:  # a sparse tensor raises for is_contiguous(): the detailed checks name it
             for column in columns:
-                if not set(map(type, column)) <= _PLAIN or set(map(_DTYPE, column)) != {self.dtype} \
-                        or not all(map(kind, column)) or set(map(torch.Tensor.get_device, column)) != {index} \
-                        or not all(map(torch.Tensor.is_contiguous, column)) \
-                        or (column is not columns[0] and not all(map(operator.eq, map(_SHAPE, column), shapes))):
+                if not set(map(type, column)) <= _PLAIN or not all(map(torch.Tensor.is_contiguous, column)):
+                    return False
+                if column is columns[0] and self.placed:  # device and dtype: seen by ``plan``
+                    continue
+                if set(map(_DTYPE, column)) != {self.dtype} or not all(map(kind, column)) \
+                        or not cpu and set(map(torch.Tensor.get_device, column)) != {index} \
+                        or list(map(_SHAPE, column)) != shapes:
                     return False
         except RuntimeError:
             return False
@@ -207,21 +212,30 @@ def plan(params, state, modules, where: str) -> list[Call]:
     indices = [k for k, g in enumerate(grads) if g is not None]
     if len(indices) < len(params):
         params, grads = [params[k] for k in indices], [grads[k] for k in indices]
-    # one call per device and dtype; in the common case, every tensor alike, one call
-    keys = list(zip(map(_IS_CPU, params), map(torch.Tensor.get_device, params), map(_DTYPE, params)))
-    if len(set(keys)) == 1:
-        groups = {keys[0]: range(len(params))}
+    if not params:
+        return []
+    # one call per device and dtype; in the common case (every tensor on the CPU, with one dtype) one call
+    if all(map(_IS_CPU, params)) and len(set(map(_DTYPE, params))) == 1:
+        groups, placed = [None], True
     else:
-        groups = {}
-        for row, key in enumerate(keys):
-            groups.setdefault(key, []).append(row)
-    calls = [_new_call(params[rows[0]], modules, where, indices[rows[0]]) for rows in groups.values()]
+        keyed: dict = {}
+        for row, key in enumerate(zip(map(_IS_CPU, params), map(torch.Tensor.get_device, params),
+                                      map(_DTYPE, params))):
+            keyed.setdefault(key, []).append(row)
+        groups, placed = list(keyed.values()), False
+    # a device that no target serves is refused here, before any state is made
+    firsts = [0 if rows is None else rows[0] for rows in groups]
+    calls = [_new_call(params[r], modules, where, indices[r]) for r in firsts]
     entries = list(map(state.__getitem__, params))  # optimizer.state creates an empty dict for a new parameter
-    for row, entry in enumerate(entries):
-        if not entry or type(entry) is not dict:  # a parameter's first step: its state, as torch.optim makes it
-            entries[row] = _first_state(params[row], entry, modules, f"{where}, parameter {indices[row]}")
-    for call, rows in zip(calls, groups.values()):
-        call.rows = [(indices[r], params[r], grads[r], entries[r]) for r in rows]
+    if set(map(type, entries)) != {dict} or not all(entries):
+        for row, entry in enumerate(entries):
+            if type(entry) is not dict or not entry:  # a parameter's first step: its state, as torch.optim makes it
+                entries[row] = _first_state(params[row], entry, modules, f"{where}, parameter {indices[row]}")
+    for call, rows in zip(calls, groups):
+        columns = (indices, params, grads, entries)
+        call.indices, call.params, call.grads, call.entries = columns if rows is None else \
+            ([column[r] for r in rows] for column in columns)
+        call.placed = placed
     for call in calls:
         call.prepare()
     by_device: dict = {}
