@@ -24,8 +24,9 @@ def load(variant, target: str = "cpu", **options) -> ModuleType:
 
     ``variant`` is a built-in name (``"adamw"``), a path to a spec file (a Python file defining ``spec``; it is run, so
     load only files you trust), or a ``Spec`` / ``Variant`` object. ``options`` are transforms such as
-    ``amsgrad=True`` or ``decoupled_weight_decay=True``. Built-ins come from the shipped ``generated/`` folder; anything
-    else is generated into the cache folder (``adamgen.cache``) under the hash of its generated source (written
+    ``amsgrad=True`` or ``decoupled_weight_decay=True``. Built-ins with the options they list (``adamgen list``) come
+    from the shipped ``generated/`` folder; anything else (a built-in with another option that fits it included) is
+    generated into the cache folder (``adamgen.cache``) under the hash of its generated source (written
     atomically, so concurrent processes are safe) and imported from there. Compiled kernels are cached in the cache
     folder, never beside the module.
     """
@@ -34,9 +35,11 @@ def load(variant, target: str = "cpu", **options) -> ModuleType:
 
     target = find_target(target).name
     if isinstance(variant, str) and variant in BUILTINS:
-        name = with_options(builtin(variant), **options).name
-        return importlib.import_module(f"adamgen.generated.{target}.{name}")  # cached by adamgen.cache's import hook
-    if isinstance(variant, (str, os.PathLike)):
+        checked = with_options(builtin(variant), **options)
+        if {name for name, on in options.items() if on} <= set(BUILTINS[variant]):  # shipped in generated/
+            return importlib.import_module(f"adamgen.generated.{target}.{checked.name}")  # cached by adamgen.cache
+        command = command_line(variant, options, target)
+    elif isinstance(variant, (str, os.PathLike)):
         path = Path(variant)
         checked = with_options(read_spec_file(path), **options)
         command = command_line(path.name, options, target)

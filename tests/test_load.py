@@ -16,6 +16,27 @@ def test_builtin_with_options_is_the_shipped_module():
     assert module.HYPERPARAMETERS["weight_decay"] == 0.01
 
 
+def test_builtin_with_an_option_it_does_not_ship_is_generated_into_the_cache(cache):
+    """radam lists no amsgrad option, yet has a second moment named exp_avg_sq: the option fits, and the module is
+    generated into the cache folder (with the command that writes it) rather than looked up among the shipped ones."""
+    from adamgen.variants import builtin, with_options
+
+    module = adamgen.load("radam", amsgrad=True)
+    assert module.__file__.startswith(str(cache)) and module.VARIANT == "radam_amsgrad"
+    assert "adamgen generate radam --amsgrad --target cpu" in open(module.__file__).read()
+    oracle = Oracle(with_options(builtin("radam"), amsgrad=True))
+    rng = np.random.default_rng(5)
+    p64 = rng.standard_normal(300)
+    p32, s64 = p64.astype(np.float32), oracle.init(p64)
+    s32 = module.init(p32)
+    for _ in range(20):
+        g = rng.standard_normal(300) * rng.uniform(0.1, 3.0)  # gradients of changing size: the maximum matters
+        module.step(p32, g.astype(np.float32), s32, lr=1e-2)
+        oracle.step(p64, g, s64, lr=1e-2)
+    np.testing.assert_allclose(p32, p64, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(s32["max_exp_avg_sq"], s64["max_exp_avg_sq"], rtol=1e-5)
+
+
 def test_user_spec_file_is_generated_into_the_cache_and_matches_its_oracle(spec_file, cache):
     module = adamgen.load(spec_file)
     generated = list((cache / "modules").glob("*.py"))
