@@ -68,6 +68,8 @@ OPTION_HELP = {
     "amsgrad": "AMSGrad: use the running maximum of the second moment",
     "decouple_lr": "fully decoupled weight decay (lr/max_lr * weight_decay per step, as optimi's decouple_lr)",
     "cautious": "mask the update where it disagrees with the gradient, rescaled by the mask's mean",
+    "corrected_weight_decay": "corrected weight decay (lr**2/max_lr * weight_decay per step, as timm's option)",
+    "cautious_weight_decay": "decay only where the parameter and the update agree in sign (u * param >= 0)",
 }
 
 

@@ -103,27 +103,80 @@ def decouple_lr(variant: Variant) -> Variant:
 
     Needs decay that acts on the parameter only: a variant that couples ``weight_decay`` into a state's update (Adam's
     L2 term in the gradient) is refused; apply ``decoupled_weight_decay`` first."""
+    return _rescaled_decay(variant, "decouple_lr", lambda lr: 1 / MAX_LR,
+                           " With fully decoupled weight decay (decay lr/max_lr * weight_decay per step).")
+
+
+def corrected_weight_decay(variant: Variant) -> Variant:
+    """Corrected weight decay (Defazio et al. 2025, arXiv:2506.02285; timm's ``corrected_weight_decay``): the decoupled
+    decay per step is ``lr**2/max_lr * weight_decay`` instead of ``lr * weight_decay``, so that a decay tuned at the
+    peak learning rate keeps the weights' steady-state norm as the schedule lowers ``lr``. Adds the hyperparameter
+    ``max_lr``, whose default is the variant's default ``lr``. Needs decoupled decay, as ``decouple_lr``."""
+    return _rescaled_decay(variant, "corrected_weight_decay", lambda lr: lr / MAX_LR,
+                           " With corrected weight decay (decay lr**2/max_lr * weight_decay per step).")
+
+
+def _rescaled_decay(variant: Variant, option: str, scale, doc: str) -> Variant:
+    """``weight_decay`` read as ``weight_decay * scale(lr)`` wherever the rule reads it, with the hyperparameter
+    ``max_lr`` added; refused unless the decay acts on the parameter only."""
+    hyper = _decoupled_decay(variant, option)
+    _refuse_taken(variant, option, {MAX_LR.name: "hyperparameter"})
+    weight_decay, lr = hyper["weight_decay"][0], hyper["lr"][0]
+    scaled = {weight_decay: weight_decay * scale(lr)}
+    definitions = _replace_definitions(variant, lambda symbol, expr: expr.xreplace(scaled))
+    return check_transformed(dataclasses.replace(
+        variant,
+        name=f"{variant.name}_{option}",
+        hyperparameters=variant.hyperparameters + ((MAX_LR, hyper["lr"][1]),),
+        definitions=definitions,
+        doc=variant.doc + doc,
+    ), option, variant.name)
+
+
+def _decoupled_decay(variant: Variant, option: str) -> dict:
+    """The variant's hyperparameters by name (symbol, default), after checking that it has ``lr`` and a
+    ``weight_decay`` that reaches no state's update (decay that acts on the parameter only)."""
     hyper = {h.name: (h, d) for h, d in variant.hyperparameters}
     if "weight_decay" not in hyper or "lr" not in hyper:
-        raise SpecError(f"decouple_lr needs hyperparameters lr and weight_decay; variant {variant.name!r} lacks one")
-    _refuse_taken(variant, "decouple_lr", {MAX_LR.name: "hyperparameter"})
+        raise SpecError(f"{option} needs hyperparameters lr and weight_decay; variant {variant.name!r} lacks one")
     weight_decay = hyper["weight_decay"][0]
     reaches = {}  # definition -> whether weight_decay reaches it
     for symbol, expr in variant.definitions:
         reaches[symbol] = weight_decay in expr.free_symbols or any(reaches.get(s, False) for s in expr.free_symbols)
     coupled = [target.name for target, new in variant.updates if target != param and reaches[new]]
     if coupled:
-        raise SpecError(f"decouple_lr: in variant {variant.name!r}, weight_decay reaches the update of "
+        raise SpecError(f"{option}: in variant {variant.name!r}, weight_decay reaches the update of "
                         f"{', '.join(coupled)}, so the decay is not decoupled; apply decoupled_weight_decay first")
-    scaled = {weight_decay: weight_decay / MAX_LR}
-    definitions = _replace_definitions(variant, lambda symbol, expr: expr.xreplace(scaled))
+    return hyper
+
+
+def cautious_weight_decay(variant: Variant) -> Variant:
+    """Cautious weight decay (Chen et al. 2025, arXiv:2510.12402; HeavyBall's ``cautious_weight_decay``): decoupled
+    decay only where the parameter and the optimizer's update ``u`` agree in sign (``u * param >= 0``, ``u`` being
+    what the parameter moves against: ``param - lr*u``), none elsewhere: ``param * (1 - lr*weight_decay*[u*param >= 0])
+    - lr*u``: where the signs agree the variant's own rule, elsewhere the rule with ``weight_decay`` set to zero.
+
+    The update is the parameter's change with ``weight_decay`` set to zero; ``weight_decay`` must appear in the
+    parameter's update and nowhere else (decoupled decay written in the rule, as adamw, lion and adan write it)."""
+    hyper = _decoupled_decay(variant, "cautious_weight_decay")
+    weight_decay = hyper["weight_decay"][0]
+    p_new = variant.new_value(param)
+    elsewhere = [s.name for s, expr in variant.definitions if s != p_new and weight_decay in expr.free_symbols]
+    if elsewhere or weight_decay not in variant.definition(p_new).free_symbols:
+        raise SpecError(f"cautious_weight_decay: in variant {variant.name!r}, weight_decay must appear in the "
+                        f"parameter's update only{' (it is read by ' + ', '.join(elsewhere) + ')' if elsewhere else ''}")
+    rule = variant.definition(p_new)
+    undecayed = rule.subs(weight_decay, 0)
+    step_change = undecayed - param  # -lr*u: what the parameter would move by without decay
+    # compared with zero one by one, not as a product: a product of two small numbers rounds to zero, which would
+    # read as agreement
+    agreement = sympy.Or(sympy.And(step_change <= 0, param >= 0), sympy.And(step_change >= 0, param <= 0))
+    cautious_rule = sympy.Piecewise((rule, agreement), (undecayed, True))
+    definitions = tuple((symbol, cautious_rule if symbol == p_new else expr) for symbol, expr in variant.definitions)
     return check_transformed(dataclasses.replace(
-        variant,
-        name=f"{variant.name}_decouple_lr",
-        hyperparameters=variant.hyperparameters + ((MAX_LR, hyper["lr"][1]),),
-        definitions=definitions,
-        doc=variant.doc + " With fully decoupled weight decay (decay lr/max_lr * weight_decay per step).",
-    ), "decouple_lr", variant.name)
+        variant, name=f"{variant.name}_cautious_weight_decay", definitions=definitions,
+        doc=variant.doc + " With cautious weight decay (only where the parameter and the update agree in sign).",
+    ), "cautious_weight_decay", variant.name)
 
 
 def maximize(variant: Variant) -> Variant:

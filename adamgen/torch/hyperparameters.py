@@ -8,7 +8,7 @@ The checks are the ones ``torch.optim.{Adam, AdamW, Adamax, NAdam, RAdam}.__init
 ``lr``, ``eps``, ``weight_decay`` and ``momentum_decay`` at least 0, every beta in [0, 1), a tensor hyperparameter
 1-element. They are written as torch writes them, ``not 0.0 <= x``, which refuses NaN (``x < 0`` would let it through).
 Every variant gets them for the hyperparameters it shares with torch (the betas of every built-in are decay rates in
-[0, 1)); any other hyperparameter of a variant must not be NaN, and ``max_lr`` (``decouple_lr`` divides by it) must be
+[0, 1)); any other hyperparameter of a variant must not be NaN, and ``max_lr`` (the decay options divide by it) must be
 above 0. Where torch checks only the constructor's arguments, these checks also run on every param group added and, at
 each ``step()``, on the values a scheduler or user put in the param groups since, so that a NaN learning rate set
 later raises before any parameter is written instead of turning the parameters into NaN.
@@ -135,7 +135,7 @@ def check_values(values, names, where=""):
                 raise _error(where, f"{_AT_LEAST_ZERO[name]}: {value}")
         elif name == "max_lr":
             if not 0.0 < number:
-                raise _error(where, f"Invalid max_lr value: {value} (decouple_lr divides by it)")
+                raise _error(where, f"Invalid max_lr value: {value} (decouple_lr and corrected_weight_decay divide by it)")
         elif number != number:
             raise _error(where, f"Invalid {name} value: {value}")
 

@@ -54,8 +54,8 @@ class Optimizer(torch.optim.Optimizer):
         check_switches(given, "adamgen.torch.Optimizer")
         for name in IGNORED_SWITCHES + REFUSED_SWITCHES:
             given.pop(name, None)
-        if "decouple_lr" in option_names:  # as optimi: max_lr defaults to the (group's) initial lr, see add_param_group
-            defaults["max_lr"] = None
+        if option_names & {"decouple_lr", "corrected_weight_decay"}:
+            defaults["max_lr"] = None  # as optimi: the group's initial lr unless given (see add_param_group)
         unknown = sorted(set(given) - set(defaults))
         if unknown:
             raise TypeError(f"adamgen.torch.Optimizer: unknown hyperparameter(s) {', '.join(unknown)} for variant "

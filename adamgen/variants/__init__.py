@@ -39,7 +39,12 @@ OPTIONS = {
     "amsgrad": transforms.amsgrad,
     "decouple_lr": transforms.decouple_lr,
     "cautious": transforms.cautious,
+    # not listed by any built-in (so not shipped in generated/): generated on demand for any variant they fit
+    "corrected_weight_decay": transforms.corrected_weight_decay,
+    "cautious_weight_decay": transforms.cautious_weight_decay,
 }
+
+EXCLUSIVE = [("decouple_lr", "corrected_weight_decay")]  # options that each rescale the same term
 
 
 def as_variant(spec) -> Variant:
@@ -63,6 +68,9 @@ def with_options(variant: Variant, **options) -> Variant:
     unknown = sorted(set(options) - set(OPTIONS))
     if unknown:
         raise GenerateError(f"unknown option(s) {', '.join(unknown)}; options: {', '.join(OPTIONS)}")
+    for first, second in EXCLUSIVE:
+        if options.get(first) and options.get(second):
+            raise GenerateError(f"options {first} and {second} both rescale the weight decay; choose one")
     for name, transform in OPTIONS.items():
         if options.get(name):
             variant = transform(variant)
