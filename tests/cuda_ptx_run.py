@@ -41,10 +41,10 @@ def variants() -> dict:
     from adamgen.variants import builtin_variants
 
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from cuda_reduction_specs import reduction_variants
+    from cuda_reduction_specs import extra_variants
 
     found = {variant.name: (variant, name, options) for name, options, variant in builtin_variants()}
-    found.update((variant.name, (variant, variant, {})) for variant in reduction_variants())
+    found.update((variant.name, (variant, variant, {})) for variant in extra_variants())
     return found
 
 

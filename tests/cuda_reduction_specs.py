@@ -1,4 +1,5 @@
-"""Variants with per-tensor reductions for the CUDA tests, whether or not any built-in has one yet.
+"""Variants for the CUDA tests beyond the shipped built-ins: variants with per-tensor reductions, whether or not any
+built-in has one yet, and a built-in under the options that no built-in ships (generated on demand).
 
 LAMB (two norms in one reduce pass) and StableAdamW (a mean) come from their spec files when those exist; the spec below
 needs two reduce passes, the second reading the first's result (a mean, then a variance around it).
@@ -9,7 +10,7 @@ from __future__ import annotations
 import importlib
 
 from adamgen.spec import Spec, grad, param, sqrt, validate
-from adamgen.variants import BUILTINS
+from adamgen.variants import BUILTINS, builtin, with_options
 
 
 def two_pass_spec() -> Spec:
@@ -25,9 +26,11 @@ def two_pass_spec() -> Spec:
     return spec
 
 
-def reduction_variants() -> list:
-    """Checked variants with reductions that are not built-ins (built-ins are covered with the others)."""
-    variants = [validate(two_pass_spec())]
+def extra_variants() -> list:
+    """Checked variants that are not shipped built-ins (built-ins are covered with the others): reductions, and lion
+    with both on-demand decay options (a per-element choice on signs and a hyperparameter the option adds)."""
+    variants = [validate(two_pass_spec()),
+                with_options(builtin("lion"), corrected_weight_decay=True, cautious_weight_decay=True)]
     for name in ("lamb", "stableadamw"):
         if name in BUILTINS:
             continue

@@ -8,7 +8,7 @@ more chunks than blocks (each block loops over chunks), and a reduce kernel's tr
 evaluates with Python scalar semantics, so it checks the generated code's logic, launches and argument handling, not
 float32 typing: the PTX scan in ``test_cuda.py`` covers that.
 
-Every built-in variant under every option set is run (``adamgen.variants.builtin_variants()``), and the variants of
+Every built-in variant under every option set is run (``adamgen.variants.builtin_variants()``), and the extra variants of
 ``cuda_reduction_specs.py`` (generated into ``$ADAMGEN_CACHE_DIR``), each with its default hyperparameters except a
 random learning rate, weight decay 0.05 where it has one, and ``maximize`` on for about half of them.
 
@@ -408,10 +408,10 @@ def main() -> None:
     from adamgen.variants import builtin_variants
 
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from cuda_reduction_specs import reduction_variants
+    from cuda_reduction_specs import extra_variants
 
     runs = [(adamgen.load(name, target="cuda", **options), variant) for name, options, variant in builtin_variants()]
-    runs += [(adamgen.load(variant, target="cuda"), variant) for variant in reduction_variants()]
+    runs += [(adamgen.load(variant, target="cuda"), variant) for variant in extra_variants()]
     only = os.environ.get("ADAMGEN_SIM_ONLY")  # a comma-separated subset of module names, for working on one variant
     if only:
         runs = [(module, variant) for module, variant in runs if module.VARIANT in only.split(",")]

@@ -11,8 +11,8 @@ Without a GPU (this file's normal case on a developer machine and in CI):
     instruction and no ``.local`` memory (the simulator uses Python scalars, so only the PTX shows float64 promotion).
 The simulator run and the PTX compilation run in background subprocesses started with this file's first test (the
 simulator on one core, the PTX shards on the others); the tests that read their findings come last.
-The kernels are those of every built-in variant and option set, plus the variants with per-tensor reductions of
-``cuda_reduction_specs.py``, generated into a temporary cache.
+The kernels are those of every built-in variant and option set, plus the extra variants of
+``cuda_reduction_specs.py`` (reductions; options no built-in ships), generated into a temporary cache.
 With a GPU, the tests compare with the CPU kernels and with torch.optim on CUDA tensors, and check streams, numba
 device arrays, `step_many` on torch tensors of many sizes, other exporters' arrays, and adamgen.torch on CUDA
 parameters.
@@ -41,11 +41,11 @@ from adamgen.variants import builtin_variants
 
 try:
     from .cuda_ptx_run import kernel_forms, kernel_names, printed, ptx_by_capability, ptx_problems
-    from .cuda_reduction_specs import reduction_variants
+    from .cuda_reduction_specs import extra_variants
     from .cuda_simulator_run import CALLS, FIRST_STEPS, JOINS, SHAPES, SIM_BLOCKS, SIM_CHUNK, SIM_THREADS
 except ImportError:  # tests/ is not a package: pytest put it on sys.path
     from cuda_ptx_run import kernel_forms, kernel_names, printed, ptx_by_capability, ptx_problems
-    from cuda_reduction_specs import reduction_variants
+    from cuda_reduction_specs import extra_variants
     from cuda_simulator_run import CALLS, FIRST_STEPS, JOINS, SHAPES, SIM_BLOCKS, SIM_CHUNK, SIM_THREADS
 try:  # the table of torch.optim references, used by the GPU parity test
     from . import cases
@@ -68,7 +68,7 @@ BACKGROUND_TIMEOUT = 600
 
 
 BUILTINS = {variant.name: (name, options, variant) for name, options, variant in builtin_variants()}
-EXTRA = {variant.name: variant for variant in reduction_variants()}
+EXTRA = {variant.name: variant for variant in extra_variants()}
 ALL = list(BUILTINS) + list(EXTRA)
 
 
