@@ -39,6 +39,8 @@ import adamgen
 from adamgen.generate import check_builtins
 from adamgen.variants import builtin_variants
 
+pytestmark = pytest.mark.cuda
+
 try:
     from .cuda_ptx_run import kernel_forms, kernel_names, printed, ptx_by_capability, ptx_problems
     from .cuda_reduction_specs import extra_variants

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = [pytest.mark.torch, pytest.mark.slow]
+
 torch = pytest.importorskip("torch")
 dist = pytest.importorskip("torch.distributed")
 

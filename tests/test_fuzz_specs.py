@@ -25,6 +25,8 @@ from adamgen.generate import generate
 from adamgen.spec import MAX_DEPTH, MAX_NODES, reserved
 from adamgen.variants import builtin, with_options
 
+pytestmark = pytest.mark.slow
+
 try:
     from . import fuzzing
 except ImportError:  # tests/ is not a package: pytest put it on sys.path

@@ -22,6 +22,8 @@ from numba.core.registry import CPUDispatcher
 import adamgen
 from adamgen.variants import builtin_variants
 
+pytestmark = pytest.mark.slow
+
 try:
     from . import cases
 except ImportError:  # tests/ is not a package: pytest put it on sys.path

@@ -22,6 +22,8 @@ import re
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.torch
+
 torch = pytest.importorskip("torch")
 
 import adamgen.torch as agt  # noqa: E402

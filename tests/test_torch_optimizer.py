@@ -9,6 +9,8 @@ import io
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.torch
+
 torch = pytest.importorskip("torch")
 
 import adamgen  # noqa: E402

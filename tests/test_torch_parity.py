@@ -18,6 +18,8 @@ import pytest
 
 import adamgen
 
+pytestmark = pytest.mark.torch
+
 try:
     from . import cases
 except ImportError:  # tests/ is not a package: pytest put it on sys.path

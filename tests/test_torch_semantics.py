@@ -10,6 +10,8 @@ import math
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.torch
+
 torch = pytest.importorskip("torch")
 
 import adamgen.torch as agt  # noqa: E402
