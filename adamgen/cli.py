@@ -12,7 +12,7 @@ from pathlib import Path
 import sympy
 
 from . import __version__
-from .errors import AdamgenError, GenerateError
+from .errors import AdamgenError, GenerateError, SpecError
 from .generate import TARGETS
 from .variants import BUILTINS, OPTIONS, builtin, with_options
 
@@ -96,8 +96,22 @@ def _list(args) -> int:
         print(f"{name}: {variant.doc}")
         print(f"    reference: {variant.reference}")
         print(f"    options: {', '.join('--' + o.replace('_', '-') for o in options) or 'none'}")
+        on_demand = [o for o in ON_DEMAND if _fits(variant, o)]
+        if on_demand:
+            print(f"    also (generated on first use): {', '.join('--' + o.replace('_', '-') for o in on_demand)}")
         print(f"    defaults: {defaults}")
     return 0
+
+
+ON_DEMAND = ("corrected_weight_decay", "cautious_weight_decay")  # options no built-in ships, that fit many
+
+
+def _fits(variant, option: str) -> bool:
+    try:
+        with_options(variant, **{option: True})
+    except SpecError:
+        return False
+    return True
 
 
 def _show(args) -> int:
