@@ -70,6 +70,7 @@ OPTION_HELP = {
     "cautious": "mask the update where it disagrees with the gradient, rescaled by the mask's mean",
     "corrected_weight_decay": "corrected weight decay (lr**2/max_lr * weight_decay per step, as timm's option)",
     "cautious_weight_decay": "decay only where the parameter and the update agree in sign (u * param >= 0)",
+    "clip_grad_norm": "clip the gradients to a global norm of max_grad_norm (over every tensor stepped together)",
 }
 
 
@@ -103,7 +104,7 @@ def _list(args) -> int:
     return 0
 
 
-ON_DEMAND = ("corrected_weight_decay", "cautious_weight_decay")  # options no built-in ships, that fit many
+ON_DEMAND = ("corrected_weight_decay", "cautious_weight_decay", "clip_grad_norm")  # options no built-in ships, that fit many
 
 
 def _fits(variant, option: str) -> bool:

@@ -53,6 +53,11 @@ class Module:
         return tuple(name for name, _ in self.states)
 
     @property
+    def grouped(self) -> bool:
+        """Whether a reduction adds over every tensor stepped together (so a list is not a set of separate steps)."""
+        return self.printed.grouped
+
+    @property
     def elementwise(self) -> bool:
         """Whether each element's update reads only that element: no reduction, no element count."""
         return not self.printed.reductions and "numel" not in self.printed.host_inputs

@@ -18,7 +18,13 @@ import dataclasses
 
 import sympy
 
-from .spec import ReduceSum, Variant, grad, numel, outer_symbols, param, step
+from .spec import GroupSum, ReduceSum, Variant, grad, numel, outer_symbols, param, step
+
+
+class GroupTotal(sympy.Function):
+    """Host code: the total over the tensors stepped together of their sums ``r<k>`` (one per tensor)."""
+
+    nargs = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,7 +96,8 @@ def lower(variant: Variant) -> Lowered:
         argument = node.args[0]
         if argument not in sums.values():
             sums[sympy.Symbol(f"r{len(sums)}", real=True)] = argument
-        return next(r for r, a in sums.items() if a == argument)
+        r = next(r for r, a in sums.items() if a == argument)
+        return GroupTotal(r) if isinstance(node, GroupSum) else r
 
     for symbol, expr in _live(variant):
         if outer_symbols(expr) & per_element:

@@ -13,12 +13,15 @@ import functools
 import numpy as np
 import sympy
 
+from .spec import GroupSum, ReduceSum
 from .transforms import maximize
 from .variants import as_variant
 
 
 class Oracle:
-    """``Oracle(spec_or_variant)`` with ``init(param)`` and ``step(param, grad, state, **hyperparameters)``, in float64."""
+    """``Oracle(spec_or_variant)`` with ``init(param)``, ``step(param, grad, state, **hyperparameters)`` and
+    ``step_many(params, grads, states, **hyperparameters)``, in float64. ``step`` is ``step_many`` of one tensor; the
+    tensors of one ``step_many`` are the group a ``GroupSum`` adds over."""
 
     def __init__(self, spec):
         self.variant = maximize(as_variant(spec))
@@ -26,14 +29,20 @@ class Oracle:
         self.defaults = {h.name: d for h, d in self.variant.hyperparameters}
         self.state_names = tuple(s.name for s, _ in self.variant.states)
         self._inputs = sorted(self.variant.element_symbols | self.variant.host_symbols, key=str)
-        self._functions = []
+        self._functions = []  # (symbol, function of the known values and the group totals, [(total, summand)])
         self._shape = ()
         functions = {"ReduceSum": lambda values: np.sum(np.broadcast_to(values, self._shape), dtype=np.float64),
                      # SymPy prints And/Or as logical_and.reduce((a, b)), which fails on a scalar next to an array
                      "logical_and": _Logical(np.logical_and), "logical_or": _Logical(np.logical_or)}
         known = list(self._inputs)
         for symbol, expr in self.variant.definitions:
-            self._functions.append((symbol, sympy.lambdify(known, expr, modules=[functions, "numpy"])))
+            groups = []  # each group sum: a total over every tensor, computed before the definition is evaluated
+            for node in sorted(expr.atoms(GroupSum), key=str):
+                total = sympy.Dummy("group_total")
+                groups.append((total, sympy.lambdify(known, ReduceSum(node.args[0]), modules=[functions, "numpy"])))
+                expr = expr.xreplace({node: total})
+            arguments = known + [total for total, _ in groups]
+            self._functions.append((symbol, sympy.lambdify(arguments, expr, modules=[functions, "numpy"]), groups))
             known.append(symbol)
 
     def init(self, param) -> dict:
@@ -44,10 +53,42 @@ class Oracle:
 
     def step(self, param, grad, state, **hyperparameters) -> None:
         """Advance ``param`` (a float64 array) and ``state`` in place by one step."""
+        self.step_many([param], [grad], [state], **hyperparameters)
+
+    def step_many(self, params, grads, states, **hyperparameters) -> None:
+        """Advance each of ``params`` (float64 arrays) and its state in place by one step, as one group."""
         unknown = set(hyperparameters) - set(self.defaults)
         if unknown:
             raise TypeError(f"{self.name}: unknown hyperparameter(s) {', '.join(sorted(unknown))}")
-        self._shape = np.shape(param)
+        arguments = [self._arguments(*row, hyperparameters) for row in zip(params, grads, states)]
+        shapes = [np.shape(param) for param in params]
+        with np.errstate(invalid="ignore", divide="ignore"):  # Piecewise evaluates its branches everywhere
+            for symbol, function, groups in self._functions:
+                totals = []
+                for _, summand in groups:
+                    total = np.float64(0.0)
+                    for args, shape in zip(arguments, shapes):
+                        self._shape = shape
+                        total += summand(*args)
+                    totals.append(total)
+                for args, shape in zip(arguments, shapes):
+                    self._shape = shape
+                    args.append(function(*args, *totals))
+        for param, state, args in zip(params, states, arguments):
+            values = dict(zip([s.name for s in self._inputs] + [s.name for s, _, _ in self._functions], args))
+            # Copies, all taken before any write: a new value may be an input array itself (prev_grad_new = param).
+            new_values = [(target, np.array(values[new.name], np.float64)) for target, new in self.variant.updates]
+            for target, value in new_values:
+                if target.name == "param":
+                    param[...] = value
+                elif target.name in self.state_names:
+                    state[target.name][...] = value
+                else:
+                    state[target.name] = float(value)
+            state["step"] += 1
+
+    def _arguments(self, param, grad, state, hyperparameters) -> list:
+        """The values of the inputs for one tensor, in ``self._inputs`` order."""
         # NumPy float64 scalars, not Python floats: Piecewise evaluates every branch, and an untaken branch may divide
         # by zero, which must give inf or nan (then discarded), not raise.
         scalars = {**self.defaults, **hyperparameters, "step": state["step"] + 1, "numel": max(np.size(param), 1)}
@@ -55,22 +96,7 @@ class Oracle:
         values.update(param=param, grad=grad)
         values.update((name, state[name]) for name in self.state_names)
         values.update((s.name, np.float64(state[s.name])) for s, _ in self.variant.scalar_states)
-        args = [values[s.name] for s in self._inputs]
-        with np.errstate(invalid="ignore", divide="ignore"):  # Piecewise evaluates its branches everywhere
-            for symbol, function in self._functions:
-                result = function(*args)
-                args.append(result)
-                values[symbol.name] = result
-        # Copies, all taken before any write: a new value may be an input array itself (prev_grad_new = param).
-        new_values = [(target, np.array(values[new.name], np.float64)) for target, new in self.variant.updates]
-        for target, value in new_values:
-            if target.name == "param":
-                param[...] = value
-            elif target.name in self.state_names:
-                state[target.name][...] = value
-            else:
-                state[target.name] = float(value)
-        state["step"] += 1
+        return [values[s.name] for s in self._inputs]
 
 
 class _Logical:

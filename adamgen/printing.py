@@ -15,7 +15,7 @@ import sympy
 from sympy.printing.pycode import PythonCodePrinter
 
 from .errors import SpecError
-from .lower import Lowered
+from .lower import GroupTotal, Lowered
 
 _SETTINGS = {"strict": True, "fully_qualified_modules": True, "standard": "python3"}
 
@@ -29,7 +29,8 @@ class HostPrinter(PythonCodePrinter):
     which propagate nan like the oracle and torch), and a ``Piecewise`` is an ``np.where`` over every branch."""
 
     FUNCTIONS = {"exp": "np.exp", "log": "np.log", "Abs": "np.abs", "sign": "np.sign", "atan2": "np.arctan2",
-                 "atan": "np.arctan"}  # SymPy writes atan2(y, x) with x > 0 as atan(y/x)
+                 "atan": "np.arctan",  # SymPy writes atan2(y, x) with x > 0 as atan(y/x)
+                 "GroupTotal": "np.sum"}  # a scalar for step, the tensors' sums for step_many: their total
 
     def __init__(self):
         super().__init__(_SETTINGS)
@@ -45,6 +46,7 @@ class HostPrinter(PythonCodePrinter):
         return f"{name}({', '.join(self._print(arg) for arg in expr.args)})"
 
     _print_exp = _print_log = _print_Abs = _print_sign = _print_atan2 = _print_atan = _print_Function
+    _print_GroupTotal = _print_Function
 
     def _print_Integer(self, expr):
         """An integer as Python writes it up to 2**53, beyond that as the float64 that host arithmetic makes of it
@@ -215,6 +217,7 @@ class Printed:
     scalar_updates: tuple[tuple[str, str], ...]
     host_inputs: frozenset                # names of the host inputs read (step, numel, hyperparameters, scalar states)
     helpers: frozenset = frozenset()      # runtime modules the element code calls (the printer's ``helpers``)
+    grouped: bool = False                 # whether a reduction adds over every tensor stepped together (GroupSum)
 
     @property
     def reductions(self) -> tuple[PrintedPhase, ...]:
@@ -251,4 +254,5 @@ def print_lowered(lowered: Lowered, element_printer: type[ElementPrinter] = Elem
         scalar_updates=tuple((str(s), str(new)) for s, new in lowered.scalar_updates),
         host_inputs=frozenset(str(s) for s in lowered.host_inputs),
         helpers=frozenset(element.helpers),
+        grouped=any(e.has(GroupTotal) for block in lowered.host for _, e in block),
     )

@@ -56,6 +56,14 @@ class ReduceSum(sympy.Function):
     nargs = 1
 
 
+class GroupSum(ReduceSum):
+    """The sum of a per-element expression over every element of every tensor stepped together: the tensors of one
+    ``step_many`` / ``step_tables`` call (in ``adamgen.torch``, a param group's tensors), the one tensor for ``step``.
+
+    Written with ``Spec.group_sum`` and ``Spec.group_norm`` (a global gradient norm for clipping). Each tensor's sum is
+    taken as for ``ReduceSum``; the host adds them up."""
+
+
 def outer_symbols(expr) -> set:
     """The free symbols of ``expr`` outside any reduction (what decides whether it has one value per element)."""
     return expr.replace(lambda e: isinstance(e, ReduceSum), lambda e: sympy.S.Zero).free_symbols \
@@ -233,6 +241,15 @@ class Spec:
     def norm(self, name: str, expr) -> sympy.Symbol:
         """Name the Euclidean norm over the tensor of a per-element expression."""
         return self.define(name, sympy.sqrt(ReduceSum(_summand(name, expr)**2)))
+
+    def group_sum(self, name: str, expr) -> sympy.Symbol:
+        """Name the sum of a per-element expression over every tensor stepped together (see ``GroupSum``)."""
+        return self.define(name, GroupSum(_summand(name, expr)))
+
+    def group_norm(self, name: str, expr) -> sympy.Symbol:
+        """Name the Euclidean norm of a per-element expression over every tensor stepped together: with ``grad``, the
+        global gradient norm that clipping reads."""
+        return self.define(name, sympy.sqrt(GroupSum(_summand(name, expr)**2)))
 
     def update(self, target, expr) -> sympy.Symbol:
         """Give the new value of ``target`` (the parameter, a state or a scalar state).

@@ -246,3 +246,30 @@ def cautious(variant: Variant) -> Variant:
         doc=variant.doc + " Cautious: the update is masked where it disagrees with the gradient.",
         reference=f"cautious form (Liang et al. 2024; timm's C-variants) of {variant.reference}"),
         "cautious", variant.name)
+
+
+GRAD_NORM = sympy.Symbol("grad_norm", real=True)
+GRAD_CLIP = sympy.Symbol("grad_clip", real=True)
+MAX_GRAD_NORM = sympy.Symbol("max_grad_norm", real=True)
+
+
+def clip_grad_norm(variant: Variant) -> Variant:
+    """Global gradient-norm clipping before the rule, as timm's Lamb and apex's FusedLAMB do with ``max_grad_norm``:
+    ``grad_norm`` is the Euclidean norm of every gradient stepped together (a ``GroupSum``: the tensors of one
+    ``step_many`` call, a param group in ``adamgen.torch``), and the rule reads ``grad / grad_clip`` with ``grad_clip =
+    grad_norm / max_grad_norm`` where the norm exceeds ``max_grad_norm``, else 1. Adds the hyperparameter
+    ``max_grad_norm`` (default 1.0; ``inf`` turns clipping off) and a reduce pass over the gradients."""
+    from .spec import GroupSum
+
+    _refuse_taken(variant, "clip_grad_norm", {MAX_GRAD_NORM.name: "hyperparameter", GRAD_NORM.name: "definition",
+                                              GRAD_CLIP.name: "definition"})
+    clipping = ((GRAD_NORM, sympy.sqrt(GroupSum(grad**2))),
+                (GRAD_CLIP, sympy.Piecewise((GRAD_NORM / MAX_GRAD_NORM, GRAD_NORM > MAX_GRAD_NORM), (1, True))))
+    definitions = clipping + _replace_definitions(variant, lambda symbol, expr: expr.xreplace({grad: grad / GRAD_CLIP}))
+    return check_transformed(dataclasses.replace(
+        variant,
+        name=f"{variant.name}_clip_grad_norm",
+        hyperparameters=variant.hyperparameters + ((MAX_GRAD_NORM, 1.0),),
+        definitions=definitions,
+        doc=variant.doc + " With the gradients clipped to a global norm of max_grad_norm.",
+    ), "clip_grad_norm", variant.name)

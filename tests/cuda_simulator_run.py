@@ -18,7 +18,9 @@ Findings, each keyed by the generated module's name:
                  state; "nonfinite": values the oracle computed that are not finite
   "many_vs_step": dtype -> {"differing": elements of step_many's arrays that differ in any bit from step's, "ulps":
                  their largest difference in units in the last place, "scalar_ulps": the same for the scalar states
-                 (float64 host values), "steps_equal": whether the step counts agree}
+                 (float64 host values), "steps_equal": whether the step counts agree, "grouped": whether the
+                 variant sums over the whole list (GroupSum), so that step_many is checked against the oracle's
+                 step_many and is expected to differ from step}
   "launches":    {"step": [[kernel, blocks, threads], ...] of one step on the largest tensor, "step_many": the same for
                  one step_many call over every tensor, "chunks": [the largest tensor's chunks, every tensor's chunks],
                  "empty": launches of step and step_many on empty tensors only}
@@ -174,12 +176,15 @@ def _run(variant, module, dtype):
     oracle = Oracle(variant)
     expected = [start.astype(np.float64) for start in starts]
     expected_states = [oracle.init(start) for start in starts]
+    # a grouped variant (GroupSum) steps the list as one group: step_many has its own oracle trajectory
+    grouped = [start.astype(np.float64) for start in starts] if module.GROUPED else expected
+    grouped_states = [oracle.init(start) for start in starts] if module.GROUPED else expected_states
     singles = [cuda.to_device(start) for start in starts]
     single_states = [module.init(p) for p in singles]
     many = [cuda.to_device(start) for start in starts]
     many_states = module.init_many(many)
     for k, first in enumerate(FIRST_STEPS):
-        expected_states[k]["step"] = single_states[k]["step"] = many_states[k]["step"] = first
+        expected_states[k]["step"] = single_states[k]["step"] = many_states[k]["step"] = grouped_states[k]["step"] = first
     for call in range(CALLS):
         active = [k for k in range(len(SHAPES)) if JOINS[k] <= call]
         grads = {k: rng.standard_normal(SHAPES[k]).astype(dtype) for k in active}
@@ -188,8 +193,11 @@ def _run(variant, module, dtype):
         for k in active:
             module.step(singles[k], cuda.to_device(grads[k]), single_states[k], **hyperparameters)
             oracle.step(expected[k], grads[k].astype(np.float64), expected_states[k], **hyperparameters)
+        if module.GROUPED:
+            oracle.step_many([grouped[k] for k in active], [grads[k].astype(np.float64) for k in active],
+                             [grouped_states[k] for k in active], **hyperparameters)
 
-    def worst(params, states):
+    def worst(params, states, expected=expected, expected_states=expected_states):
         error = 0.0
         for k in range(len(SHAPES)):
             value = _host(params[k])
@@ -206,7 +214,7 @@ def _run(variant, module, dtype):
     nonfinite = sum(int(np.count_nonzero(~np.isfinite(values))) for values in expected)
     nonfinite += sum(int(np.count_nonzero(~np.isfinite(state[name]))) for state in expected_states
                      for name in module.STATES)
-    compared = {"differing": 0, "ulps": 0.0, "scalar_ulps": 0.0, "steps_equal": True}
+    compared = {"differing": 0, "ulps": 0.0, "scalar_ulps": 0.0, "steps_equal": True, "grouped": module.GROUPED}
     for k in range(len(SHAPES)):
         pairs = [(_host(many[k]), _host(singles[k]))]
         pairs += [(_host(many_states[k][name]), _host(single_states[k][name])) for name in module.STATES]
@@ -217,7 +225,7 @@ def _run(variant, module, dtype):
             compared["scalar_ulps"] = max(compared["scalar_ulps"], _ulps(np.float64(many_states[k][name]),
                                                                          np.float64(single_states[k][name])))
         compared["steps_equal"] &= many_states[k]["step"] == single_states[k]["step"]
-    return worst(singles, single_states), worst(many, many_states), nonfinite, compared
+    return worst(singles, single_states), worst(many, many_states, grouped, grouped_states), nonfinite, compared
 
 
 def _launches(module):
@@ -260,13 +268,22 @@ def _default_launch(variant, module):
     module.step_many(params, [cuda.to_device(g) for g in grads], states, **hyperparameters)
     single, single_state = cuda.to_device(starts[1]), module.init(cuda.to_device(starts[1]))
     module.step(single, cuda.to_device(grads[1]), single_state, **hyperparameters)
+    expected = [start.astype(np.float64) for start in starts]
+    expected_states = [oracle.init(start) for start in starts]
+    if module.GROUPED:  # step_many is one step of the group; step, of the tensor alone
+        alone, alone_state = starts[1].astype(np.float64), oracle.init(starts[1])
+        oracle.step(alone, grads[1].astype(np.float64), alone_state, **hyperparameters)
+        oracle.step_many(expected, [g.astype(np.float64) for g in grads], expected_states, **hyperparameters)
+    else:
+        for k in range(len(shapes)):
+            oracle.step(expected[k], grads[k].astype(np.float64), expected_states[k], **hyperparameters)
+        alone, alone_state = expected[1], expected_states[1]
     worst = 0.0
     for k in range(len(shapes)):
-        expected, expected_state = starts[k].astype(np.float64), oracle.init(starts[k])
-        oracle.step(expected, grads[k].astype(np.float64), expected_state, **hyperparameters)
-        pairs = [(params[k], states[k])] + ([(single, single_state)] if k == 1 else [])
-        for param, state in pairs:
-            worst = max(worst, _worst(_host(param), expected, "float32"))
+        pairs = [(params[k], states[k], expected[k], expected_states[k])]
+        pairs += [(single, single_state, alone, alone_state)] if k == 1 else []
+        for param, state, expected_param, expected_state in pairs:
+            worst = max(worst, _worst(_host(param), expected_param, "float32"))
             for name in module.STATES:
                 worst = max(worst, _worst(_host(state[name]), expected_state[name], "float32"))
             if state["step"] != 1:

@@ -779,6 +779,9 @@ def test_simulator_step_many_equals_step(simulated, key):
     `log`), a host value may differ in its last bit, which the scalar states and the float64 kernels carry: a few
     ulps. (A float32 kernel gets each host value rounded to float32, which a last-bit difference almost never moves.)"""
     found = simulated["many_vs_step"][key]
+    if found["float32"]["grouped"]:  # a group sum: step_many is one step of the group, checked against the oracle's
+        assert found["float32"]["differing"] > 0 and found["float32"]["steps_equal"], found["float32"]
+        return
     assert found["float32"]["differing"] == 0, found["float32"]
     assert found["float64"]["ulps"] <= 16, found["float64"]
     for dtype in ("float32", "float64"):  # scalar states are float64 host values in both

@@ -39,7 +39,7 @@ class Target:
 SHARED_RESERVED = frozenset({
     "math", "np", "numba",
     "VARIANT", "TARGET", "STATES", "STATE_INIT", "SCALAR_STATES", "HYPERPARAMETERS", "REFERENCE", "SPEC_HASH",
-    "REDUCE_PHASES", "ELEMENTWISE", "init", "step", "init_many", "step_many", "step_tables",
+    "REDUCE_PHASES", "ELEMENTWISE", "GROUPED", "init", "step", "init_many", "step_many", "step_tables",
     "param", "grad", "state", "params", "grads", "states", "steps", "scalar_states", "sizes", "addresses", "chunks",
     "partials", "scalars", "flags", "dtype", "count", "numel", "unknown", "rows", "row", "arrays", "k", "name", "values",
     "stream", "maximize", "grad_sign",

@@ -226,6 +226,12 @@ def plan(params, state, modules, where: str) -> list[Call]:
     # a device that no target serves is refused here, before any state is made
     firsts = [0 if rows is None else rows[0] for rows in groups]
     calls = [_new_call(params[r], modules, where, indices[r]) for r in firsts]
+    if len(calls) > 1 and calls[0].module.GROUPED:
+        kinds = ", ".join(sorted({f"{call.device} {str(call.dtype).replace('torch.', '')}" for call in calls}))
+        raise UnsupportedTensorError(f"{where}: variant {calls[0].module.VARIANT} reduces over every tensor of a param "
+                                     f"group (clip_grad_norm's global norm), in one call, but this group's tensors "
+                                     f"are on several devices or of several dtypes ({kinds}); put each kind in a "
+                                     "param group of its own")
     entries = list(map(state.__getitem__, params))  # optimizer.state creates an empty dict for a new parameter
     if set(map(type, entries)) != {dict} or not all(entries):
         for row, entry in enumerate(entries):

@@ -42,6 +42,7 @@ OPTIONS = {
     # not listed by any built-in (so not shipped in generated/): generated on demand for any variant they fit
     "corrected_weight_decay": transforms.corrected_weight_decay,
     "cautious_weight_decay": transforms.cautious_weight_decay,
+    "clip_grad_norm": transforms.clip_grad_norm,
 }
 
 EXCLUSIVE = [("decouple_lr", "corrected_weight_decay")]  # options that each rescale the same term

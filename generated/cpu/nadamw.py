@@ -44,6 +44,9 @@ SPEC_HASH = '06d2b4d5f88452ffc9e2399d0b8ab9f84abf32892710515edea5d5d57f51f777'
 REDUCE_PHASES = 0
 # Whether each element's update reads only that element (no reduction, no element count).
 ELEMENTWISE = True
+# Whether a reduction adds over every tensor of a step_many call (GroupSum): then step_many is one step of the group,
+# not a step of each tensor alone.
+GROUPED = False
 # Calls on fewer elements than this run the serial kernels: below it, starting threads costs more than it saves (measured break-even 2^14-2^15 elements).
 PARALLEL_THRESHOLD = 32768
 # Kernels work in chunks of this many elements of one tensor: a thread's unit of work, and the block over which reductions sum in the arrays' dtype before the float64 sum of the block sums.

@@ -49,6 +49,9 @@ SPEC_HASH = '2c1f09823b29c0eaf53e37eca381ed30d8cbab2a3533821834ff6000db24b91d'
 REDUCE_PHASES = 0
 # Whether each element's update reads only that element (no reduction, no element count).
 ELEMENTWISE = True
+# Whether a reduction adds over every tensor of a step_many call (GroupSum): then step_many is one step of the group,
+# not a step of each tensor alone.
+GROUPED = False
 # Threads per block of every kernel (a power of 2: reductions add in a tree).
 THREADS_PER_BLOCK = 256
 # Many-tensor kernels hand each block chunks of this many elements of one tensor; a reduction's block sums its chunk in the arrays' dtype, the host adds the chunk sums in float64.

@@ -47,6 +47,9 @@ SPEC_HASH = '4db0240ae60471ea40f0d7bd9cce6c80ff4abc7ec20d4566072886bcacb8b513'
 REDUCE_PHASES = 1
 # Whether each element's update reads only that element (no reduction, no element count).
 ELEMENTWISE = False
+# Whether a reduction adds over every tensor of a step_many call (GroupSum): then step_many is one step of the group,
+# not a step of each tensor alone.
+GROUPED = False
 # Threads per block of every kernel (a power of 2: reductions add in a tree).
 THREADS_PER_BLOCK = 256
 # Many-tensor kernels hand each block chunks of this many elements of one tensor; a reduction's block sums its chunk in the arrays' dtype, the host adds the chunk sums in float64.

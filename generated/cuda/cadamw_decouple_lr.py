@@ -47,6 +47,9 @@ SPEC_HASH = '1ffaa2eee5efd5df23b612d14789f06cba93e4b02b8a17d968f37aae74fa4c3f'
 REDUCE_PHASES = 1
 # Whether each element's update reads only that element (no reduction, no element count).
 ELEMENTWISE = False
+# Whether a reduction adds over every tensor of a step_many call (GroupSum): then step_many is one step of the group,
+# not a step of each tensor alone.
+GROUPED = False
 # Threads per block of every kernel (a power of 2: reductions add in a tree).
 THREADS_PER_BLOCK = 256
 # Many-tensor kernels hand each block chunks of this many elements of one tensor; a reduction's block sums its chunk in the arrays' dtype, the host adds the chunk sums in float64.

@@ -44,6 +44,9 @@ SPEC_HASH = 'eaf16075f2d2676639f1d5fcc754b92680f7200ae5c7b2c432cb1dc83f8c1870'
 REDUCE_PHASES = 0
 # Whether each element's update reads only that element (no reduction, no element count).
 ELEMENTWISE = True
+# Whether a reduction adds over every tensor of a step_many call (GroupSum): then step_many is one step of the group,
+# not a step of each tensor alone.
+GROUPED = False
 # Threads per block of every kernel (a power of 2: reductions add in a tree).
 THREADS_PER_BLOCK = 256
 # Many-tensor kernels hand each block chunks of this many elements of one tensor; a reduction's block sums its chunk in the arrays' dtype, the host adds the chunk sums in float64.

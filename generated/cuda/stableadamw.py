@@ -46,6 +46,9 @@ SPEC_HASH = '22a61d86f9a41e6cd9153eff3072d0e43e6ca8426211b7305174e8fe70c1321c'
 REDUCE_PHASES = 1
 # Whether each element's update reads only that element (no reduction, no element count).
 ELEMENTWISE = False
+# Whether a reduction adds over every tensor of a step_many call (GroupSum): then step_many is one step of the group,
+# not a step of each tensor alone.
+GROUPED = False
 # Threads per block of every kernel (a power of 2: reductions add in a tree).
 THREADS_PER_BLOCK = 256
 # Many-tensor kernels hand each block chunks of this many elements of one tensor; a reduction's block sums its chunk in the arrays' dtype, the host adds the chunk sums in float64.
