@@ -21,8 +21,10 @@ def test_list(capsys):
         assert f"\n{name}: " in "\n" + out
     assert "--amsgrad" in out and "--decoupled-weight-decay" in out and "reference: torch.optim.NAdam" in out
     entry = {name: ("\n" + out).split(f"\n{name}: ")[1].split("defaults:")[0] for name in ("adam", "lion")}
-    assert "also (generated on first use): --corrected-weight-decay, --cautious-weight-decay" in entry["lion"]
-    assert "also" not in entry["adam"]  # adam's decay is L2 in the gradient: neither option fits
+    assert "also (generated on first use): --corrected-weight-decay, --cautious-weight-decay, --clip-grad-norm" \
+        in entry["lion"]
+    # adam's decay is L2 in the gradient: neither decay option fits; clipping fits every variant
+    assert "also (generated on first use): --clip-grad-norm\n" in entry["adam"]
 
 
 def test_show_plain_and_latex(capsys):
