@@ -16,7 +16,8 @@ call costs a switch each time, so blocks never interleave):
                        adamgen.torch's per-step work (reading and checking every tensor) is measured against;
   torch_fused, torch_foreach   torch.optim.AdamW(fused=True) / (foreach=True).
 Reduction variants on the model: adamgen.torch's lamb and stableadamw against the best installable peer:
-  pytorch_optimizer.Lamb (foreach and per tensor) and optimi.StableAdamW (foreach and per tensor), when installed.
+  pytorch_optimizer.Lamb (foreach and per tensor) and optimi.StableAdamW (foreach and per tensor), when installed;
+  lamb with clip_grad_norm (global gradient-norm clipping, one more pass) against pytorch_optimizer.Lamb(pre_norm=True).
 
 Every block is warmed up, then timed step by step; --rounds repeats all blocks (the order rotating). The headline
 figures are medians over rounds of the ratios within each round (peer time / adamgen time: > 1 means adamgen is
@@ -142,14 +143,23 @@ def block_peer(problem, make, steps, warmup):
     return time_block(optimizer.step, steps, warmup)
 
 
+# adamgen forms with reductions, by benchmark name: (variant, options and hyperparameters beyond lr and weight_decay)
+REDUCTION_FORMS = {"lamb": ("lamb", {}), "stableadamw": ("stableadamw", {}),
+                   "lamb_clip": ("lamb", {"clip_grad_norm": True, "max_grad_norm": 1.0})}
+
+
 def reduction_peers() -> dict:
-    """Installable peers of adamgen's reduction variants: name -> (adamgen variant, factory)."""
+    """Installable peers of adamgen's reduction variants: name -> (REDUCTION_FORMS key, factory)."""
     peers = {}
     try:
         import pytorch_optimizer
         for foreach in (True, False):
             peers[f"pytorch_optimizer.Lamb(foreach={foreach})"] = ("lamb", lambda p, f=foreach: pytorch_optimizer.Lamb(
                 p, lr=1e-3, weight_decay=1e-2, eps=1e-6, max_grad_norm=0.0, foreach=f))
+            # global gradient-norm clipping before the step (its pre_norm; adamgen's clip_grad_norm option)
+            peers[f"pytorch_optimizer.Lamb(pre_norm=True, foreach={foreach})"] = (
+                "lamb_clip", lambda p, f=foreach: pytorch_optimizer.Lamb(
+                    p, lr=1e-3, weight_decay=1e-2, eps=1e-6, max_grad_norm=1.0, pre_norm=True, foreach=f))
     except ImportError:
         print("pytorch-optimizer is not installed: no lamb peer (pip install pytorch-optimizer)")
     try:
@@ -188,9 +198,10 @@ def main(argv=None) -> int:
         for kind in ("fused", "foreach"):
             blocks[f"{name}: torch_{kind}"] = lambda p=problem, k=kind: block_torch(p, k, args.steps, args.warmup)
     peers = {} if args.skip_reductions else reduction_peers()
-    for variant in sorted({variant for variant, _ in peers.values()}):
-        blocks[f"{variant}: adamgen"] = lambda v=variant: block_adamgen(
-            problems["model"], v, True, args.steps, args.warmup, lr=1e-3, weight_decay=1e-2)
+    for form in sorted({form for form, _ in peers.values()}):
+        variant, extra = REDUCTION_FORMS[form]
+        blocks[f"{form}: adamgen"] = lambda v=variant, e=extra: block_adamgen(
+            problems["model"], v, True, args.steps, args.warmup, lr=1e-3, weight_decay=1e-2, **e)
     for peer, (variant, make) in peers.items():
         blocks[f"{variant}: {peer}"] = lambda m=make: block_peer(problems["model"], m, args.steps, args.warmup)
 
