@@ -18,7 +18,7 @@ import dataclasses
 
 import sympy
 
-from .spec import GroupSum, ReduceSum, Variant, grad, numel, outer_symbols, param, step
+from .spec import GroupSum, ReduceSum, Variant, _without_ite, grad, numel, outer_symbols, param, step
 
 
 class GroupTotal(sympy.Function):
@@ -295,7 +295,10 @@ def _kernel_forms(expr):
     """Rewrite functions that kernels compute with comparisons, so their constants get typed like any other number.
 
     sign(x) -> 1 if x > 0, -1 if x < 0, else x: keeps 0 and NaN, as torch.sign does.
-    atan(x) -> atan2(x, 1), the form the kernels compute (SymPy writes atan2(y, x) as atan(y/x) when x > 0)."""
+    atan(x) -> atan2(x, 1), the form the kernels compute (SymPy writes atan2(y, x) as atan(y/x) when x > 0).
+    ITE(a, b, c) -> (a & b) | (~a & c): SymPy makes an ITE when inlining puts a Piecewise into a comparison, and prints
+    it with literal booleans."""
+    expr = _without_ite(expr)
     expr = expr.replace(sympy.sign, lambda a: sympy.Piecewise((1, a > 0), (-1, a < 0), (a, True)))
     return expr.replace(sympy.atan, lambda a: sympy.atan2(a, sympy.S.One, evaluate=False))  # last: nothing rebuilds it
 

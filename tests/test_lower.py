@@ -176,3 +176,20 @@ def test_max_and_min_are_not_simplified_at_each_rebuild():
     lattices = [n for n in sympy.preorder_traversal(value) if isinstance(n, (sympy.Max, sympy.Min))]
     assert [type(n).__name__ for n in lattices] == ["Max", "Min"]
     assert all(type(n) not in (sympy.Max, sympy.Min) for n in lattices)
+
+
+def test_a_piecewise_inlined_into_a_comparison_leaves_no_ite():
+    """Inlining a per-element Piecewise into a comparison makes SymPy build an ITE, which the element printer wrote with
+    a literal; lowering rewrites it as And/Or, so the kernel gets typed scalars only."""
+    from adamgen.generate import generate
+
+    spec = Spec("gated", doc="A momentum gated by a per-element choice (a test spec).")
+    (lr,) = spec.hyperparameters(lr=0.1)
+    (exp_avg,) = spec.states("exp_avg")
+    choice = spec.define("choice", sympy.Piecewise((1.5, exp_avg > 0), (sympy.Abs(exp_avg), True)))
+    spec.update(exp_avg, sympy.Piecewise((2.0, (choice > 0.001) & (param <= 3)), (-1.0, True)) + grad)
+    spec.update(param, param - lr * exp_avg)
+    variant = validate(spec)
+    lowered = lower(maximize(variant))
+    assert not any(e.has(sympy.logic.boolalg.ITE) for e in _element_exprs(lowered))
+    assert "_update" in generate(variant, "cpu")
