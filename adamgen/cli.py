@@ -14,7 +14,7 @@ import sympy
 from . import __version__
 from .errors import AdamgenError, GenerateError, SpecError
 from .generate import TARGETS
-from .variants import BUILTINS, OPTIONS, builtin, with_options
+from .variants import BUILTINS, ON_DEMAND, OPTIONS, builtin, with_options
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,9 +102,6 @@ def _list(args) -> int:
             print(f"    also (generated on first use): {', '.join('--' + o.replace('_', '-') for o in on_demand)}")
         print(f"    defaults: {defaults}")
     return 0
-
-
-ON_DEMAND = ("corrected_weight_decay", "cautious_weight_decay", "clip_grad_norm")  # options no built-in ships, that fit many
 
 
 def _fits(variant, option: str) -> bool:

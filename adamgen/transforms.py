@@ -10,7 +10,7 @@ import dataclasses
 import sympy
 
 from .errors import SpecError
-from .spec import Max, Variant, check_transformed, grad, param, reserved
+from .spec import GroupSum, Max, Variant, check_transformed, grad, param, reserved
 
 EXP_AVG_SQ = sympy.Symbol("exp_avg_sq", real=True)
 MAX_EXP_AVG_SQ = sympy.Symbol("max_exp_avg_sq", real=True)
@@ -161,11 +161,12 @@ def cautious_weight_decay(variant: Variant) -> Variant:
     hyper = _decoupled_decay(variant, "cautious_weight_decay")
     weight_decay = hyper["weight_decay"][0]
     p_new = variant.new_value(param)
-    elsewhere = [s.name for s, expr in variant.definitions if s != p_new and weight_decay in expr.free_symbols]
-    if elsewhere or weight_decay not in variant.definition(p_new).free_symbols:
-        raise SpecError(f"cautious_weight_decay: in variant {variant.name!r}, weight_decay must appear in the "
-                        f"parameter's update only{' (it is read by ' + ', '.join(elsewhere) + ')' if elsewhere else ''}")
     rule = variant.definition(p_new)
+    elsewhere = [s.name for s, expr in variant.definitions if s != p_new and weight_decay in expr.free_symbols]
+    if elsewhere or weight_decay not in rule.free_symbols:
+        readers = f" (it is read by {', '.join(elsewhere)})" if elsewhere else ""
+        raise SpecError(f"cautious_weight_decay: in variant {variant.name!r}, weight_decay must appear in the "
+                        f"parameter's update only{readers}")
     undecayed = rule.subs(weight_decay, 0)
     step_change = undecayed - param  # -lr*u: what the parameter would move by without decay
     # compared with zero one by one, not as a product: a product of two small numbers rounds to zero, which would
@@ -259,8 +260,6 @@ def clip_grad_norm(variant: Variant) -> Variant:
     ``step_many`` call, a param group in ``adamgen.torch``), and the rule reads ``grad / grad_clip`` with ``grad_clip =
     grad_norm / max_grad_norm`` where the norm exceeds ``max_grad_norm``, else 1. Adds the hyperparameter
     ``max_grad_norm`` (default 1.0; ``inf`` turns clipping off) and a reduce pass over the gradients."""
-    from .spec import GroupSum
-
     _refuse_taken(variant, "clip_grad_norm", {MAX_GRAD_NORM.name: "hyperparameter", GRAD_NORM.name: "definition",
                                               GRAD_CLIP.name: "definition"})
     clipping = ((GRAD_NORM, sympy.sqrt(GroupSum(grad**2))),

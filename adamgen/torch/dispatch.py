@@ -237,8 +237,8 @@ def plan(params, state, modules, where: str) -> list[Call]:
         for row, entry in enumerate(entries):
             if type(entry) is not dict or not entry:  # a parameter's first step: its state, as torch.optim makes it
                 entries[row] = _first_state(params[row], entry, modules, f"{where}, parameter {indices[row]}")
+    columns = (indices, params, grads, entries)
     for call, rows in zip(calls, groups):
-        columns = (indices, params, grads, entries)
         call.indices, call.params, call.grads, call.entries = columns if rows is None else \
             ([column[r] for r in rows] for column in columns)
         call.placed = placed

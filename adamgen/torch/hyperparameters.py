@@ -135,7 +135,8 @@ def check_values(values, names, where=""):
                 raise _error(where, f"{_AT_LEAST_ZERO[name]}: {value}")
         elif name == "max_lr":
             if not 0.0 < number:
-                raise _error(where, f"Invalid max_lr value: {value} (decouple_lr and corrected_weight_decay divide by it)")
+                raise _error(where, f"Invalid max_lr value: {value} (decouple_lr and corrected_weight_decay divide "
+                                    "by it)")
         elif number != number:
             raise _error(where, f"Invalid {name} value: {value}")
 

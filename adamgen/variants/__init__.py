@@ -39,12 +39,13 @@ OPTIONS = {
     "amsgrad": transforms.amsgrad,
     "decouple_lr": transforms.decouple_lr,
     "cautious": transforms.cautious,
-    # not listed by any built-in (so not shipped in generated/): generated on demand for any variant they fit
     "corrected_weight_decay": transforms.corrected_weight_decay,
     "cautious_weight_decay": transforms.cautious_weight_decay,
     "clip_grad_norm": transforms.clip_grad_norm,
 }
 
+# options that no built-in lists (so none is shipped in generated/): generated on demand for any variant they fit
+ON_DEMAND = tuple(option for option in OPTIONS if not any(option in listed for listed in BUILTINS.values()))
 EXCLUSIVE = [("decouple_lr", "corrected_weight_decay")]  # options that each rescale the same term
 
 
