@@ -10,6 +10,10 @@ Adam-family update rules written as SymPy expressions are compiled to fused Numb
 
 __version__ = "0.1.0"
 
+from .resources import mount_checkout_folders  # noqa: E402
+
+mount_checkout_folders()  # a checkout on PYTHONPATH with no install: generated/ and templates/ as adamgen's packages
+
 from .errors import AdamgenError, GenerateError, SpecError  # noqa: E402
 from .loader import load  # noqa: E402
 from .spec import Spec, Variant, validate  # noqa: E402

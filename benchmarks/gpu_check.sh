@@ -24,6 +24,11 @@ export PYTHONPATH=".${PYTHONPATH:+:$PYTHONPATH}" PYTHONDONTWRITEBYTECODE=1 PYTHO
 export ADAMGEN_CACHE_DIR="$WORK/adamgen" NUMBA_CACHE_DIR="$WORK/numba" XDG_CACHE_HOME="$WORK/cache" \
     MPLCONFIGDIR="$WORK/matplotlib" TMPDIR="$WORK/tmp"
 unset NUMBA_ENABLE_CUDASIM
+# numba-cuda's bf16 bindings call numpy.row_stack, which NumPy 2.4 removed: where it is missing, this check's processes
+# get it back as vstack (its old alias) from a sitecustomize of their own
+mkdir -p "$WORK/shim"
+printf 'import numpy\nif not hasattr(numpy, "row_stack"):\n    numpy.row_stack = numpy.vstack\n' > "$WORK/shim/sitecustomize.py"
+export PYTHONPATH="$WORK/shim:$PYTHONPATH"
 TESTS_LOG="$RESULTS/gpu-check-tests.log"
 BENCH_JSON="$RESULTS/bench-cuda.json"
 BENCH_LOG="$WORK/bench.log"

@@ -29,6 +29,32 @@ def test_wheel_contains_templates_and_generated_kernels(wheel):
             "adamgen/variants/adam.py", "adamgen/cli.py"} <= names
 
 
+def test_a_checkout_on_the_path_works_with_no_install(tmp_path):
+    """`PYTHONPATH=.` in a checkout (what benchmarks/gpu_check.sh does on a machine where nothing is installed): the
+    top-level generated/ and templates/ become adamgen.generated and adamgen.templates. The editable install's finder
+    is taken out of the child's import system first, so that it cannot provide them."""
+    script = textwrap.dedent(f"""
+        import sys
+        sys.meta_path = [f for f in sys.meta_path if "editable" not in repr(f).lower()]
+        sys.path.insert(0, {str(ROOT)!r})
+        import numpy as np
+        import adamgen, adamgen.generated, adamgen.templates
+        module = adamgen.load("adamw")
+        custom = adamgen.load("lion", clip_grad_norm=True)  # generated from the templates
+        p = np.ones(3, np.float32)
+        module.step(p, p.copy(), module.init(p))
+        print(adamgen.generated.__path__[0], adamgen.templates.__path__[0], module.__file__, custom.VARIANT, p[0])
+    """)
+    env = {**os.environ, "ADAMGEN_CACHE_DIR": str(tmp_path / "cache")}
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    generated, templates, module, variant, value = result.stdout.split()
+    assert (generated, templates) == (str(ROOT / "generated"), str(ROOT / "templates"))
+    assert module == str(ROOT / "generated" / "cpu" / "adamw.py") and variant == "lion_clip_grad_norm"
+    assert float(value) < 1
+
+
 def test_installed_package_works_outside_the_checkout(wheel, tmp_path):
     site = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
