@@ -73,20 +73,27 @@ def _overlapping_state(m, p, g, s):
 # name -> (change(module, param, grad, state) -> (param, grad, state), exception, text the message must contain;
 # {array} stands for the bad array's name (param, grad or a state entry), {state} for the state dict's name)
 BAD_INPUTS = {
-    "param-float16": (lambda m, p, g, s: (p.astype(np.float16), g.astype(np.float16), m.init(p.astype(np.float16))),
-                      TypeError, "{param} must be a float32 or float64 numpy array, got ndarray float16"),
-    "param-int32": (lambda m, p, g, s: (p.astype(np.int32), g, s),
-                    TypeError, "{param} must be a float32 or float64 numpy array, got ndarray int32"),
-    "param-list": (lambda m, p, g, s: (p.tolist(), g, s),
-                   TypeError, "{param} must be a float32 or float64 numpy array, got list"),
-    "grad-float64": (lambda m, p, g, s: (p, g.astype(np.float64), s), TypeError,
-                     "{grad} has dtype float64, param has dtype float32"),
-    "grad-int": (lambda m, p, g, s: (p, g.astype(np.int64), s), TypeError, "{grad} has dtype int64"),
-    "grad-list": (lambda m, p, g, s: (p, g.tolist(), s), TypeError, "{grad} must be a numpy array, got list"),
-    "grad-none": (lambda m, p, g, s: (p, None, s), TypeError, "{grad} must be a numpy array, got NoneType"),
+    "param-int8": (lambda m, p, g, s: (p.astype(np.int8), g.astype(np.int8), s), TypeError,
+                   "{param} must be a numpy array of float64, float32, float16 or bfloat16 (int16 bits), got ndarray "
+                   "int8"),
+    "param-int32": (lambda m, p, g, s: (p.astype(np.int32), g, s), TypeError,
+                    "{param} must be a numpy array of float64, float32, float16 or bfloat16 (int16 bits), got ndarray "
+                    "int32"),
+    "param-list": (lambda m, p, g, s: (p.tolist(), g, s), TypeError, "{param} must be a numpy array of float64, "
+                   "float32, float16 or bfloat16 (int16 bits), got list"),
+    "grad-float64": (lambda m, p, g, s: (p, g.astype(np.float64), s), TypeError, "{grad} is float64, {param} is float32"),
+    "grad-bfloat16": (lambda m, p, g, s: (p, g.view(np.int16)[..., ::2].copy(), s), TypeError,
+                      "{grad} is bfloat16, {param} is float32"),
+    "grad-int": (lambda m, p, g, s: (p, g.astype(np.int64), s), TypeError, "{grad} must be a numpy array of float64, "
+                 "float32, float16 or bfloat16 (int16 bits), got ndarray int64"),
+    "grad-list": (lambda m, p, g, s: (p, g.tolist(), s), TypeError, "{grad} must be a numpy array of float64, "
+                  "float32, float16 or bfloat16 (int16 bits), got list"),
+    "grad-none": (lambda m, p, g, s: (p, None, s), TypeError, "{grad} must be a numpy array of float64, float32, "
+                  "float16 or bfloat16 (int16 bits), got NoneType"),
     "state-float64": (_state(0, lambda a, p: a.astype(np.float64)), TypeError,
-                      "{state}['{first}'] has dtype float64, param has dtype float32"),
-    "last-state-float16": (_state(-1, lambda a, p: a.astype(np.float16)), TypeError, "has dtype float16"),
+                      "{state}['{first}'] is float64; with a float32 parameter, states are float32, float16 "
+                      "or bfloat16"),
+    "last-state-uint8": (_state(-1, lambda a, p: a.astype(np.uint8)), TypeError, "got ndarray uint8"),
     "grad-wrong-size": (lambda m, p, g, s: (p, np.ones(p.size + 1, p.dtype), s), ValueError,
                         "{grad} has shape (31,), param has shape (6, 5)"),
     "grad-same-size-other-shape": (lambda m, p, g, s: (p, np.ascontiguousarray(g.T), s), ValueError,

@@ -12,6 +12,7 @@ import numpy as np
 from numba.core import types as _types
 from numba.core.extending import intrinsic as _intrinsic
 
+from .storage import _fill_value, _format, _formats_problem, _kernel_view, _state_format
 from .tables import _overlap, _scalar_state, _step_count
 
 VARIANT = "runtime"  # the generated module's own constants replace these stand-ins
@@ -20,24 +21,23 @@ SCALAR_STATES: dict = {}
 
 # --- inlined into generated modules from here on ---
 
-_DTYPES = (np.float32, np.float64)  # what the kernels compute in
-
-
 @_intrinsic
-def _pointer(typingctx, address, dtype):
-    """The int64 ``address`` as a pointer to elements of ``dtype`` (LLVM's inttoptr)."""
-    pointer = _types.CPointer(dtype.dtype)
+def _pointer(typingctx, address, kind):
+    """The int64 ``address`` as a pointer to elements of ``kind``'s type (LLVM's inttoptr); ``kind`` is a scalar of
+    that type (its value is unused) or a dtype."""
+    pointer = _types.CPointer(kind.dtype if isinstance(kind, _types.DType) else kind)
 
     def codegen(context, builder, signature, args):
         return builder.inttoptr(args[0], context.get_value_type(pointer))
 
-    return pointer(address, dtype), codegen
+    return pointer(address, kind), codegen
 
 
 @numba.njit(inline="always", cache=True)
-def _at(address, count, dtype):
-    """The ``count`` elements of ``dtype`` from ``address`` on, as a 1-D array (no copy)."""
-    return numba.carray(_pointer(address, dtype), count)
+def _at(address, count, kind):
+    """The ``count`` elements of ``kind``'s type (a scalar of it, or a dtype) from ``address`` on, as a 1-D array (no
+    copy)."""
+    return numba.carray(_pointer(address, kind), count)
 
 
 @numba.njit(inline="always", error_model="numpy", cache=True)
@@ -57,12 +57,11 @@ def _address(array):
     return array.ctypes.data
 
 
-def _array_problem(name, array, dtype, shape, written):
-    """What is wrong with ``array`` as the kernel's ``name`` array, or None."""
-    if not isinstance(array, np.ndarray):
-        return TypeError(f"{name} must be a numpy array, got {type(array).__name__}")
-    if array.dtype != dtype:
-        return TypeError(f"{name} has dtype {array.dtype}, param has dtype {dtype}")
+def _array_problem(name, array, shape, written):
+    """What is wrong with ``array`` as the kernel's ``name`` array, or None (its format is checked apart)."""
+    if not isinstance(array, np.ndarray) or _format(array.dtype) is None:
+        return TypeError(f"{name} must be a numpy array of float64, float32, float16 or bfloat16 (int16 bits), got "
+                         f"{type(array).__name__} {getattr(array, 'dtype', '')}".rstrip())
     if array.shape != shape:
         return ValueError(f"{name} has shape {array.shape}, param has shape {shape}")
     if not array.flags.c_contiguous:
@@ -73,22 +72,20 @@ def _array_problem(name, array, dtype, shape, written):
 
 
 def _checked_arrays(function, params, grads, states, tables):
-    """The kernel's arrays for each tensor (``[param, grad, *states]``, each 1-D) and their dtype, after checking every
-    array of every tensor: numpy arrays of one float dtype, each tensor's arrays of one shape, C-contiguous, the written
-    ones writeable, and no written array sharing memory with any other. With ``tables``, also their int64 address
-    table (row ``j``: tensor ``j``'s arrays in kernel order). Raises TypeError or ValueError naming the first problem,
-    before anything is written."""
+    """The kernel's arrays for each tensor (``[param, grad, *states]``, each 1-D, as ``_kernel_view`` shows them) and
+    their storage formats, after checking every array of every tensor: numpy arrays of a storage format, formats that
+    go together (``_formats_problem``) and are the same for every tensor, each tensor's arrays of one shape,
+    C-contiguous, the written ones writeable, and no written array sharing memory with any other. With ``tables``, also
+    their int64 address table (row ``j``: tensor ``j``'s arrays in kernel order). Raises TypeError or ValueError naming
+    the first problem, before anything is written."""
     rows, named = [], []
-    dtype = None
+    formats = None
     many = function.endswith("_many")
     for k, (param, grad, state) in enumerate(zip(params, grads, states)):
         where, state_name = (f"params[{k}]", f"states[{k}]") if many else ("param", "state")
-        if not isinstance(param, np.ndarray) or param.dtype not in _DTYPES:
-            raise TypeError(f"{VARIANT}.{function}: {where} must be a float32 or float64 numpy array, got "
-                            f"{type(param).__name__} {getattr(param, 'dtype', '')}".rstrip())
-        dtype = param.dtype if dtype is None else dtype
-        if param.dtype != dtype:
-            raise TypeError(f"{VARIANT}.{function}: {where} has dtype {param.dtype}, params[0] has dtype {dtype}")
+        if not isinstance(param, np.ndarray) or _format(param.dtype) is None:
+            raise TypeError(f"{VARIANT}.{function}: {where} must be a numpy array of float64, float32, float16 or "
+                            f"bfloat16 (int16 bits), got {type(param).__name__} {getattr(param, 'dtype', '')}".rstrip())
         if not isinstance(state, dict):
             raise TypeError(f"{VARIANT}.{function}: {state_name} must be the dict that init returns, got "
                             f"{type(state).__name__}")
@@ -102,23 +99,41 @@ def _checked_arrays(function, params, grads, states, tables):
         row = [(where, param, True), (where.replace("param", "grad"), grad, False)]
         row += [(f"{state_name}[{name!r}]", state[name], True) for name in STATES]
         for name, array, written in row:
-            problem = _array_problem(name, array, param.dtype, param.shape, written)
+            problem = _array_problem(name, array, param.shape, written)
             if problem is not None:
                 raise type(problem)(f"{VARIANT}.{function}: {problem}")
+        found = tuple(_format(array.dtype) for _, array, _ in row)
+        problem = _formats_problem([name for name, _, _ in row], found)
+        if problem is not None:
+            raise TypeError(f"{VARIANT}.{function}: {problem}")
+        if formats is not None and found != formats:
+            raise TypeError(f"{VARIANT}.{function}: {where}'s arrays are {', '.join(found)}, params[0]'s are "
+                            f"{', '.join(formats)}; one call takes one combination")
+        formats = found
         named += row
-        rows.append([array.reshape(-1) for _, array, _ in row])
+        rows.append([_kernel_view(array.reshape(-1)) for _, array, _ in row])
     if not tables:
         for b, (name, array, written) in enumerate(named):
             for a in range(b):
                 if (written or named[a][2]) and np.may_share_memory(named[a][1], array):
                     _overlapping(function, named[a][0], name)
-        return rows, None, dtype
+        return rows, None, formats
     starts = [_address(array) for _, array, _ in named]
     stops = [start + array.nbytes for start, (_, array, _) in zip(starts, named)]
     clash = _overlap(starts, stops, [written for _, _, written in named])
     if clash is not None:
         _overlapping(function, named[clash[0]][0], named[clash[1]][0])
-    return rows, np.array(starts, np.int64).reshape(len(rows), 2 + len(STATES)), dtype
+    return rows, np.array(starts, np.int64).reshape(len(rows), 2 + len(STATES)), formats
+
+
+def _full(function, param, value, state_dtype):
+    """A new state array shaped like ``param``, filled with ``value``, in ``param``'s format or ``state_dtype``'s."""
+    if not isinstance(param, np.ndarray) or _format(param.dtype) is None:
+        raise TypeError(f"{VARIANT}.{function}: param must be a numpy array of float64, float32, float16 or bfloat16 "
+                        f"(int16 bits), got {type(param).__name__} {getattr(param, 'dtype', '')}".rstrip())
+    form = _state_format(function, _format(param.dtype), state_dtype)
+    dtype = np.int16 if form == "bfloat16" else form
+    return np.full(param.shape, _fill_value(form, value), dtype)
 
 
 def _overlapping(function, first, second):

@@ -18,6 +18,7 @@ from numba import cuda
 from numba.cuda import types as _types
 from numba.cuda.extending import intrinsic as _intrinsic
 
+from .storage import _fill_value, _format, _formats_problem, _kernel_view, _state_format
 from .tables import _overlap, _scalar_state, _step_count
 
 VARIANT = "runtime"  # the generated module's own constants replace these stand-ins
@@ -27,27 +28,27 @@ THREADS_PER_BLOCK = 256
 
 # --- inlined into generated modules from here on ---
 
-_DTYPES = (np.float32, np.float64)  # what the kernels compute in
 # At most this many blocks per launch; None: as many as the device keeps resident at once (multiprocessors x resident
 # threads per multiprocessor / THREADS_PER_BLOCK), which the kernels' loops over chunks cover any size with.
 MAX_BLOCKS = None
 
 if numba.config.ENABLE_CUDASIM:
-    def _view(address, count, dtype):
-        """The ``count`` elements of ``dtype`` at ``address`` (the simulator's device memory is host memory)."""
-        kind = np.ctypeslib.as_ctypes_type(np.dtype(dtype))
-        return np.ctypeslib.as_array(ctypes.cast(int(address), ctypes.POINTER(kind)), (int(count),))
+    def _view(address, count, kind):
+        """The ``count`` elements of ``kind``'s type (a NumPy scalar) at ``address`` (the simulator's device memory is
+        host memory)."""
+        element = np.ctypeslib.as_ctypes_type(np.dtype(type(kind)))
+        return np.ctypeslib.as_array(ctypes.cast(int(address), ctypes.POINTER(element)), (int(count),))
 else:
     @_intrinsic
-    def _view(typingctx, address, count, dtype):
-        """The int64 ``address`` as a pointer to ``dtype`` elements (LLVM's inttoptr); indexing it reads and writes
-        device memory. ``count`` is unused on the device."""
-        pointer = _types.CPointer(dtype.dtype)
+    def _view(typingctx, address, count, kind):
+        """The int64 ``address`` as a pointer to elements of ``kind``'s type (a scalar of it; its value is unused)
+        (LLVM's inttoptr); indexing it reads and writes device memory. ``count`` is unused on the device."""
+        pointer = _types.CPointer(kind)
 
         def codegen(context, builder, signature, args):
             return builder.inttoptr(args[0], context.get_value_type(pointer))
 
-        return pointer(address, count, dtype), codegen
+        return pointer(address, count, kind), codegen
 
 
 
@@ -93,7 +94,8 @@ def _not_cuda(function, what, array):
 
 
 def _device_array(function, what, array):
-    """A numba device array viewing ``array``'s memory (no copy), or a TypeError if it is not in CUDA memory."""
+    """A numba device array viewing ``array``'s memory (no copy), or a TypeError if it is not in CUDA memory. A torch
+    bfloat16 tensor, which exports no __cuda_array_interface__, is viewed as its int16 bits."""
     if cuda.devicearray.is_cuda_ndarray(array):
         return array
     torch = _torch(array)
@@ -101,6 +103,8 @@ def _device_array(function, what, array):
         if not array.is_cuda:
             raise _not_cuda(function, what, array)
         array = array.detach()  # a tensor that requires grad exports no __cuda_array_interface__
+        if array.dtype == torch.bfloat16:
+            array = array.view(torch.int16)
     elif not hasattr(array, "__cuda_array_interface__"):
         raise _not_cuda(function, what, array)
     return cuda.as_cuda_array(array)
@@ -123,13 +127,14 @@ def _exported_read_only(array):
 
 
 def _checked_arrays(function, params, grads, states, tables):
-    """The kernel's arrays for each tensor (``[param, grad, *states]``, each a 1-D numba device array) and their dtype,
-    after checking every array of every tensor: CUDA arrays of one float dtype on the current device, each tensor's
-    arrays of one shape, C-contiguous, the written ones writeable, and no written array sharing memory with any other.
-    With ``tables``, also their int64 address table (row ``j``: tensor ``j``'s arrays in kernel order). Raises
-    TypeError or ValueError naming the first problem, before anything is written."""
+    """The kernel's arrays for each tensor (``[param, grad, *states]``, each a 1-D numba device array as
+    ``_kernel_view`` shows it) and their storage formats, after checking every array of every tensor: CUDA arrays of a
+    storage format on the current device, formats that go together (``_formats_problem``) and are the same for every
+    tensor, each tensor's arrays of one shape, C-contiguous, the written ones writeable, and no written array sharing
+    memory with any other. With ``tables``, also their int64 address table (row ``j``: tensor ``j``'s arrays in kernel
+    order). Raises TypeError or ValueError naming the first problem, before anything is written."""
     rows, named, extents = [], [], []
-    dtype = None
+    formats = None
     many = function.endswith("_many")
     for k, (param, grad, state) in enumerate(zip(params, grads, states)):
         where, state_name = (f"params[{k}]", f"states[{k}]") if many else ("param", "state")
@@ -155,14 +160,19 @@ def _checked_arrays(function, params, grads, states, tables):
                                  f"cuda:{torch.cuda.current_device()}; step under `with torch.cuda.device(...)`")
         arrays = [_device_array(function, name, array) for name, array, _ in row]
         first = arrays[0]
-        if first.dtype not in _DTYPES:
-            raise TypeError(f"{VARIANT}.{function}: {where} must be float32 or float64, got {first.dtype}")
-        if dtype is not None and first.dtype != dtype:
-            raise TypeError(f"{VARIANT}.{function}: {where} has dtype {first.dtype}, params[0] has dtype {dtype}")
-        dtype = first.dtype
+        for (name, _, _), array in zip(row, arrays):
+            if _format(array.dtype) is None:
+                raise TypeError(f"{VARIANT}.{function}: {name} must be float64, float32, float16 or bfloat16, got "
+                                f"{array.dtype}")
+        found = tuple(_format(array.dtype) for array in arrays)
+        problem = _formats_problem([name for name, _, _ in row], found)
+        if problem is not None:
+            raise TypeError(f"{VARIANT}.{function}: {problem}")
+        if formats is not None and found != formats:
+            raise TypeError(f"{VARIANT}.{function}: {where}'s arrays are {', '.join(found)}, params[0]'s are "
+                            f"{', '.join(formats)}; one call takes one combination")
+        formats = found
         for (name, original, written), array in zip(row, arrays):
-            if array.dtype != dtype:
-                raise TypeError(f"{VARIANT}.{function}: {name} has dtype {array.dtype}, {where} has dtype {dtype}")
             if tuple(array.shape) != tuple(first.shape):
                 raise ValueError(f"{VARIANT}.{function}: {name} has shape {tuple(array.shape)}, {where} has shape "
                                  f"{tuple(first.shape)}")
@@ -173,7 +183,7 @@ def _checked_arrays(function, params, grads, states, tables):
                 raise ValueError(f"{VARIANT}.{function}: {name} is read-only")
             extents.append((start, start + array.size * array.dtype.itemsize, written))
             named.append(name)
-        rows.append([array if array.ndim == 1 else array.reshape(array.size) for array in arrays])
+        rows.append([_kernel_view(array if array.ndim == 1 else array.reshape(array.size)) for array in arrays])
     if extents:
         starts, stops, written = zip(*extents)
         clash = _overlap(starts, stops, written)
@@ -181,7 +191,7 @@ def _checked_arrays(function, params, grads, states, tables):
             raise ValueError(f"{VARIANT}.{function}: {named[clash[1]]} overlaps {named[clash[0]]} in memory, and one "
                              "of them is written")
     addresses = np.array([start for start, _, _ in extents], np.int64).reshape(len(rows), 2 + len(STATES))
-    return rows, addresses if tables else None, dtype
+    return rows, addresses if tables else None, formats
 
 
 def _launch_stream(function, stream, like):
@@ -203,21 +213,28 @@ def _launch_stream(function, stream, like):
                     f"handle (int), got {type(stream).__name__}")
 
 
-def _full(function, what, like, value):
-    """An array shaped like ``like``, filled with ``value``, with its dtype, on its device and of its kind: a torch
-    tensor for a torch tensor, a numba device array for a numba device array, else from ``like``'s own library
-    (CuPy's ``full``)."""
-    if cuda.devicearray.is_cuda_ndarray(like):
-        return cuda.to_device(np.full(like.shape, value, like.dtype))
+def _full(function, what, like, value, state_dtype=None):
+    """An array shaped like ``like``, filled with ``value``, in ``like``'s format or ``state_dtype``'s, on its device
+    and of its kind: a torch tensor for a torch tensor, a numba device array for a numba device array, else from
+    ``like``'s own library (CuPy's ``full``; it has no bfloat16)."""
     torch = _torch(like)
     if torch is not None:
         if not like.is_cuda:
             raise _not_cuda(function, what, like)
-        return torch.full_like(like, value, memory_format=torch.contiguous_format).detach()
-    library = sys.modules.get(type(like).__module__.partition(".")[0])
-    if not hasattr(like, "__cuda_array_interface__") or not hasattr(library, "full"):
+        form = _state_format(function, _format(like.dtype) or str(like.dtype), state_dtype)
+        return torch.full_like(like, value, dtype=getattr(torch, form), memory_format=torch.contiguous_format).detach()
+    if not cuda.devicearray.is_cuda_ndarray(like) and not hasattr(like, "__cuda_array_interface__"):
         raise _not_cuda(function, what, like)
-    return library.full(like.shape, value, dtype=like.dtype)
+    if _format(like.dtype) is None:
+        raise TypeError(f"{VARIANT}.{function}: {what} must be float64, float32, float16 or bfloat16, got {like.dtype}")
+    form = _state_format(function, _format(like.dtype), state_dtype)
+    dtype = np.int16 if form == "bfloat16" else np.dtype(form)
+    if cuda.devicearray.is_cuda_ndarray(like):
+        return cuda.to_device(np.full(like.shape, _fill_value(form, value), dtype))
+    library = sys.modules.get(type(like).__module__.partition(".")[0])
+    if not hasattr(library, "full"):
+        raise _not_cuda(function, what, like)
+    return library.full(like.shape, _fill_value(form, value), dtype=dtype)
 
 
 def _host(array, stream):

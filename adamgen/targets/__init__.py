@@ -42,7 +42,7 @@ SHARED_RESERVED = frozenset({
     "REDUCE_PHASES", "ELEMENTWISE", "GROUPED", "init", "step", "init_many", "step_many", "step_tables",
     "param", "grad", "state", "params", "grads", "states", "steps", "scalar_states", "sizes", "addresses", "chunks",
     "partials", "scalars", "flags", "dtype", "count", "numel", "unknown", "rows", "row", "arrays", "k", "name", "values",
-    "stream", "maximize", "grad_sign",
+    "stream", "maximize", "grad_sign", "formats", "storage", "state_dtype",
 })
 
 

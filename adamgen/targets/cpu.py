@@ -13,7 +13,7 @@ CPU = Target(
         ("CHUNK", 1 << 12, "Kernels work in chunks of this many elements of one tensor: a thread's unit of work, and "
          "the block over which reductions sum in the arrays' dtype before the float64 sum of the block sums."),
     ),
-    runtime=("tables", "cpu"),
+    runtime=("tables", "storage", "cpu"),
     device_types=("cpu",),
     reserved=frozenset({"PARALLEL_THRESHOLD", "CHUNK", "parallel", "c", "j", "n", "i", "start", "stop"}),
 )

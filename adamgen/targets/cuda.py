@@ -12,7 +12,7 @@ CUDA = Target(
         ("CHUNK", 1 << 14, "Many-tensor kernels hand each block chunks of this many elements of one tensor; a "
          "reduction's block sums its chunk in the arrays' dtype, the host adds the chunk sums in float64."),
     ),
-    runtime=("tables", "cuda"),
+    runtime=("tables", "storage", "cuda"),
     device_types=("cuda",),
     reserved=frozenset({"ctypes", "sys", "cuda", "THREADS_PER_BLOCK", "CHUNK", "MAX_BLOCKS", "c", "j", "n", "i",
                         "start", "stop", "thread", "half", "scratch", "kind", "blocks", "tables", "device_addresses",

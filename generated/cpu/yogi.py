@@ -27,6 +27,7 @@ import numba
 import numpy as np
 from numba.core import types as _types
 from numba.core.extending import intrinsic as _intrinsic
+from numba.core.extending import overload as _overload
 
 VARIANT = 'yogi'
 TARGET = 'cpu'
@@ -169,25 +170,197 @@ def _overlap(starts, stops, written):
     return int(min(a, b)), int(max(a, b))
 
 
+# Inlined from adamgen/runtime/storage.py.
+# storage format -> the dtype kernels see its arrays as
+_KERNEL_DTYPES = {"float64": np.dtype(np.float64), "float32": np.dtype(np.float32), "float16": np.dtype(np.uint16),
+                  "bfloat16": np.dtype(np.int16)}
+_FORMATS = {np.dtype(np.float64): "float64", np.dtype(np.float32): "float32", np.dtype(np.float16): "float16",
+            np.dtype(np.int16): "bfloat16"}  # a NumPy array's dtype -> the format it holds
+
+
+def _format_of(dtype):
+    """The storage format of arrays of NumPy ``dtype`` (int16 holds bfloat16 bits), or None for any other dtype."""
+    return _FORMATS.get(np.dtype(dtype))
+
+
+def _kernel_view(array):
+    """``array`` as kernels see it: a float16 array as its uint16 bits, any other array as it is (no copy)."""
+    return array.view(np.uint16) if array.dtype == np.float16 else array
+
+
+def _bf16_widen(x):
+    """The bfloat16 number of int16 bits ``x`` as the float32 of the same value."""
+    return np.uint32(np.uint32(np.uint16(x)) << np.uint32(16)).view(np.float32)
+
+
+def _bf16_round(value, array):
+    """The float32 ``value`` rounded to bfloat16 (to nearest, ties to even), as int16 bits; NaN gives a quiet NaN.
+    (``array``, unused, is the bfloat16 array it goes to: the signature of ``_stored``.)"""
+    b = np.float32(value).view(np.uint32)
+    if value != value:
+        return np.uint16((b >> np.uint32(16)) | np.uint32(0x40)).view(np.int16)
+    return np.uint16((b + np.uint32(0x7FFF) + ((b >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)).view(np.int16)
+
+
+def _f16_widen(x):
+    """The float16 number of uint16 bits ``x`` as the float32 of the same value."""
+    h = np.uint32(np.uint16(x))
+    exponent = (h >> np.uint32(10)) & np.uint32(31)
+    mantissa = h & np.uint32(1023)
+    if exponent == 0:  # zero or subnormal: mantissa * 2**-24, exact in float32
+        value = np.float32(mantissa) * np.float32(5.960464477539063e-08)
+    elif exponent == 31:  # infinity or NaN
+        value = np.uint32(np.uint32(0x7F800000) | (mantissa << np.uint32(13))).view(np.float32)
+    else:
+        value = np.uint32(((exponent + np.uint32(112)) << np.uint32(23)) | (mantissa << np.uint32(13))).view(np.float32)
+    return -value if h & np.uint32(0x8000) else value
+
+
+def _f16_round(value, array):
+    """The float32 ``value`` rounded to float16 (to nearest, ties to even), as uint16 bits (``array`` as for
+    ``_bf16_round``)."""
+    b = np.float32(value).view(np.uint32)
+    sign = (b >> np.uint32(16)) & np.uint32(0x8000)
+    b = b & np.uint32(0x7FFFFFFF)
+    if b > np.uint32(0x7F800000):  # NaN: a quiet NaN
+        h = np.uint32(0x7E00)
+    elif b >= np.uint32(0x47800000):  # 2**16 and beyond: infinity
+        h = np.uint32(0x7C00)
+    elif b < np.uint32(0x38800000):  # below float16's smallest normal, 2**-14: adding 0.5 rounds at 2**-24
+        h = np.uint32(np.float32(np.uint32(b).view(np.float32) + np.float32(0.5)).view(np.uint32) - np.uint32(0x3F000000))
+    else:  # rebias the exponent, round the 13 dropped bits to nearest even (a carry may reach infinity: correct)
+        h = (b - np.uint32(0x38000000) + np.uint32(0xFFF) + ((b >> np.uint32(13)) & np.uint32(1))) >> np.uint32(13)
+    return np.uint16(h | sign)
+
+
+def _load(x):
+    """One stored element in the compute dtype (Python body: NumPy scalars)."""
+    if isinstance(x, np.int16):
+        return _bf16_widen(x)
+    if isinstance(x, np.uint16):
+        return _f16_widen(x)
+    return x
+
+
+def _stored(value, array):
+    """``value`` (in the compute dtype) rounded to the format of ``array``'s elements (Python body: NumPy arrays)."""
+    if array.dtype == np.int16:
+        return _bf16_round(value, array)
+    if array.dtype == np.uint16:
+        return _f16_round(value, array)
+    return value
+
+
+def _load_typed(x):
+    if isinstance(x, _types.Integer):
+        return _bf16_widen if x.signed else _f16_widen
+    return lambda x: x
+
+
+def _stored_typed(value, array):
+    if isinstance(array.dtype, _types.Integer):
+        return _bf16_round if array.dtype.signed else _f16_round
+    return lambda value, array: value
+
+
+# The compiled forms, for the target's compiler (the generated module imports its `overload` as `_overload`).
+_overload(_load)(_load_typed)
+_overload(_stored)(_stored_typed)
+
+
+def _format(value):
+    """The storage format named by ``value`` (a format name, a NumPy dtype or type, a torch dtype), or None."""
+    if isinstance(value, str) and value in _KERNEL_DTYPES:
+        return value
+    if type(value).__module__ == "torch":
+        return str(value).removeprefix("torch.") if str(value).removeprefix("torch.") in _KERNEL_DTYPES else None
+    try:
+        return _FORMATS.get(np.dtype(value))
+    except TypeError:
+        return None
+
+
+def _state_format(function, param_format, state_dtype):
+    """The format of new state arrays for a parameter of ``param_format``: its own, or ``state_dtype`` if given (any
+    of float32, float16 and bfloat16 for a parameter that is not float64). A TypeError names a wrong one."""
+    if state_dtype is None:
+        return param_format
+    chosen = _format(state_dtype)
+    allowed = ("float64",) if param_format == "float64" else ("float32", "float16", "bfloat16")
+    if chosen not in allowed:
+        raise TypeError(f"{VARIANT}.{function}: state_dtype {state_dtype!r} is not a state format for a {param_format} "
+                        f"parameter; choose {', '.join(allowed)}")
+    return chosen
+
+
+def _formats_problem(names, formats):
+    """What is wrong with the formats of one tensor's arrays (``[param, grad, *states]``, named ``names``), or None:
+    the gradient has the parameter's format; states are float64 with a float64 parameter (the kernels compute in
+    float64), else any of float32, float16 and bfloat16 (the kernels compute in float32)."""
+    param = formats[0]
+    if formats[1] != param:
+        return f"{names[1]} is {formats[1]}, {names[0]} is {param}"
+    allowed = ("float64",) if param == "float64" else ("float32", "float16", "bfloat16")
+    for name, form in zip(names[2:], formats[2:]):
+        if form not in allowed:
+            return f"{name} is {form}; with a {param} parameter, states are " + \
+                ("float64" if param == "float64" else "float32, float16 or bfloat16")
+    return None
+
+
+def _table_formats(function, dtype, width):
+    """``step_tables``' ``dtype`` as one format per array: a dtype (or format name) for all ``width`` arrays, or a
+    sequence of one per array; a TypeError names a wrong one."""
+    formats = [dtype] * width if _format(dtype) is not None else list(dtype) if isinstance(dtype, (list, tuple)) \
+        else [dtype]
+    formats = [_format(f) for f in formats]
+    if len(formats) != width or None in formats:
+        raise TypeError(f"{VARIANT}.{function}: dtype must be the arrays' dtype or a sequence of {width} dtypes (one "
+                        f"per array: {', '.join(('param', 'grad') + STATES)}) among float64, float32, float16 and bfloat16, got {dtype!r}")
+    problem = _formats_problem(['param', 'grad', *STATES], formats)
+    if problem is not None:
+        raise TypeError(f"{VARIANT}.{function}: {problem}")
+    return tuple(formats)
+
+
+def _compute_dtype(formats):
+    """What the kernels compute in for arrays of ``formats``: float64 for a float64 parameter, else float32."""
+    return np.dtype(np.float64 if formats[0] == "float64" else np.float32)
+
+
+_witness_cache = {}
+
+
+def _witnesses(formats):
+    """A zero of each array's kernel dtype: a kernel over an address table reads each array with its scalar's type."""
+    if formats not in _witness_cache:
+        _witness_cache[formats] = tuple(_KERNEL_DTYPES[f].type(0) for f in formats)
+    return _witness_cache[formats]
+
+
+def _fill_value(form, value):
+    """``value`` as an element of an array of format ``form`` holds it (bfloat16: its bits, rounded to nearest even)."""
+    return _bf16_round(np.float32(value), None) if form == "bfloat16" else value
+
+
 # Inlined from adamgen/runtime/cpu.py.
-_DTYPES = (np.float32, np.float64)  # what the kernels compute in
-
-
 @_intrinsic
-def _pointer(typingctx, address, dtype):
-    """The int64 ``address`` as a pointer to elements of ``dtype`` (LLVM's inttoptr)."""
-    pointer = _types.CPointer(dtype.dtype)
+def _pointer(typingctx, address, kind):
+    """The int64 ``address`` as a pointer to elements of ``kind``'s type (LLVM's inttoptr); ``kind`` is a scalar of
+    that type (its value is unused) or a dtype."""
+    pointer = _types.CPointer(kind.dtype if isinstance(kind, _types.DType) else kind)
 
     def codegen(context, builder, signature, args):
         return builder.inttoptr(args[0], context.get_value_type(pointer))
 
-    return pointer(address, dtype), codegen
+    return pointer(address, kind), codegen
 
 
 @numba.njit(inline="always", cache=True)
-def _at(address, count, dtype):
-    """The ``count`` elements of ``dtype`` from ``address`` on, as a 1-D array (no copy)."""
-    return numba.carray(_pointer(address, dtype), count)
+def _at(address, count, kind):
+    """The ``count`` elements of ``kind``'s type (a scalar of it, or a dtype) from ``address`` on, as a 1-D array (no
+    copy)."""
+    return numba.carray(_pointer(address, kind), count)
 
 
 @numba.njit(inline="always", error_model="numpy", cache=True)
@@ -207,12 +380,11 @@ def _address(array):
     return array.ctypes.data
 
 
-def _array_problem(name, array, dtype, shape, written):
-    """What is wrong with ``array`` as the kernel's ``name`` array, or None."""
-    if not isinstance(array, np.ndarray):
-        return TypeError(f"{name} must be a numpy array, got {type(array).__name__}")
-    if array.dtype != dtype:
-        return TypeError(f"{name} has dtype {array.dtype}, param has dtype {dtype}")
+def _array_problem(name, array, shape, written):
+    """What is wrong with ``array`` as the kernel's ``name`` array, or None (its format is checked apart)."""
+    if not isinstance(array, np.ndarray) or _format(array.dtype) is None:
+        return TypeError(f"{name} must be a numpy array of float64, float32, float16 or bfloat16 (int16 bits), got "
+                         f"{type(array).__name__} {getattr(array, 'dtype', '')}".rstrip())
     if array.shape != shape:
         return ValueError(f"{name} has shape {array.shape}, param has shape {shape}")
     if not array.flags.c_contiguous:
@@ -223,22 +395,20 @@ def _array_problem(name, array, dtype, shape, written):
 
 
 def _checked_arrays(function, params, grads, states, tables):
-    """The kernel's arrays for each tensor (``[param, grad, *states]``, each 1-D) and their dtype, after checking every
-    array of every tensor: numpy arrays of one float dtype, each tensor's arrays of one shape, C-contiguous, the written
-    ones writeable, and no written array sharing memory with any other. With ``tables``, also their int64 address
-    table (row ``j``: tensor ``j``'s arrays in kernel order). Raises TypeError or ValueError naming the first problem,
-    before anything is written."""
+    """The kernel's arrays for each tensor (``[param, grad, *states]``, each 1-D, as ``_kernel_view`` shows them) and
+    their storage formats, after checking every array of every tensor: numpy arrays of a storage format, formats that
+    go together (``_formats_problem``) and are the same for every tensor, each tensor's arrays of one shape,
+    C-contiguous, the written ones writeable, and no written array sharing memory with any other. With ``tables``, also
+    their int64 address table (row ``j``: tensor ``j``'s arrays in kernel order). Raises TypeError or ValueError naming
+    the first problem, before anything is written."""
     rows, named = [], []
-    dtype = None
+    formats = None
     many = function.endswith("_many")
     for k, (param, grad, state) in enumerate(zip(params, grads, states)):
         where, state_name = (f"params[{k}]", f"states[{k}]") if many else ("param", "state")
-        if not isinstance(param, np.ndarray) or param.dtype not in _DTYPES:
-            raise TypeError(f"{VARIANT}.{function}: {where} must be a float32 or float64 numpy array, got "
-                            f"{type(param).__name__} {getattr(param, 'dtype', '')}".rstrip())
-        dtype = param.dtype if dtype is None else dtype
-        if param.dtype != dtype:
-            raise TypeError(f"{VARIANT}.{function}: {where} has dtype {param.dtype}, params[0] has dtype {dtype}")
+        if not isinstance(param, np.ndarray) or _format(param.dtype) is None:
+            raise TypeError(f"{VARIANT}.{function}: {where} must be a numpy array of float64, float32, float16 or "
+                            f"bfloat16 (int16 bits), got {type(param).__name__} {getattr(param, 'dtype', '')}".rstrip())
         if not isinstance(state, dict):
             raise TypeError(f"{VARIANT}.{function}: {state_name} must be the dict that init returns, got "
                             f"{type(state).__name__}")
@@ -252,23 +422,41 @@ def _checked_arrays(function, params, grads, states, tables):
         row = [(where, param, True), (where.replace("param", "grad"), grad, False)]
         row += [(f"{state_name}[{name!r}]", state[name], True) for name in STATES]
         for name, array, written in row:
-            problem = _array_problem(name, array, param.dtype, param.shape, written)
+            problem = _array_problem(name, array, param.shape, written)
             if problem is not None:
                 raise type(problem)(f"{VARIANT}.{function}: {problem}")
+        found = tuple(_format(array.dtype) for _, array, _ in row)
+        problem = _formats_problem([name for name, _, _ in row], found)
+        if problem is not None:
+            raise TypeError(f"{VARIANT}.{function}: {problem}")
+        if formats is not None and found != formats:
+            raise TypeError(f"{VARIANT}.{function}: {where}'s arrays are {', '.join(found)}, params[0]'s are "
+                            f"{', '.join(formats)}; one call takes one combination")
+        formats = found
         named += row
-        rows.append([array.reshape(-1) for _, array, _ in row])
+        rows.append([_kernel_view(array.reshape(-1)) for _, array, _ in row])
     if not tables:
         for b, (name, array, written) in enumerate(named):
             for a in range(b):
                 if (written or named[a][2]) and np.may_share_memory(named[a][1], array):
                     _overlapping(function, named[a][0], name)
-        return rows, None, dtype
+        return rows, None, formats
     starts = [_address(array) for _, array, _ in named]
     stops = [start + array.nbytes for start, (_, array, _) in zip(starts, named)]
     clash = _overlap(starts, stops, [written for _, _, written in named])
     if clash is not None:
         _overlapping(function, named[clash[0]][0], named[clash[1]][0])
-    return rows, np.array(starts, np.int64).reshape(len(rows), 2 + len(STATES)), dtype
+    return rows, np.array(starts, np.int64).reshape(len(rows), 2 + len(STATES)), formats
+
+
+def _full(function, param, value, state_dtype):
+    """A new state array shaped like ``param``, filled with ``value``, in ``param``'s format or ``state_dtype``'s."""
+    if not isinstance(param, np.ndarray) or _format(param.dtype) is None:
+        raise TypeError(f"{VARIANT}.{function}: param must be a numpy array of float64, float32, float16 or bfloat16 "
+                        f"(int16 bits), got {type(param).__name__} {getattr(param, 'dtype', '')}".rstrip())
+    form = _state_format(function, _format(param.dtype), state_dtype)
+    dtype = np.int16 if form == "bfloat16" else form
+    return np.full(param.shape, _fill_value(form, value), dtype)
 
 
 def _overlapping(function, first, second):
@@ -276,7 +464,8 @@ def _overlapping(function, first, second):
 
 
 # Each pass over the elements has four kernels: over one tensor's arrays or over the tensors of an address table, each
-# parallel (prange over chunks) and serial. Every number they use comes in `scalars`, in the arrays' dtype.
+# parallel (prange over chunks) and serial. Every number they use comes in `scalars`, in the dtype they compute in;
+# `storage` holds a zero of each array's type, which the kernels over a table read the array's elements as.
 
 
 @numba.njit(parallel=True, error_model="numpy", cache=True)
@@ -301,18 +490,18 @@ def _update_parallel(param, grad, exp_avg, exp_avg_sq, scalars, flags):
         exp_avg_block = exp_avg[start:stop]
         exp_avg_sq_block = exp_avg_sq[start:stop]
         for i in range(stop - start):
-            param_i = param_block[i]
-            grad_i = grad_block[i]
-            exp_avg_i = exp_avg_block[i]
-            exp_avg_sq_i = exp_avg_sq_block[i]
+            param_i = _load(param_block[i])
+            grad_i = _load(grad_block[i])
+            exp_avg_i = _load(exp_avg_block[i])
+            exp_avg_sq_i = _load(exp_avg_sq_block[i])
             t0 = grad_i*grad_sign + param_i*weight_decay
             t1 = beta1*exp_avg_i + c0*t0
             t2 = t0*t0
             t3 = exp_avg_sq_i - t2
             t4 = c4*t2*((c1) if (c2 < t3) else (c3) if (c2 > t3) else (t3)) + exp_avg_sq_i
-            exp_avg_block[i] = t1
-            exp_avg_sq_block[i] = t4
-            param_block[i] = c6*t1/(eps + math.sqrt(c5*t4)) + param_i
+            exp_avg_block[i] = _stored(t1, exp_avg_block)
+            exp_avg_sq_block[i] = _stored(t4, exp_avg_sq_block)
+            param_block[i] = _stored(c6*t1/(eps + math.sqrt(c5*t4)) + param_i, param_block)
 
 
 
@@ -338,23 +527,23 @@ def _update_serial(param, grad, exp_avg, exp_avg_sq, scalars, flags):
         exp_avg_block = exp_avg[start:stop]
         exp_avg_sq_block = exp_avg_sq[start:stop]
         for i in range(stop - start):
-            param_i = param_block[i]
-            grad_i = grad_block[i]
-            exp_avg_i = exp_avg_block[i]
-            exp_avg_sq_i = exp_avg_sq_block[i]
+            param_i = _load(param_block[i])
+            grad_i = _load(grad_block[i])
+            exp_avg_i = _load(exp_avg_block[i])
+            exp_avg_sq_i = _load(exp_avg_sq_block[i])
             t0 = grad_i*grad_sign + param_i*weight_decay
             t1 = beta1*exp_avg_i + c0*t0
             t2 = t0*t0
             t3 = exp_avg_sq_i - t2
             t4 = c4*t2*((c1) if (c2 < t3) else (c3) if (c2 > t3) else (t3)) + exp_avg_sq_i
-            exp_avg_block[i] = t1
-            exp_avg_sq_block[i] = t4
-            param_block[i] = c6*t1/(eps + math.sqrt(c5*t4)) + param_i
+            exp_avg_block[i] = _stored(t1, exp_avg_block)
+            exp_avg_sq_block[i] = _stored(t4, exp_avg_sq_block)
+            param_block[i] = _stored(c6*t1/(eps + math.sqrt(c5*t4)) + param_i, param_block)
 
 
 
 @numba.njit(parallel=True, error_model="numpy", cache=True)
-def _update_tables_parallel(addresses, chunks, scalars, flags):
+def _update_tables_parallel(addresses, chunks, scalars, flags, storage):
     for c in numba.prange(chunks.shape[0]):
         j = chunks[c, 0]
         start = chunks[c, 1]
@@ -370,28 +559,28 @@ def _update_tables_parallel(addresses, chunks, scalars, flags):
         c4 = scalars[j, 8]
         c5 = scalars[j, 9]
         c6 = scalars[j, 10]
-        param_block = _at(addresses[j, 0], stop, scalars.dtype)[start:stop]
-        grad_block = _at(addresses[j, 1], stop, scalars.dtype)[start:stop]
-        exp_avg_block = _at(addresses[j, 2], stop, scalars.dtype)[start:stop]
-        exp_avg_sq_block = _at(addresses[j, 3], stop, scalars.dtype)[start:stop]
+        param_block = _at(addresses[j, 0], stop, storage[0])[start:stop]
+        grad_block = _at(addresses[j, 1], stop, storage[1])[start:stop]
+        exp_avg_block = _at(addresses[j, 2], stop, storage[2])[start:stop]
+        exp_avg_sq_block = _at(addresses[j, 3], stop, storage[3])[start:stop]
         for i in range(stop - start):
-            param_i = param_block[i]
-            grad_i = grad_block[i]
-            exp_avg_i = exp_avg_block[i]
-            exp_avg_sq_i = exp_avg_sq_block[i]
+            param_i = _load(param_block[i])
+            grad_i = _load(grad_block[i])
+            exp_avg_i = _load(exp_avg_block[i])
+            exp_avg_sq_i = _load(exp_avg_sq_block[i])
             t0 = grad_i*grad_sign + param_i*weight_decay
             t1 = beta1*exp_avg_i + c0*t0
             t2 = t0*t0
             t3 = exp_avg_sq_i - t2
             t4 = c4*t2*((c1) if (c2 < t3) else (c3) if (c2 > t3) else (t3)) + exp_avg_sq_i
-            exp_avg_block[i] = t1
-            exp_avg_sq_block[i] = t4
-            param_block[i] = c6*t1/(eps + math.sqrt(c5*t4)) + param_i
+            exp_avg_block[i] = _stored(t1, exp_avg_block)
+            exp_avg_sq_block[i] = _stored(t4, exp_avg_sq_block)
+            param_block[i] = _stored(c6*t1/(eps + math.sqrt(c5*t4)) + param_i, param_block)
 
 
 
 @numba.njit(parallel=False, error_model="numpy", cache=True)
-def _update_tables_serial(addresses, chunks, scalars, flags):
+def _update_tables_serial(addresses, chunks, scalars, flags, storage):
     for c in numba.prange(chunks.shape[0]):
         j = chunks[c, 0]
         start = chunks[c, 1]
@@ -407,51 +596,56 @@ def _update_tables_serial(addresses, chunks, scalars, flags):
         c4 = scalars[j, 8]
         c5 = scalars[j, 9]
         c6 = scalars[j, 10]
-        param_block = _at(addresses[j, 0], stop, scalars.dtype)[start:stop]
-        grad_block = _at(addresses[j, 1], stop, scalars.dtype)[start:stop]
-        exp_avg_block = _at(addresses[j, 2], stop, scalars.dtype)[start:stop]
-        exp_avg_sq_block = _at(addresses[j, 3], stop, scalars.dtype)[start:stop]
+        param_block = _at(addresses[j, 0], stop, storage[0])[start:stop]
+        grad_block = _at(addresses[j, 1], stop, storage[1])[start:stop]
+        exp_avg_block = _at(addresses[j, 2], stop, storage[2])[start:stop]
+        exp_avg_sq_block = _at(addresses[j, 3], stop, storage[3])[start:stop]
         for i in range(stop - start):
-            param_i = param_block[i]
-            grad_i = grad_block[i]
-            exp_avg_i = exp_avg_block[i]
-            exp_avg_sq_i = exp_avg_sq_block[i]
+            param_i = _load(param_block[i])
+            grad_i = _load(grad_block[i])
+            exp_avg_i = _load(exp_avg_block[i])
+            exp_avg_sq_i = _load(exp_avg_sq_block[i])
             t0 = grad_i*grad_sign + param_i*weight_decay
             t1 = beta1*exp_avg_i + c0*t0
             t2 = t0*t0
             t3 = exp_avg_sq_i - t2
             t4 = c4*t2*((c1) if (c2 < t3) else (c3) if (c2 > t3) else (t3)) + exp_avg_sq_i
-            exp_avg_block[i] = t1
-            exp_avg_sq_block[i] = t4
-            param_block[i] = c6*t1/(eps + math.sqrt(c5*t4)) + param_i
+            exp_avg_block[i] = _stored(t1, exp_avg_block)
+            exp_avg_sq_block[i] = _stored(t4, exp_avg_sq_block)
+            param_block[i] = _stored(c6*t1/(eps + math.sqrt(c5*t4)) + param_i, param_block)
 
 
 
-def init(param):
+def init(param, state_dtype=None):
     """Fresh state for `param`: the step counter, state arrays like `param` filled with their initial values
-    ('exp_avg': 0.0, 'exp_avg_sq': 1e-06)."""
+    ('exp_avg': 0.0, 'exp_avg_sq': 1e-06). States have
+    `param`'s dtype, or `state_dtype` ("float32", "float16" or "bfloat16") for a parameter that is not float64."""
     return {
         "step": 0,
-        'exp_avg': np.full_like(param, 0.0),
-        'exp_avg_sq': np.full_like(param, 1e-06),
+        'exp_avg': _full("init", param, 0.0, state_dtype),
+        'exp_avg_sq': _full("init", param, 1e-06, state_dtype),
     }
 
 
-def init_many(params):
-    """Fresh state for each tensor of `params`, for `step_many`: `[init(param) for param in params]`."""
-    return [init(param) for param in params]
+def init_many(params, state_dtype=None):
+    """Fresh state for each tensor of `params`, for `step_many`: `[init(param, state_dtype) for param in params]`."""
+    return [init(param, state_dtype) for param in params]
 
 
 def step(param, grad, state, *, lr=0.01, beta1=0.9, beta2=0.999, eps=0.001, weight_decay=0.0, maximize=False, **unknown):
     """One yogi step: updates `param` and the arrays of `state` in place and advances `state["step"]`.
 
-    Arrays are C-contiguous numpy arrays of one dtype (float32 or float64) and, per tensor, of one shape.
+    Arrays are C-contiguous numpy arrays of float64, float32, float16 or bfloat16 (int16 arrays of the bits), per
+    tensor of one shape. The gradient has the parameter's dtype; states have it too (a float64 parameter's always),
+    or any of float32, float16 and bfloat16 (`init(..., state_dtype=...)`). Kernels compute in float64 for a float64
+    parameter, else in float32, and round what they store to each array's format (to nearest even).
     On bad input a TypeError or ValueError names the problem and nothing is modified.
     """
     if unknown:
         raise _unknown("step", unknown)
-    rows, _, dtype = _checked_arrays("step", [param], [grad], [state], False)
+    rows, _, formats = _checked_arrays("step", [param], [grad], [state], False)
     arrays = rows[0]
+    dtype = _compute_dtype(formats)
     lr = _number('step', 'lr', lr)
     beta1 = _number('step', 'beta1', beta1)
     beta2 = _number('step', 'beta2', beta2)
@@ -482,7 +676,10 @@ def step_many(params, grads, states, *, lr=0.01, beta1=0.9, beta2=0.999, eps=0.0
     `init_many`), each updated in place. One kernel call per pass covers every tensor, wherever each lies in memory;
     each tensor keeps its own step count and scalar states.
 
-    Arrays are C-contiguous numpy arrays of one dtype (float32 or float64) and, per tensor, of one shape.
+    Arrays are C-contiguous numpy arrays of float64, float32, float16 or bfloat16 (int16 arrays of the bits), per
+    tensor of one shape. The gradient has the parameter's dtype; states have it too (a float64 parameter's always),
+    or any of float32, float16 and bfloat16 (`init(..., state_dtype=...)`). Kernels compute in float64 for a float64
+    parameter, else in float32, and round what they store to each array's format (to nearest even).
 
     All arrays are checked before anything is written: a TypeError or ValueError names the first problem (an array
     that is written may share memory with no other array).
@@ -498,11 +695,11 @@ def step_many(params, grads, states, *, lr=0.01, beta1=0.9, beta2=0.999, eps=0.0
     params, grads, states = list(params), list(grads), list(states)
     if not len(params) == len(grads) == len(states):
         raise ValueError(f"{VARIANT}.step_many: {len(params)} params, {len(grads)} grads and {len(states)} states")
-    rows, addresses, dtype = _checked_arrays("step_many", params, grads, states, True)
+    rows, addresses, formats = _checked_arrays("step_many", params, grads, states, True)
     sizes = np.array([row[0].size for row in rows], np.int64)
     steps = np.array([state["step"] for state in states], np.float64)
     scalar_states = {}
-    steps, scalar_states = step_tables(addresses, sizes, steps, scalar_states, dtype, lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay, maximize=maximize)
+    steps, scalar_states = step_tables(addresses, sizes, steps, scalar_states, formats or "float32", lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay, maximize=maximize)
     for k, state in enumerate(states):
         state["step"] = int(steps[k])
         for name, values in scalar_states.items():
@@ -515,7 +712,7 @@ def step_tables(addresses, sizes, steps, scalar_states, dtype, *, lr=0.01, beta1
     addresses: int64 array, row k: the addresses of tensor k's param, grad, exp_avg, exp_avg_sq, each C-contiguous.
     sizes: int64 array, the element count of each tensor; steps: float64 array, the steps each tensor has taken.
     scalar_states: {} (this variant has none).
-    dtype: the arrays' dtype. Returns the new steps and scalar states; the arrays are updated in place.
+    dtype: the arrays' dtype (float64, float32, float16, "bfloat16"), or one per array in the order above. Returns the new steps and scalar states; the arrays are updated in place.
     """
     lr = _number('step_tables', 'lr', lr)
     beta1 = _number('step_tables', 'beta1', beta1)
@@ -528,7 +725,9 @@ def step_tables(addresses, sizes, steps, scalar_states, dtype, *, lr=0.01, beta1
     step = np.asarray(steps, np.float64) + 1
     numel = np.maximum(sizes, 1).astype(np.float64)
     addresses = np.ascontiguousarray(addresses, np.int64)
-    dtype = np.dtype(dtype)
+    formats = _table_formats("step_tables", dtype, 4)
+    dtype = _compute_dtype(formats)
+    storage = _witnesses(formats)
     chunks = _chunk_table(sizes, CHUNK)
     parallel = sizes.sum() >= PARALLEL_THRESHOLD
     with np.errstate(all="ignore"):
@@ -542,5 +741,5 @@ def step_tables(addresses, sizes, steps, scalar_states, dtype, *, lr=0.01, beta1
         c4 = beta2 - 1
         c5 = 1/bias_correction2
         c6 = -lr/bias_correction1
-        (_update_tables_parallel if parallel else _update_tables_serial)(addresses, chunks, _table(count, dtype, beta1, eps, weight_decay, grad_sign, c0, c1, c2, c3, c4, c5, c6), _table(count, np.bool_))
+        (_update_tables_parallel if parallel else _update_tables_serial)(addresses, chunks, _table(count, dtype, beta1, eps, weight_decay, grad_sign, c0, c1, c2, c3, c4, c5, c6), _table(count, np.bool_), storage)
     return step, {}

@@ -32,6 +32,7 @@ import numpy as np
 from numba import cuda
 from numba.cuda import types as _types
 from numba.cuda.extending import intrinsic as _intrinsic
+from numba.cuda.extending import overload as _overload
 
 VARIANT = 'adamw'
 TARGET = 'cuda'
@@ -174,28 +175,201 @@ def _overlap(starts, stops, written):
     return int(min(a, b)), int(max(a, b))
 
 
+# Inlined from adamgen/runtime/storage.py.
+# storage format -> the dtype kernels see its arrays as
+_KERNEL_DTYPES = {"float64": np.dtype(np.float64), "float32": np.dtype(np.float32), "float16": np.dtype(np.uint16),
+                  "bfloat16": np.dtype(np.int16)}
+_FORMATS = {np.dtype(np.float64): "float64", np.dtype(np.float32): "float32", np.dtype(np.float16): "float16",
+            np.dtype(np.int16): "bfloat16"}  # a NumPy array's dtype -> the format it holds
+
+
+def _format_of(dtype):
+    """The storage format of arrays of NumPy ``dtype`` (int16 holds bfloat16 bits), or None for any other dtype."""
+    return _FORMATS.get(np.dtype(dtype))
+
+
+def _kernel_view(array):
+    """``array`` as kernels see it: a float16 array as its uint16 bits, any other array as it is (no copy)."""
+    return array.view(np.uint16) if array.dtype == np.float16 else array
+
+
+def _bf16_widen(x):
+    """The bfloat16 number of int16 bits ``x`` as the float32 of the same value."""
+    return np.uint32(np.uint32(np.uint16(x)) << np.uint32(16)).view(np.float32)
+
+
+def _bf16_round(value, array):
+    """The float32 ``value`` rounded to bfloat16 (to nearest, ties to even), as int16 bits; NaN gives a quiet NaN.
+    (``array``, unused, is the bfloat16 array it goes to: the signature of ``_stored``.)"""
+    b = np.float32(value).view(np.uint32)
+    if value != value:
+        return np.uint16((b >> np.uint32(16)) | np.uint32(0x40)).view(np.int16)
+    return np.uint16((b + np.uint32(0x7FFF) + ((b >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)).view(np.int16)
+
+
+def _f16_widen(x):
+    """The float16 number of uint16 bits ``x`` as the float32 of the same value."""
+    h = np.uint32(np.uint16(x))
+    exponent = (h >> np.uint32(10)) & np.uint32(31)
+    mantissa = h & np.uint32(1023)
+    if exponent == 0:  # zero or subnormal: mantissa * 2**-24, exact in float32
+        value = np.float32(mantissa) * np.float32(5.960464477539063e-08)
+    elif exponent == 31:  # infinity or NaN
+        value = np.uint32(np.uint32(0x7F800000) | (mantissa << np.uint32(13))).view(np.float32)
+    else:
+        value = np.uint32(((exponent + np.uint32(112)) << np.uint32(23)) | (mantissa << np.uint32(13))).view(np.float32)
+    return -value if h & np.uint32(0x8000) else value
+
+
+def _f16_round(value, array):
+    """The float32 ``value`` rounded to float16 (to nearest, ties to even), as uint16 bits (``array`` as for
+    ``_bf16_round``)."""
+    b = np.float32(value).view(np.uint32)
+    sign = (b >> np.uint32(16)) & np.uint32(0x8000)
+    b = b & np.uint32(0x7FFFFFFF)
+    if b > np.uint32(0x7F800000):  # NaN: a quiet NaN
+        h = np.uint32(0x7E00)
+    elif b >= np.uint32(0x47800000):  # 2**16 and beyond: infinity
+        h = np.uint32(0x7C00)
+    elif b < np.uint32(0x38800000):  # below float16's smallest normal, 2**-14: adding 0.5 rounds at 2**-24
+        h = np.uint32(np.float32(np.uint32(b).view(np.float32) + np.float32(0.5)).view(np.uint32) - np.uint32(0x3F000000))
+    else:  # rebias the exponent, round the 13 dropped bits to nearest even (a carry may reach infinity: correct)
+        h = (b - np.uint32(0x38000000) + np.uint32(0xFFF) + ((b >> np.uint32(13)) & np.uint32(1))) >> np.uint32(13)
+    return np.uint16(h | sign)
+
+
+def _load(x):
+    """One stored element in the compute dtype (Python body: NumPy scalars)."""
+    if isinstance(x, np.int16):
+        return _bf16_widen(x)
+    if isinstance(x, np.uint16):
+        return _f16_widen(x)
+    return x
+
+
+def _stored(value, array):
+    """``value`` (in the compute dtype) rounded to the format of ``array``'s elements (Python body: NumPy arrays)."""
+    if array.dtype == np.int16:
+        return _bf16_round(value, array)
+    if array.dtype == np.uint16:
+        return _f16_round(value, array)
+    return value
+
+
+def _load_typed(x):
+    if isinstance(x, _types.Integer):
+        return _bf16_widen if x.signed else _f16_widen
+    return lambda x: x
+
+
+def _stored_typed(value, array):
+    if isinstance(array.dtype, _types.Integer):
+        return _bf16_round if array.dtype.signed else _f16_round
+    return lambda value, array: value
+
+
+# The compiled forms, for the target's compiler (the generated module imports its `overload` as `_overload`).
+_overload(_load)(_load_typed)
+_overload(_stored)(_stored_typed)
+
+
+def _format(value):
+    """The storage format named by ``value`` (a format name, a NumPy dtype or type, a torch dtype), or None."""
+    if isinstance(value, str) and value in _KERNEL_DTYPES:
+        return value
+    if type(value).__module__ == "torch":
+        return str(value).removeprefix("torch.") if str(value).removeprefix("torch.") in _KERNEL_DTYPES else None
+    try:
+        return _FORMATS.get(np.dtype(value))
+    except TypeError:
+        return None
+
+
+def _state_format(function, param_format, state_dtype):
+    """The format of new state arrays for a parameter of ``param_format``: its own, or ``state_dtype`` if given (any
+    of float32, float16 and bfloat16 for a parameter that is not float64). A TypeError names a wrong one."""
+    if state_dtype is None:
+        return param_format
+    chosen = _format(state_dtype)
+    allowed = ("float64",) if param_format == "float64" else ("float32", "float16", "bfloat16")
+    if chosen not in allowed:
+        raise TypeError(f"{VARIANT}.{function}: state_dtype {state_dtype!r} is not a state format for a {param_format} "
+                        f"parameter; choose {', '.join(allowed)}")
+    return chosen
+
+
+def _formats_problem(names, formats):
+    """What is wrong with the formats of one tensor's arrays (``[param, grad, *states]``, named ``names``), or None:
+    the gradient has the parameter's format; states are float64 with a float64 parameter (the kernels compute in
+    float64), else any of float32, float16 and bfloat16 (the kernels compute in float32)."""
+    param = formats[0]
+    if formats[1] != param:
+        return f"{names[1]} is {formats[1]}, {names[0]} is {param}"
+    allowed = ("float64",) if param == "float64" else ("float32", "float16", "bfloat16")
+    for name, form in zip(names[2:], formats[2:]):
+        if form not in allowed:
+            return f"{name} is {form}; with a {param} parameter, states are " + \
+                ("float64" if param == "float64" else "float32, float16 or bfloat16")
+    return None
+
+
+def _table_formats(function, dtype, width):
+    """``step_tables``' ``dtype`` as one format per array: a dtype (or format name) for all ``width`` arrays, or a
+    sequence of one per array; a TypeError names a wrong one."""
+    formats = [dtype] * width if _format(dtype) is not None else list(dtype) if isinstance(dtype, (list, tuple)) \
+        else [dtype]
+    formats = [_format(f) for f in formats]
+    if len(formats) != width or None in formats:
+        raise TypeError(f"{VARIANT}.{function}: dtype must be the arrays' dtype or a sequence of {width} dtypes (one "
+                        f"per array: {', '.join(('param', 'grad') + STATES)}) among float64, float32, float16 and bfloat16, got {dtype!r}")
+    problem = _formats_problem(['param', 'grad', *STATES], formats)
+    if problem is not None:
+        raise TypeError(f"{VARIANT}.{function}: {problem}")
+    return tuple(formats)
+
+
+def _compute_dtype(formats):
+    """What the kernels compute in for arrays of ``formats``: float64 for a float64 parameter, else float32."""
+    return np.dtype(np.float64 if formats[0] == "float64" else np.float32)
+
+
+_witness_cache = {}
+
+
+def _witnesses(formats):
+    """A zero of each array's kernel dtype: a kernel over an address table reads each array with its scalar's type."""
+    if formats not in _witness_cache:
+        _witness_cache[formats] = tuple(_KERNEL_DTYPES[f].type(0) for f in formats)
+    return _witness_cache[formats]
+
+
+def _fill_value(form, value):
+    """``value`` as an element of an array of format ``form`` holds it (bfloat16: its bits, rounded to nearest even)."""
+    return _bf16_round(np.float32(value), None) if form == "bfloat16" else value
+
+
 # Inlined from adamgen/runtime/cuda.py.
-_DTYPES = (np.float32, np.float64)  # what the kernels compute in
 # At most this many blocks per launch; None: as many as the device keeps resident at once (multiprocessors x resident
 # threads per multiprocessor / THREADS_PER_BLOCK), which the kernels' loops over chunks cover any size with.
 MAX_BLOCKS = None
 
 if numba.config.ENABLE_CUDASIM:
-    def _view(address, count, dtype):
-        """The ``count`` elements of ``dtype`` at ``address`` (the simulator's device memory is host memory)."""
-        kind = np.ctypeslib.as_ctypes_type(np.dtype(dtype))
-        return np.ctypeslib.as_array(ctypes.cast(int(address), ctypes.POINTER(kind)), (int(count),))
+    def _view(address, count, kind):
+        """The ``count`` elements of ``kind``'s type (a NumPy scalar) at ``address`` (the simulator's device memory is
+        host memory)."""
+        element = np.ctypeslib.as_ctypes_type(np.dtype(type(kind)))
+        return np.ctypeslib.as_array(ctypes.cast(int(address), ctypes.POINTER(element)), (int(count),))
 else:
     @_intrinsic
-    def _view(typingctx, address, count, dtype):
-        """The int64 ``address`` as a pointer to ``dtype`` elements (LLVM's inttoptr); indexing it reads and writes
-        device memory. ``count`` is unused on the device."""
-        pointer = _types.CPointer(dtype.dtype)
+    def _view(typingctx, address, count, kind):
+        """The int64 ``address`` as a pointer to elements of ``kind``'s type (a scalar of it; its value is unused)
+        (LLVM's inttoptr); indexing it reads and writes device memory. ``count`` is unused on the device."""
+        pointer = _types.CPointer(kind)
 
         def codegen(context, builder, signature, args):
             return builder.inttoptr(args[0], context.get_value_type(pointer))
 
-        return pointer(address, count, dtype), codegen
+        return pointer(address, count, kind), codegen
 
 
 
@@ -241,7 +415,8 @@ def _not_cuda(function, what, array):
 
 
 def _device_array(function, what, array):
-    """A numba device array viewing ``array``'s memory (no copy), or a TypeError if it is not in CUDA memory."""
+    """A numba device array viewing ``array``'s memory (no copy), or a TypeError if it is not in CUDA memory. A torch
+    bfloat16 tensor, which exports no __cuda_array_interface__, is viewed as its int16 bits."""
     if cuda.devicearray.is_cuda_ndarray(array):
         return array
     torch = _torch(array)
@@ -249,6 +424,8 @@ def _device_array(function, what, array):
         if not array.is_cuda:
             raise _not_cuda(function, what, array)
         array = array.detach()  # a tensor that requires grad exports no __cuda_array_interface__
+        if array.dtype == torch.bfloat16:
+            array = array.view(torch.int16)
     elif not hasattr(array, "__cuda_array_interface__"):
         raise _not_cuda(function, what, array)
     return cuda.as_cuda_array(array)
@@ -271,13 +448,14 @@ def _exported_read_only(array):
 
 
 def _checked_arrays(function, params, grads, states, tables):
-    """The kernel's arrays for each tensor (``[param, grad, *states]``, each a 1-D numba device array) and their dtype,
-    after checking every array of every tensor: CUDA arrays of one float dtype on the current device, each tensor's
-    arrays of one shape, C-contiguous, the written ones writeable, and no written array sharing memory with any other.
-    With ``tables``, also their int64 address table (row ``j``: tensor ``j``'s arrays in kernel order). Raises
-    TypeError or ValueError naming the first problem, before anything is written."""
+    """The kernel's arrays for each tensor (``[param, grad, *states]``, each a 1-D numba device array as
+    ``_kernel_view`` shows it) and their storage formats, after checking every array of every tensor: CUDA arrays of a
+    storage format on the current device, formats that go together (``_formats_problem``) and are the same for every
+    tensor, each tensor's arrays of one shape, C-contiguous, the written ones writeable, and no written array sharing
+    memory with any other. With ``tables``, also their int64 address table (row ``j``: tensor ``j``'s arrays in kernel
+    order). Raises TypeError or ValueError naming the first problem, before anything is written."""
     rows, named, extents = [], [], []
-    dtype = None
+    formats = None
     many = function.endswith("_many")
     for k, (param, grad, state) in enumerate(zip(params, grads, states)):
         where, state_name = (f"params[{k}]", f"states[{k}]") if many else ("param", "state")
@@ -303,14 +481,19 @@ def _checked_arrays(function, params, grads, states, tables):
                                  f"cuda:{torch.cuda.current_device()}; step under `with torch.cuda.device(...)`")
         arrays = [_device_array(function, name, array) for name, array, _ in row]
         first = arrays[0]
-        if first.dtype not in _DTYPES:
-            raise TypeError(f"{VARIANT}.{function}: {where} must be float32 or float64, got {first.dtype}")
-        if dtype is not None and first.dtype != dtype:
-            raise TypeError(f"{VARIANT}.{function}: {where} has dtype {first.dtype}, params[0] has dtype {dtype}")
-        dtype = first.dtype
+        for (name, _, _), array in zip(row, arrays):
+            if _format(array.dtype) is None:
+                raise TypeError(f"{VARIANT}.{function}: {name} must be float64, float32, float16 or bfloat16, got "
+                                f"{array.dtype}")
+        found = tuple(_format(array.dtype) for array in arrays)
+        problem = _formats_problem([name for name, _, _ in row], found)
+        if problem is not None:
+            raise TypeError(f"{VARIANT}.{function}: {problem}")
+        if formats is not None and found != formats:
+            raise TypeError(f"{VARIANT}.{function}: {where}'s arrays are {', '.join(found)}, params[0]'s are "
+                            f"{', '.join(formats)}; one call takes one combination")
+        formats = found
         for (name, original, written), array in zip(row, arrays):
-            if array.dtype != dtype:
-                raise TypeError(f"{VARIANT}.{function}: {name} has dtype {array.dtype}, {where} has dtype {dtype}")
             if tuple(array.shape) != tuple(first.shape):
                 raise ValueError(f"{VARIANT}.{function}: {name} has shape {tuple(array.shape)}, {where} has shape "
                                  f"{tuple(first.shape)}")
@@ -321,7 +504,7 @@ def _checked_arrays(function, params, grads, states, tables):
                 raise ValueError(f"{VARIANT}.{function}: {name} is read-only")
             extents.append((start, start + array.size * array.dtype.itemsize, written))
             named.append(name)
-        rows.append([array if array.ndim == 1 else array.reshape(array.size) for array in arrays])
+        rows.append([_kernel_view(array if array.ndim == 1 else array.reshape(array.size)) for array in arrays])
     if extents:
         starts, stops, written = zip(*extents)
         clash = _overlap(starts, stops, written)
@@ -329,7 +512,7 @@ def _checked_arrays(function, params, grads, states, tables):
             raise ValueError(f"{VARIANT}.{function}: {named[clash[1]]} overlaps {named[clash[0]]} in memory, and one "
                              "of them is written")
     addresses = np.array([start for start, _, _ in extents], np.int64).reshape(len(rows), 2 + len(STATES))
-    return rows, addresses if tables else None, dtype
+    return rows, addresses if tables else None, formats
 
 
 def _launch_stream(function, stream, like):
@@ -351,21 +534,28 @@ def _launch_stream(function, stream, like):
                     f"handle (int), got {type(stream).__name__}")
 
 
-def _full(function, what, like, value):
-    """An array shaped like ``like``, filled with ``value``, with its dtype, on its device and of its kind: a torch
-    tensor for a torch tensor, a numba device array for a numba device array, else from ``like``'s own library
-    (CuPy's ``full``)."""
-    if cuda.devicearray.is_cuda_ndarray(like):
-        return cuda.to_device(np.full(like.shape, value, like.dtype))
+def _full(function, what, like, value, state_dtype=None):
+    """An array shaped like ``like``, filled with ``value``, in ``like``'s format or ``state_dtype``'s, on its device
+    and of its kind: a torch tensor for a torch tensor, a numba device array for a numba device array, else from
+    ``like``'s own library (CuPy's ``full``; it has no bfloat16)."""
     torch = _torch(like)
     if torch is not None:
         if not like.is_cuda:
             raise _not_cuda(function, what, like)
-        return torch.full_like(like, value, memory_format=torch.contiguous_format).detach()
-    library = sys.modules.get(type(like).__module__.partition(".")[0])
-    if not hasattr(like, "__cuda_array_interface__") or not hasattr(library, "full"):
+        form = _state_format(function, _format(like.dtype) or str(like.dtype), state_dtype)
+        return torch.full_like(like, value, dtype=getattr(torch, form), memory_format=torch.contiguous_format).detach()
+    if not cuda.devicearray.is_cuda_ndarray(like) and not hasattr(like, "__cuda_array_interface__"):
         raise _not_cuda(function, what, like)
-    return library.full(like.shape, value, dtype=like.dtype)
+    if _format(like.dtype) is None:
+        raise TypeError(f"{VARIANT}.{function}: {what} must be float64, float32, float16 or bfloat16, got {like.dtype}")
+    form = _state_format(function, _format(like.dtype), state_dtype)
+    dtype = np.int16 if form == "bfloat16" else np.dtype(form)
+    if cuda.devicearray.is_cuda_ndarray(like):
+        return cuda.to_device(np.full(like.shape, _fill_value(form, value), dtype))
+    library = sys.modules.get(type(like).__module__.partition(".")[0])
+    if not hasattr(library, "full"):
+        raise _not_cuda(function, what, like)
+    return library.full(like.shape, _fill_value(form, value), dtype=dtype)
 
 
 def _host(array, stream):
@@ -436,20 +626,20 @@ def _update(param, grad, exp_avg, exp_avg_sq, beta2, eps, grad_sign, c0, c1, c2,
         exp_avg_block = exp_avg
         exp_avg_sq_block = exp_avg_sq
         for i in range(start + cuda.threadIdx.x, stop, cuda.blockDim.x):
-            param_i = param_block[i]
-            grad_i = grad_block[i]
-            exp_avg_i = exp_avg_block[i]
-            exp_avg_sq_i = exp_avg_sq_block[i]
+            param_i = _load(param_block[i])
+            grad_i = _load(grad_block[i])
+            exp_avg_i = _load(exp_avg_block[i])
+            exp_avg_sq_i = _load(exp_avg_sq_block[i])
             t0 = c0*(-exp_avg_i + grad_i*grad_sign) + exp_avg_i
             t1 = beta2*exp_avg_sq_i + c1*grad_i*grad_i
-            exp_avg_block[i] = t0
-            exp_avg_sq_block[i] = t1
-            param_block[i] = c2*param_i + c4*t0/(eps + math.sqrt(c3*t1))
+            exp_avg_block[i] = _stored(t0, exp_avg_block)
+            exp_avg_sq_block[i] = _stored(t1, exp_avg_sq_block)
+            param_block[i] = _stored(c2*param_i + c4*t0/(eps + math.sqrt(c3*t1)), param_block)
 
 
 
 @cuda.jit(cache=True)
-def _update_tables(addresses, chunks, scalars, flags):
+def _update_tables(addresses, chunks, scalars, flags, storage):
     for c in range(cuda.blockIdx.x, chunks.shape[0], cuda.gridDim.x):
         j = chunks[c, 0]
         start = chunks[c, 1]
@@ -462,52 +652,57 @@ def _update_tables(addresses, chunks, scalars, flags):
         c2 = scalars[j, 5]
         c3 = scalars[j, 6]
         c4 = scalars[j, 7]
-        param_block = _view(addresses[j, 0], stop, scalars.dtype)
-        grad_block = _view(addresses[j, 1], stop, scalars.dtype)
-        exp_avg_block = _view(addresses[j, 2], stop, scalars.dtype)
-        exp_avg_sq_block = _view(addresses[j, 3], stop, scalars.dtype)
+        param_block = _view(addresses[j, 0], stop, storage[0])
+        grad_block = _view(addresses[j, 1], stop, storage[1])
+        exp_avg_block = _view(addresses[j, 2], stop, storage[2])
+        exp_avg_sq_block = _view(addresses[j, 3], stop, storage[3])
         for i in range(start + cuda.threadIdx.x, stop, cuda.blockDim.x):
-            param_i = param_block[i]
-            grad_i = grad_block[i]
-            exp_avg_i = exp_avg_block[i]
-            exp_avg_sq_i = exp_avg_sq_block[i]
+            param_i = _load(param_block[i])
+            grad_i = _load(grad_block[i])
+            exp_avg_i = _load(exp_avg_block[i])
+            exp_avg_sq_i = _load(exp_avg_sq_block[i])
             t0 = c0*(-exp_avg_i + grad_i*grad_sign) + exp_avg_i
             t1 = beta2*exp_avg_sq_i + c1*grad_i*grad_i
-            exp_avg_block[i] = t0
-            exp_avg_sq_block[i] = t1
-            param_block[i] = c2*param_i + c4*t0/(eps + math.sqrt(c3*t1))
+            exp_avg_block[i] = _stored(t0, exp_avg_block)
+            exp_avg_sq_block[i] = _stored(t1, exp_avg_sq_block)
+            param_block[i] = _stored(c2*param_i + c4*t0/(eps + math.sqrt(c3*t1)), param_block)
 
 
 
 
-def init(param):
+def init(param, state_dtype=None):
     """Fresh state for `param`: the step counter, state arrays like `param` filled with their initial values
-    ('exp_avg': 0.0, 'exp_avg_sq': 0.0)."""
+    ('exp_avg': 0.0, 'exp_avg_sq': 0.0). States have
+    `param`'s dtype, or `state_dtype` ("float32", "float16" or "bfloat16") for a parameter that is not float64."""
     return {
         "step": 0,
-        'exp_avg': _full("init", "param", param, 0.0),
-        'exp_avg_sq': _full("init", "param", param, 0.0),
+        'exp_avg': _full("init", "param", param, 0.0, state_dtype),
+        'exp_avg_sq': _full("init", "param", param, 0.0, state_dtype),
     }
 
 
-def init_many(params):
-    """Fresh state for each tensor of `params`, for `step_many`: `[init(param) for param in params]`."""
-    return [init(param) for param in params]
+def init_many(params, state_dtype=None):
+    """Fresh state for each tensor of `params`, for `step_many`: `[init(param, state_dtype) for param in params]`."""
+    return [init(param, state_dtype) for param in params]
 
 
 def step(param, grad, state, *, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-08, weight_decay=0.01, maximize=False, stream=None, **unknown):
     """One adamw step: updates `param` and the arrays of `state` in place and advances `state["step"]`.
 
     Arrays are CUDA arrays (torch CUDA tensors, numba device arrays, anything with __cuda_array_interface__), used in
-    place, C-contiguous, of one dtype (float32 or float64) and, per tensor, of one shape. The kernels launch on
+    place, C-contiguous, per tensor of one shape, of float64, float32, float16 or bfloat16. The gradient has the
+    parameter's dtype; states have it too (a float64 parameter's always), or any of float32, float16 and bfloat16
+    (`init(..., state_dtype=...)`). Kernels compute in float64 for a float64 parameter, else in float32, and round
+    what they store to each array's format (to nearest even). The kernels launch on
     `stream` (a numba stream, an object with __cuda_stream__ or a raw handle), by default torch's current stream for
     torch tensors.
     On bad input a TypeError or ValueError names the problem and nothing is modified.
     """
     if unknown:
         raise _unknown("step", unknown)
-    rows, _, dtype = _checked_arrays("step", [param], [grad], [state], False)
+    rows, _, formats = _checked_arrays("step", [param], [grad], [state], False)
     arrays = rows[0]
+    dtype = _compute_dtype(formats)
     stream = _launch_stream("step", stream, param)
     lr = _number('step', 'lr', lr)
     beta1 = _number('step', 'beta1', beta1)
@@ -541,7 +736,10 @@ def step_many(params, grads, states, *, lr=0.001, beta1=0.9, beta2=0.999, eps=1e
     each tensor keeps its own step count and scalar states.
 
     Arrays are CUDA arrays (torch CUDA tensors, numba device arrays, anything with __cuda_array_interface__), used in
-    place, C-contiguous, of one dtype (float32 or float64) and, per tensor, of one shape. The kernels launch on
+    place, C-contiguous, per tensor of one shape, of float64, float32, float16 or bfloat16. The gradient has the
+    parameter's dtype; states have it too (a float64 parameter's always), or any of float32, float16 and bfloat16
+    (`init(..., state_dtype=...)`). Kernels compute in float64 for a float64 parameter, else in float32, and round
+    what they store to each array's format (to nearest even). The kernels launch on
     `stream` (a numba stream, an object with __cuda_stream__ or a raw handle), by default torch's current stream for
     torch tensors.
 
@@ -559,12 +757,12 @@ def step_many(params, grads, states, *, lr=0.001, beta1=0.9, beta2=0.999, eps=1e
     params, grads, states = list(params), list(grads), list(states)
     if not len(params) == len(grads) == len(states):
         raise ValueError(f"{VARIANT}.step_many: {len(params)} params, {len(grads)} grads and {len(states)} states")
-    rows, addresses, dtype = _checked_arrays("step_many", params, grads, states, True)
+    rows, addresses, formats = _checked_arrays("step_many", params, grads, states, True)
     sizes = np.array([row[0].size for row in rows], np.int64)
     stream = _launch_stream("step_many", stream, params[0] if params else None)
     steps = np.array([state["step"] for state in states], np.float64)
     scalar_states = {}
-    steps, scalar_states = step_tables(addresses, sizes, steps, scalar_states, dtype, stream=stream, lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay, maximize=maximize)
+    steps, scalar_states = step_tables(addresses, sizes, steps, scalar_states, formats or "float32", stream=stream, lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay, maximize=maximize)
     for k, state in enumerate(states):
         state["step"] = int(steps[k])
         for name, values in scalar_states.items():
@@ -577,7 +775,7 @@ def step_tables(addresses, sizes, steps, scalar_states, dtype, *, lr=0.001, beta
     addresses: int64 array, row k: the addresses of tensor k's param, grad, exp_avg, exp_avg_sq, each C-contiguous.
     sizes: int64 array, the element count of each tensor; steps: float64 array, the steps each tensor has taken.
     scalar_states: {} (this variant has none).
-    dtype: the arrays' dtype. Returns the new steps and scalar states; the arrays are updated in place.
+    dtype: the arrays' dtype (float64, float32, float16, "bfloat16"), or one per array in the order above. Returns the new steps and scalar states; the arrays are updated in place.
     """
     lr = _number('step_tables', 'lr', lr)
     beta1 = _number('step_tables', 'beta1', beta1)
@@ -590,7 +788,9 @@ def step_tables(addresses, sizes, steps, scalar_states, dtype, *, lr=0.001, beta
     step = np.asarray(steps, np.float64) + 1
     numel = np.maximum(sizes, 1).astype(np.float64)
     addresses = np.ascontiguousarray(addresses, np.int64)
-    dtype = np.dtype(dtype)
+    formats = _table_formats("step_tables", dtype, 4)
+    dtype = _compute_dtype(formats)
+    storage = _witnesses(formats)
     stream = _launch_stream("step_tables", stream, None)
     chunks = _chunk_table(sizes, CHUNK)
     if len(chunks):  # else nothing to launch: no device needed
@@ -608,5 +808,5 @@ def step_tables(addresses, sizes, steps, scalar_states, dtype, *, lr=0.001, beta
         if len(chunks):
             tables = _upload(stream, 0, addresses, chunks, _table(count, dtype, beta2, eps, grad_sign, c0, c1, c2, c3, c4), _table(count, np.bool_))
             device_addresses, device_chunks = tables[:2]
-            _update_tables[blocks, THREADS_PER_BLOCK, stream](device_addresses, device_chunks, *tables[-2:])
+            _update_tables[blocks, THREADS_PER_BLOCK, stream](device_addresses, device_chunks, *tables[-2:], storage)
     return step, {}

@@ -1,0 +1,194 @@
+"""Storage formats: what memory holds, apart from what the kernels compute in.
+
+Arrays hold float64, float32, float16 or bfloat16 numbers. Kernels compute in float64 when the parameter is float64 and
+in float32 otherwise: ``_load`` widens a stored element to the compute dtype (exactly), ``_stored`` rounds a computed
+value to an array's format, to nearest with ties to even, as a cast in torch and NumPy does (NaN stays NaN, overflow
+gives infinity).
+
+NumPy has no bfloat16, so a bfloat16 array is an int16 array of the raw bits (torch: ``tensor.view(torch.int16)``);
+numba's CPU compiler has no float16, so kernels see a float16 array as a uint16 array of its bits (``_kernel_view``).
+The conversions are integer arithmetic on those bits, the same on the CPU and the GPU; their Python bodies serve NumPy
+scalars (the CUDA simulator runs kernels as Python), their compiled forms are overloads for the target's compiler.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba.core import types as _types
+from numba.core.extending import overload as _overload
+
+VARIANT = "runtime"  # the generated module's own constants replace these stand-ins
+STATES: tuple = ()
+
+# --- inlined into generated modules from here on ---
+
+# storage format -> the dtype kernels see its arrays as
+_KERNEL_DTYPES = {"float64": np.dtype(np.float64), "float32": np.dtype(np.float32), "float16": np.dtype(np.uint16),
+                  "bfloat16": np.dtype(np.int16)}
+_FORMATS = {np.dtype(np.float64): "float64", np.dtype(np.float32): "float32", np.dtype(np.float16): "float16",
+            np.dtype(np.int16): "bfloat16"}  # a NumPy array's dtype -> the format it holds
+
+
+def _format_of(dtype):
+    """The storage format of arrays of NumPy ``dtype`` (int16 holds bfloat16 bits), or None for any other dtype."""
+    return _FORMATS.get(np.dtype(dtype))
+
+
+def _kernel_view(array):
+    """``array`` as kernels see it: a float16 array as its uint16 bits, any other array as it is (no copy)."""
+    return array.view(np.uint16) if array.dtype == np.float16 else array
+
+
+def _bf16_widen(x):
+    """The bfloat16 number of int16 bits ``x`` as the float32 of the same value."""
+    return np.uint32(np.uint32(np.uint16(x)) << np.uint32(16)).view(np.float32)
+
+
+def _bf16_round(value, array):
+    """The float32 ``value`` rounded to bfloat16 (to nearest, ties to even), as int16 bits; NaN gives a quiet NaN.
+    (``array``, unused, is the bfloat16 array it goes to: the signature of ``_stored``.)"""
+    b = np.float32(value).view(np.uint32)
+    if value != value:
+        return np.uint16((b >> np.uint32(16)) | np.uint32(0x40)).view(np.int16)
+    return np.uint16((b + np.uint32(0x7FFF) + ((b >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)).view(np.int16)
+
+
+def _f16_widen(x):
+    """The float16 number of uint16 bits ``x`` as the float32 of the same value."""
+    h = np.uint32(np.uint16(x))
+    exponent = (h >> np.uint32(10)) & np.uint32(31)
+    mantissa = h & np.uint32(1023)
+    if exponent == 0:  # zero or subnormal: mantissa * 2**-24, exact in float32
+        value = np.float32(mantissa) * np.float32(5.960464477539063e-08)
+    elif exponent == 31:  # infinity or NaN
+        value = np.uint32(np.uint32(0x7F800000) | (mantissa << np.uint32(13))).view(np.float32)
+    else:
+        value = np.uint32(((exponent + np.uint32(112)) << np.uint32(23)) | (mantissa << np.uint32(13))).view(np.float32)
+    return -value if h & np.uint32(0x8000) else value
+
+
+def _f16_round(value, array):
+    """The float32 ``value`` rounded to float16 (to nearest, ties to even), as uint16 bits (``array`` as for
+    ``_bf16_round``)."""
+    b = np.float32(value).view(np.uint32)
+    sign = (b >> np.uint32(16)) & np.uint32(0x8000)
+    b = b & np.uint32(0x7FFFFFFF)
+    if b > np.uint32(0x7F800000):  # NaN: a quiet NaN
+        h = np.uint32(0x7E00)
+    elif b >= np.uint32(0x47800000):  # 2**16 and beyond: infinity
+        h = np.uint32(0x7C00)
+    elif b < np.uint32(0x38800000):  # below float16's smallest normal, 2**-14: adding 0.5 rounds at 2**-24
+        h = np.uint32(np.float32(np.uint32(b).view(np.float32) + np.float32(0.5)).view(np.uint32) - np.uint32(0x3F000000))
+    else:  # rebias the exponent, round the 13 dropped bits to nearest even (a carry may reach infinity: correct)
+        h = (b - np.uint32(0x38000000) + np.uint32(0xFFF) + ((b >> np.uint32(13)) & np.uint32(1))) >> np.uint32(13)
+    return np.uint16(h | sign)
+
+
+def _load(x):
+    """One stored element in the compute dtype (Python body: NumPy scalars)."""
+    if isinstance(x, np.int16):
+        return _bf16_widen(x)
+    if isinstance(x, np.uint16):
+        return _f16_widen(x)
+    return x
+
+
+def _stored(value, array):
+    """``value`` (in the compute dtype) rounded to the format of ``array``'s elements (Python body: NumPy arrays)."""
+    if array.dtype == np.int16:
+        return _bf16_round(value, array)
+    if array.dtype == np.uint16:
+        return _f16_round(value, array)
+    return value
+
+
+def _load_typed(x):
+    if isinstance(x, _types.Integer):
+        return _bf16_widen if x.signed else _f16_widen
+    return lambda x: x
+
+
+def _stored_typed(value, array):
+    if isinstance(array.dtype, _types.Integer):
+        return _bf16_round if array.dtype.signed else _f16_round
+    return lambda value, array: value
+
+
+# The compiled forms, for the target's compiler (the generated module imports its `overload` as `_overload`).
+_overload(_load)(_load_typed)
+_overload(_stored)(_stored_typed)
+
+
+def _format(value):
+    """The storage format named by ``value`` (a format name, a NumPy dtype or type, a torch dtype), or None."""
+    if isinstance(value, str) and value in _KERNEL_DTYPES:
+        return value
+    if type(value).__module__ == "torch":
+        return str(value).removeprefix("torch.") if str(value).removeprefix("torch.") in _KERNEL_DTYPES else None
+    try:
+        return _FORMATS.get(np.dtype(value))
+    except TypeError:
+        return None
+
+
+def _state_format(function, param_format, state_dtype):
+    """The format of new state arrays for a parameter of ``param_format``: its own, or ``state_dtype`` if given (any
+    of float32, float16 and bfloat16 for a parameter that is not float64). A TypeError names a wrong one."""
+    if state_dtype is None:
+        return param_format
+    chosen = _format(state_dtype)
+    allowed = ("float64",) if param_format == "float64" else ("float32", "float16", "bfloat16")
+    if chosen not in allowed:
+        raise TypeError(f"{VARIANT}.{function}: state_dtype {state_dtype!r} is not a state format for a {param_format} "
+                        f"parameter; choose {', '.join(allowed)}")
+    return chosen
+
+
+def _formats_problem(names, formats):
+    """What is wrong with the formats of one tensor's arrays (``[param, grad, *states]``, named ``names``), or None:
+    the gradient has the parameter's format; states are float64 with a float64 parameter (the kernels compute in
+    float64), else any of float32, float16 and bfloat16 (the kernels compute in float32)."""
+    param = formats[0]
+    if formats[1] != param:
+        return f"{names[1]} is {formats[1]}, {names[0]} is {param}"
+    allowed = ("float64",) if param == "float64" else ("float32", "float16", "bfloat16")
+    for name, form in zip(names[2:], formats[2:]):
+        if form not in allowed:
+            return f"{name} is {form}; with a {param} parameter, states are " + \
+                ("float64" if param == "float64" else "float32, float16 or bfloat16")
+    return None
+
+
+def _table_formats(function, dtype, width):
+    """``step_tables``' ``dtype`` as one format per array: a dtype (or format name) for all ``width`` arrays, or a
+    sequence of one per array; a TypeError names a wrong one."""
+    formats = [dtype] * width if _format(dtype) is not None else list(dtype) if isinstance(dtype, (list, tuple)) \
+        else [dtype]
+    formats = [_format(f) for f in formats]
+    if len(formats) != width or None in formats:
+        raise TypeError(f"{VARIANT}.{function}: dtype must be the arrays' dtype or a sequence of {width} dtypes (one "
+                        f"per array: {', '.join(('param', 'grad') + STATES)}) among float64, float32, float16 and bfloat16, got {dtype!r}")
+    problem = _formats_problem(['param', 'grad', *STATES], formats)
+    if problem is not None:
+        raise TypeError(f"{VARIANT}.{function}: {problem}")
+    return tuple(formats)
+
+
+def _compute_dtype(formats):
+    """What the kernels compute in for arrays of ``formats``: float64 for a float64 parameter, else float32."""
+    return np.dtype(np.float64 if formats[0] == "float64" else np.float32)
+
+
+_witness_cache = {}
+
+
+def _witnesses(formats):
+    """A zero of each array's kernel dtype: a kernel over an address table reads each array with its scalar's type."""
+    if formats not in _witness_cache:
+        _witness_cache[formats] = tuple(_KERNEL_DTYPES[f].type(0) for f in formats)
+    return _witness_cache[formats]
+
+
+def _fill_value(form, value):
+    """``value`` as an element of an array of format ``form`` holds it (bfloat16: its bits, rounded to nearest even)."""
+    return _bf16_round(np.float32(value), None) if form == "bfloat16" else value
