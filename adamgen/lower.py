@@ -7,9 +7,9 @@ float64 operation.
 
 A variant without reductions has one phase, the update. A variant with reductions (LAMB's norms, StableAdamW's RMS) gets
 reduce phases first: phase k sums the per-element expressions of the reductions that need only what is known before it;
-the host then computes what depends on those sums; the last phase updates. State updates that need no reduction are
-stored by the first phase, so later phases read the new values instead of recomputing them, unless a later phase still
-needs the old value.
+the host then computes what depends on those sums; the last phase updates. Only the update phase writes: reduce phases
+read, so a step that stops between phases changes nothing, and the update computes each new state from the old values
+rather than reading back a stored one (which 16-bit storage would have rounded).
 """
 
 from __future__ import annotations
@@ -118,36 +118,20 @@ def lower(variant: Variant) -> Lowered:
         ready[symbol] = level(expr)
     reduce_phases = max((ready[r] for r in sums), default=0)
 
-    # Which state updates does the first phase store? Those that need no reduction, unless a later phase reads the
-    # old value.
+    # Every array is written by the update pass only: a reduce pass writes nothing (a step that stops between passes
+    # leaves every array as it was), and the update reads each new state as computed, never as stored and read back
+    # (a 16-bit state would come back rounded).
     outputs = {target: new for target, new in variant.updates if target in arrays}
-    early = {t for t, new in outputs.items() if level(new) == 0} if reduce_phases else set()
-    while True:
-        keep = {outputs[t] for t in early}
-        later = [sums[r] for r in sums if ready[r] > 1] + [new for t, new in outputs.items() if t not in early]
-        clash = {t for t in early if any(t in _inline(e, element_defs, keep).free_symbols for e in later)}
-        if not clash:
-            break
-        early -= clash
-    if early == set(outputs):  # the sums serve only scalar states: the update pass stores everything
-        early = set()
-    stored_new = {outputs[t]: t for t in early}  # in later phases, the array already holds the new value
 
     host_symbols = set(variant.host_symbols) | set(scalar_defs) | set(sums)
     hoist = _Hoister(host_symbols)
     phases = []
     for k in range(reduce_phases + 1):
-        keep = set(stored_new) if k > 0 else set()
-
         def lowered(expr):
-            expr = _inline(expr, element_defs, keep).xreplace(stored_new if k > 0 else {})
-            return hoist(_kernel_forms(expr))
+            return hoist(_kernel_forms(_inline(expr, element_defs)))
 
         phase_sums = [(r, lowered(sums[r])) for r in sums if ready[r] == k + 1]
-        if k == reduce_phases:
-            stores = [(t, lowered(new)) for t, new in outputs.items() if t not in early or not reduce_phases]
-        else:
-            stores = [(t, lowered(outputs[t])) for t in outputs if t in early and k == 0]
+        stores = [(t, lowered(new)) for t, new in outputs.items()] if k == reduce_phases else []
         phases.append(_phase(hoist, arrays, stores, phase_sums))
 
     # Host code: the named scalar definitions that are needed, in order, then the hoisted values, each in the first
@@ -235,11 +219,10 @@ def _cheap_lattices(expr, memo=None):
     return memo[expr]
 
 
-def _inline(expr, definitions: dict, keep=frozenset()):
-    """``expr`` with every per-element definition not in ``keep`` replaced by its expression, recursively."""
-    substitutions = {s: e for s, e in definitions.items() if s not in keep}
-    while expr.free_symbols & substitutions.keys():
-        expr = expr.xreplace(substitutions)
+def _inline(expr, definitions: dict):
+    """``expr`` with every per-element definition replaced by its expression, recursively."""
+    while expr.free_symbols & definitions.keys():
+        expr = expr.xreplace(definitions)
     return expr
 
 

@@ -42,11 +42,11 @@ from adamgen.variants import builtin_variants
 pytestmark = pytest.mark.cuda
 
 try:
-    from .cuda_ptx_run import kernel_forms, kernel_names, printed, ptx_by_capability, ptx_problems
+    from .cuda_ptx_run import LOW_PRECISION, kernel_forms, kernel_names, printed, ptx_by_capability, ptx_problems
     from .cuda_reduction_specs import extra_variants
     from .cuda_simulator_run import CALLS, FIRST_STEPS, JOINS, SHAPES, SIM_BLOCKS, SIM_CHUNK, SIM_THREADS
 except ImportError:  # tests/ is not a package: pytest put it on sys.path
-    from cuda_ptx_run import kernel_forms, kernel_names, printed, ptx_by_capability, ptx_problems
+    from cuda_ptx_run import LOW_PRECISION, kernel_forms, kernel_names, printed, ptx_by_capability, ptx_problems
     from cuda_reduction_specs import extra_variants
     from cuda_simulator_run import CALLS, FIRST_STEPS, JOINS, SHAPES, SIM_BLOCKS, SIM_CHUNK, SIM_THREADS
 try:  # the table of torch.optim references, used by the GPU parity test
@@ -721,6 +721,21 @@ def test_float64_ptx_has_no_local_memory(ptx_scans, key):
         assert found["problems"] == [], name
 
 
+LOW_PRECISION_FORMS = [(key, storage) for key in LOW_PRECISION if key in ALL
+                       for storage in ("bfloat16", "float16", "float32+bfloat16")]
+
+
+@pytest.mark.parametrize("key, storage", LOW_PRECISION_FORMS)
+def test_low_precision_ptx_has_no_float64_and_no_local_memory(ptx_scans, key, storage):
+    """16-bit storage: the kernels load the parameter's 16-bit (or float32) elements, compute in float32 with no
+    float64 instruction (the widening and the rounding are integer arithmetic) and keep everything in registers."""
+    for name, _, _ in kernel_forms(_variant(key), storage):
+        for cc in ("80", "90"):
+            found = ptx_scans[f"{key}|{storage}|{name}|sm_{cc}"]
+            assert found["target"] and found["loads"] and found["stores"], (name, cc, found)
+            assert found["problems"] == [], (name, cc)
+
+
 def _promoting_kernel(x, scale):
     for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
         x[i] = 0.5 * x[i] + scale  # the literal 0.5 is a float64: the product runs in float64
@@ -822,9 +837,10 @@ ERRORS = {
     "step: host param": ("TypeError", [r"^{v}\.step: param must be a CUDA array", r"target='cpu'"]),
     "step: host grad": ("TypeError", [r"step: grad must be a CUDA array"]),
     "step: host state": ("TypeError", [r"step: state\['{last}'\] must be a CUDA array"]),
-    "step: float16": ("TypeError", [r"param must be float32 or float64, got float16"]),
-    "step: grad dtype": ("TypeError", [r"grad has dtype float64, param has dtype float32"]),
-    "step: state dtype": ("TypeError", [r"state\['{first}'\] has dtype float64"]),
+    "step: int32": ("TypeError", [r"param must be float64, float32, float16 or bfloat16, got int32"]),
+    "step: grad dtype": ("TypeError", [r"grad is float64, param is float32"]),
+    "step: state dtype": ("TypeError", [r"state\['{first}'\] is float64; with a float32 parameter, states are "
+                                        r"float32, float16 or bfloat16"]),
     "step: grad shape": ("ValueError", [r"grad has shape \(5, 4\), param has shape \(4, 5\)"]),
     "step: state shape": ("ValueError", [r"state\['{last}'\] has shape \(20,\)"]),
     "step: strided grad": ("ValueError", [r"grad must be C-contiguous"]),
@@ -841,9 +857,9 @@ ERRORS = {
     "step: bad scalar state": ("TypeError", [r"state\['{scalar}'\] must be a number"]),
     "step_many: host param": ("TypeError", [r"^{v}\.step_many: params\[1\] must be a CUDA array", r"target='cpu'"]),
     "step_many: host grad": ("TypeError", [r"step_many: grads\[2\] must be a CUDA array"]),
-    "step_many: float64 tensor among float32": ("TypeError", [r"params\[1\] has dtype float64, params\[0\] has dtype "
-                                                              r"float32"]),
-    "step_many: grad dtype": ("TypeError", [r"grads\[2\] has dtype float64, params\[2\] has dtype float32"]),
+    "step_many: float64 tensor among float32": ("TypeError", [r"params\[1\]'s arrays are float64, .*params\[0\]'s "
+                                                              r"are float32, .*one call takes one combination"]),
+    "step_many: grad dtype": ("TypeError", [r"grads\[2\] is float64, params\[2\] is float32"]),
     "step_many: grad shape": ("ValueError", [r"grads\[1\] has shape \(8,\), params\[1\] has shape \(7,\)"]),
     "step_many: strided grad": ("ValueError", [r"grads\[2\] must be C-contiguous"]),
     "step_many: read-only state": ("ValueError", [r"states\[1\]\['{last}'\] is read-only"]),

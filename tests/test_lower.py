@@ -102,15 +102,16 @@ def _catalogue(name):
     return as_variant(importlib.import_module(f"adamgen.variants.{name}").spec)
 
 
-def test_lamb_reduces_then_updates_reading_the_stored_moments():
+def test_lamb_reduces_then_updates_computing_the_moments_again():
+    """Reduce passes only read; the update pass writes every array, computing the new moments from the old ones."""
     assert _phase_plan(_catalogue("lamb")) == [
-        (("param", "grad", "exp_avg", "exp_avg_sq"), ("exp_avg", "exp_avg_sq"), 2),
-        (("param", "exp_avg", "exp_avg_sq"), ("param",), 0),
+        (("param", "grad", "exp_avg", "exp_avg_sq"), (), 2),
+        (("param", "grad", "exp_avg", "exp_avg_sq"), ("param", "exp_avg", "exp_avg_sq"), 0),
     ]
 
 
-def test_a_state_whose_old_value_a_later_phase_reads_is_not_stored_early():
-    # MARS's correction reads prev_grad in both phases, so prev_grad is written in the last one.
+def test_a_state_whose_old_value_two_phases_read_is_written_by_the_last():
+    # MARS's correction reads prev_grad in both phases.
     (reads0, writes0, sums0), (reads1, writes1, _) = _phase_plan(_catalogue("mars"))
     assert reads0 == ("grad", "prev_grad") and writes0 == () and sums0 == 1
     assert "prev_grad" in reads1 and "prev_grad" in writes1

@@ -21,7 +21,7 @@ import torch
 from ..runtime.cpu import _at
 from ..runtime.tables import _overlap
 from .tensors import Staged, UnsupportedTensorError, check_grad, check_param, check_placed_like, check_state, \
-    check_whole, is_dense, local, same_layout
+    check_whole, is_dense, local, same_layout, state_dtypes
 
 _PLAIN = {torch.Tensor, torch.nn.Parameter}  # tensor types whose memory is their own (a DTensor's is its shard's)
 _DTYPE, _SHAPE, _GRAD = (operator.attrgetter(name) for name in ("dtype", "shape", "grad"))
@@ -89,6 +89,7 @@ class Call:
 
     def __init__(self, module, device, dtype, where):
         self.module, self.device, self.dtype, self.where = module, device, dtype, where
+        self.states = set(state_dtypes(dtype))  # the dtypes its states may have besides the parameters' own
         # the call's parameters as columns: index in the group, parameter, gradient, state dict (set by ``plan``)
         self.indices, self.params, self.grads, self.entries = [], [], [], []
         self.placed = False  # whether ``plan`` has seen every parameter on the call's device with its dtype
@@ -110,6 +111,7 @@ class Call:
         if columns is None or not self._plain(columns):
             columns = self._checked_columns()
             counters = {name: [entry[name] for entry in self.entries] for name in ("step", *module.SCALAR_STATES)}
+        self.dtypes = [column[0].dtype for column in columns]  # one per column: checked above
         count = len(self.params)
         self.addresses = np.empty((count, len(columns)), np.int64)
         for index, column in enumerate(columns):
@@ -135,7 +137,9 @@ class Call:
                     return False
                 if column is columns[0] and self.placed:  # device and dtype: seen by ``plan``
                     continue
-                if set(map(_DTYPE, column)) != {self.dtype} or not all(map(kind, column)) \
+                dtypes = set(map(_DTYPE, column))
+                if dtypes != {self.dtype} and (column is columns[1] or len(dtypes) != 1 or not dtypes <= self.states) \
+                        or not all(map(kind, column)) \
                         or not cpu and set(map(torch.Tensor.get_device, column)) != {index} \
                         or list(map(_SHAPE, column)) != shapes:
                     return False
@@ -173,14 +177,21 @@ class Call:
                     tensor = staged.copy
                 tensors.append(tensor)
             rows.append(tensors)
-        return [list(column) for column in zip(*rows)]
+        columns = [list(column) for column in zip(*rows)]
+        for name, column in zip(module.STATES, columns[2:]):
+            dtypes = sorted({str(tensor.dtype).replace("torch.", "") for tensor in column})
+            if len(dtypes) > 1:
+                raise UnsupportedTensorError(f"{self.where}: state {name!r} is {' and '.join(dtypes)} across the "
+                                             f"{self.dtype} parameters of one call, which takes one dtype per state; "
+                                             "convert them to one")
+        return columns
 
     def extents(self):
         """(starts, stops, written) of every array the call reads or writes, row by row (``name`` names each)."""
-        width = self.addresses.shape[1]
         starts = self.addresses.ravel()
-        nbytes = self.sizes * (4 if self.dtype == torch.float32 else 8)
-        stops = starts + np.repeat(nbytes, width)
+        itemsizes = np.array([dtype.itemsize for dtype in self.dtypes], np.int64)
+        stops = starts + (self.sizes[:, None] * itemsizes[None, :]).ravel()
+        width = self.addresses.shape[1]
         written = np.tile([True, False] + [True] * (width - 2), len(self.sizes))
         return starts, stops, written
 
@@ -194,7 +205,7 @@ class Call:
             extra["stream"] = torch.cuda.current_stream(self.device).cuda_stream
         new_steps, new_scalars = self.module.step_tables(
             self.addresses, self.sizes, self.steps.read(), {name: c.read() for name, c in self.scalars.items()},
-            np.float32 if self.dtype == torch.float32 else np.float64, **hyperparameters, **extra)
+            [str(dtype).replace("torch.", "") for dtype in self.dtypes], **hyperparameters, **extra)
         for staged in self.staged:
             staged.write_back()
         self.steps.write(new_steps)
@@ -202,11 +213,11 @@ class Call:
             self.scalars[name].write(values)
 
 
-def plan(params, state, modules, where: str) -> list[Call]:
+def plan(params, state, modules, where: str, state_dtype=None) -> list[Call]:
     """The calls that step every parameter of ``params`` that has a gradient; ``modules(device_type)`` is the
     generated module for tensors on that device type, ``modules.init_values`` its states' initial values. Creates
-    missing state (as torch.optim does, on a parameter's first step) and checks every tensor; raises before any kernel
-    runs."""
+    missing state (as torch.optim does, on a parameter's first step; in ``state_dtype`` if given, else in the
+    parameter's dtype) and checks every tensor; raises before any kernel runs."""
     params = list(params)
     grads = list(map(_GRAD, params))
     indices = [k for k, g in enumerate(grads) if g is not None]
@@ -236,7 +247,8 @@ def plan(params, state, modules, where: str) -> list[Call]:
     if set(map(type, entries)) != {dict} or not all(entries):
         for row, entry in enumerate(entries):
             if type(entry) is not dict or not entry:  # a parameter's first step: its state, as torch.optim makes it
-                entries[row] = _first_state(params[row], entry, modules, f"{where}, parameter {indices[row]}")
+                entries[row] = _first_state(params[row], entry, modules, f"{where}, parameter {indices[row]}",
+                                            state_dtype)
     columns = (indices, params, grads, entries)
     for call, rows in zip(calls, groups):
         call.indices, call.params, call.grads, call.entries = columns if rows is None else \
@@ -270,14 +282,14 @@ def _new_call(p, modules, where, k) -> Call:
     return Call(module, p.device, p.dtype, where)
 
 
-def _first_state(p, entry, modules, where) -> dict:
+def _first_state(p, entry, modules, where, state_dtype) -> dict:
     if not isinstance(entry, dict):
         raise TypeError(f"{where}: optimizer.state holds {type(entry).__name__} for it, not a dict")
     if not entry:
         module = modules(p.device.type)
         if module is None:
             _unsupported_device(p, modules, where)
-        entry.update(_fresh_state(p, module, modules.init_values))
+        entry.update(_fresh_state(p, module, modules.init_values, state_dtype))
     return entry
 
 
@@ -286,12 +298,14 @@ def _unsupported_device(p, modules, where):
                                  f"{', '.join(modules.device_types)}")
 
 
-def _fresh_state(p, module, init_values) -> dict:
+def _fresh_state(p, module, init_values, state_dtype=None) -> dict:
     """A parameter's state on its first step, in torch.optim's layout: ``step`` a float32 0-d CPU tensor, each state
-    tensor like the parameter (same memory format; a DTensor for a DTensor), each scalar state a float64 0-d tensor."""
+    tensor like the parameter (same memory format; a DTensor for a DTensor; its dtype unless ``state_dtype`` is given
+    and the parameter is not float64), each scalar state a float64 0-d tensor."""
     fresh = {"step": torch.tensor(0.0, dtype=torch.float32)}
+    dtype = p.dtype if state_dtype is None or p.dtype == torch.float64 else state_dtype
     for name in module.STATES:
-        fresh[name] = torch.full_like(p, init_values[name], memory_format=torch.preserve_format)
+        fresh[name] = torch.full_like(p, init_values[name], dtype=dtype, memory_format=torch.preserve_format)
     for name, value in module.SCALAR_STATES.items():
         fresh[name] = torch.tensor(float(value), dtype=torch.float64)
     return fresh

@@ -117,6 +117,10 @@ def check_torch_arguments(variant, arguments):
             raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
 
 
+# param group entries that are not numbers, checked where they are set (adamgen.torch.Optimizer)
+NOT_NUMBERS = frozenset({"state_dtype"})
+
+
 def check_values(values, names, where=""):
     """Check the hyperparameters that ``values`` (constructor arguments or a param group) holds for the variant whose
     hyperparameters and their defaults, under torch's names, are ``names``; absent ones, flags (a bool default) and
@@ -124,7 +128,7 @@ def check_values(values, names, where=""):
     every step, once per param group: Python floats take the short way (a few microseconds per group)."""
     for name, default in names.items():
         value = values.get(name, _ABSENT)
-        if value is _ABSENT or default.__class__ is bool or (value is None and default is None):
+        if value is _ABSENT or default.__class__ is bool or (value is None and default is None) or name in NOT_NUMBERS:
             continue
         if name == "betas":
             _check_betas(value, default, where)

@@ -13,7 +13,7 @@ from . import dispatch, state as _state
 from .hyperparameters import BETA as _BETA
 from .hyperparameters import (IGNORED_SWITCHES, REFUSED_SWITCHES, check_switches, check_torch_arguments, check_values,
                               torch_names, translate)
-from .tensors import check_param
+from .tensors import STATE_DTYPES, check_param
 
 
 class Optimizer(torch.optim.Optimizer):
@@ -22,7 +22,10 @@ class Optimizer(torch.optim.Optimizer):
     ``variant``: a built-in name (``"adamw"``), a path to a spec file, or a ``Spec``. Keyword arguments are the
     variant's hyperparameters under torch's names (``betas=(b1, b2)`` stands for the spec's ``beta1``, ``beta2``; the
     spec names are accepted too) and its options (``amsgrad``, ``decoupled_weight_decay``, ...), all of which can be
-    set per param group.
+    set per param group. ``state_dtype`` (``torch.float32``, ``torch.bfloat16`` or ``torch.float16``; per param group)
+    makes new state tensors of that dtype instead of their parameter's (float64 parameters keep float64 states):
+    float32 parameters with bfloat16 moments, for example. The kernels compute in float32 for float32, bfloat16 and
+    float16 parameters (float64 for float64 ones) and round what they store to each tensor's dtype.
 
     Each step reads the parameters, gradients and state tensors where their owners put them and updates them in
     place: one kernel call per pass for all the tensors of a param group that share a device and a dtype.
@@ -40,6 +43,7 @@ class Optimizer(torch.optim.Optimizer):
             option_names = set()
         option_names |= {name for name in hyperparameters if name in OPTIONS}
         options = {name: bool(hyperparameters.pop(name, False)) for name in sorted(option_names)}
+        state_dtype = _checked_state_dtype(hyperparameters.pop("state_dtype", None), "adamgen.torch.Optimizer()")
         base = load(variant, "cpu", **{name: True for name, on in options.items() if on})
         self._variant = variant
         self._option_names = tuple(sorted(option_names))
@@ -64,7 +68,7 @@ class Optimizer(torch.optim.Optimizer):
         names = dict(defaults)
         defaults.update(given)
         check_values(defaults, names)  # before params are looked at, as torch
-        defaults.update(options)
+        defaults.update(options, state_dtype=state_dtype)
         super().__init__(params, defaults)
 
     # -- configuration -----------------------------------------------------------------------------------------------
@@ -86,6 +90,8 @@ class Optimizer(torch.optim.Optimizer):
                 if isinstance(p, torch.Tensor):
                     check_param(p, f"adamgen.torch.Optimizer: parameter {k} of group {len(self.param_groups)}")
         where = f"adamgen.torch.Optimizer: param group {len(self.param_groups)}"
+        if "state_dtype" in param_group:
+            _checked_state_dtype(param_group["state_dtype"], where)
         check_switches(param_group, where)
         check_values(param_group, self.defaults, where)
         super().add_param_group(param_group)
@@ -138,7 +144,8 @@ class Optimizer(torch.optim.Optimizer):
             # check every tensor of every group first, so that a bad one raises before anything is written
             for index, group, group_params in params:
                 modules = self._modules_for(group)
-                calls = dispatch.plan(group_params, self.state, modules, f"adamgen.torch.Optimizer: group {index}")
+                calls = dispatch.plan(group_params, self.state, modules, f"adamgen.torch.Optimizer: group {index}",
+                                      group.get("state_dtype"))
                 if calls:
                     hyperparameters = self._hyperparameters(group, calls[0].module)
                     work += [(call, hyperparameters) for call in calls]
@@ -167,6 +174,13 @@ class Optimizer(torch.optim.Optimizer):
 
     def __repr__(self):
         return super().__repr__().replace(type(self).__name__, f"{type(self).__name__}[{self._variant}]", 1)
+
+
+def _checked_state_dtype(value, where):
+    if value is not None and value not in STATE_DTYPES:
+        raise TypeError(f"{where}: state_dtype must be None (each parameter's dtype) or one of "
+                        f"{', '.join(map(str, STATE_DTYPES))}, got {value!r}")
+    return value
 
 
 class _Modules:

@@ -12,11 +12,20 @@ import torch
 
 from ..errors import AdamgenError
 
-KERNEL_DTYPES = (torch.float32, torch.float64)
+KERNEL_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+# the dtypes a state may have beside its parameter's: float64 parameters keep float64 states (the kernels compute in
+# float64); the others any of these (the kernels compute in float32)
+STATE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
 class UnsupportedTensorError(AdamgenError, TypeError):
-    """A parameter or gradient the generated kernels cannot update: not float32/float64, sparse, on another device."""
+    """A parameter or gradient the generated kernels cannot update: not a float dtype they take, sparse, on another
+    device."""
+
+
+def state_dtypes(dtype) -> tuple:
+    """The dtypes a state of a parameter of ``dtype`` may have."""
+    return (torch.float64,) if dtype == torch.float64 else STATE_DTYPES
 
 
 def local(tensor):
@@ -47,8 +56,8 @@ def check_param(p, where: str) -> None:
     if p.layout != torch.strided:
         raise UnsupportedTensorError(f"{where} is a sparse tensor ({p.layout}); adamgen's kernels take dense tensors")
     if p.dtype not in KERNEL_DTYPES:
-        raise UnsupportedTensorError(f"{where} has dtype {p.dtype}; adamgen's kernels update float32 and float64 "
-                                     "tensors only")
+        raise UnsupportedTensorError(f"{where} has dtype {p.dtype}; adamgen's kernels update float64, float32, "
+                                     "bfloat16 and float16 tensors only")
 
 
 def check_grad(p, g, where: str) -> None:
@@ -61,10 +70,11 @@ def check_grad(p, g, where: str) -> None:
 
 
 def check_state(p, value, where: str, name: str) -> None:
-    """A state tensor must be a tensor like its parameter (as torch.optim's own states are)."""
+    """A state tensor must be a tensor like its parameter (as torch.optim's own states are), in its dtype or another
+    one of ``state_dtypes(p.dtype)``."""
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"{where}: state {name!r} must be a tensor like the parameter, got {type(value).__name__}")
-    if value.shape != p.shape or value.dtype != p.dtype or value.device != p.device:
+    if value.shape != p.shape or value.dtype not in (p.dtype, *state_dtypes(p.dtype)) or value.device != p.device:
         raise ValueError(f"{where}: state {name!r} is {value.dtype} {tuple(value.shape)} on {value.device}, the "
                          f"parameter is {p.dtype} {tuple(p.shape)} on {p.device}")
 

@@ -494,11 +494,7 @@ def _reduce0_parallel(param, grad, exp_avg, exp_avg_sq, partials, scalars, flags
             grad_i = _load(grad_block[i])
             exp_avg_i = _load(exp_avg_block[i])
             exp_avg_sq_i = _load(exp_avg_sq_block[i])
-            t0 = c3*(-exp_avg_i + grad_i*grad_sign) + exp_avg_i
-            t1 = beta2*exp_avg_sq_i + c1*grad_i*grad_i
-            exp_avg_block[i] = _stored(t0, exp_avg_block)
-            exp_avg_sq_block[i] = _stored(t1, exp_avg_sq_block)
-            r0 += ((c0) if (c5 < c4*grad_i*t0/(eps + math.sqrt(c2*t1))) else (c5))
+            r0 += ((c0) if (c5 < c4*grad_i*(c3*(-exp_avg_i + grad_i*grad_sign) + exp_avg_i)/(eps + math.sqrt(c2*(beta2*exp_avg_sq_i + c1*grad_i*grad_i)))) else (c5))
         partials[c, 0] = r0
 
 
@@ -526,11 +522,7 @@ def _reduce0_serial(param, grad, exp_avg, exp_avg_sq, partials, scalars, flags):
             grad_i = _load(grad_block[i])
             exp_avg_i = _load(exp_avg_block[i])
             exp_avg_sq_i = _load(exp_avg_sq_block[i])
-            t0 = c3*(-exp_avg_i + grad_i*grad_sign) + exp_avg_i
-            t1 = beta2*exp_avg_sq_i + c1*grad_i*grad_i
-            exp_avg_block[i] = _stored(t0, exp_avg_block)
-            exp_avg_sq_block[i] = _stored(t1, exp_avg_sq_block)
-            r0 += ((c0) if (c5 < c4*grad_i*t0/(eps + math.sqrt(c2*t1))) else (c5))
+            r0 += ((c0) if (c5 < c4*grad_i*(c3*(-exp_avg_i + grad_i*grad_sign) + exp_avg_i)/(eps + math.sqrt(c2*(beta2*exp_avg_sq_i + c1*grad_i*grad_i)))) else (c5))
         partials[c, 0] = r0
 
 
@@ -558,11 +550,7 @@ def _reduce0_tables_parallel(addresses, chunks, partials, scalars, flags, storag
             grad_i = _load(grad_block[i])
             exp_avg_i = _load(exp_avg_block[i])
             exp_avg_sq_i = _load(exp_avg_sq_block[i])
-            t0 = c3*(-exp_avg_i + grad_i*grad_sign) + exp_avg_i
-            t1 = beta2*exp_avg_sq_i + c1*grad_i*grad_i
-            exp_avg_block[i] = _stored(t0, exp_avg_block)
-            exp_avg_sq_block[i] = _stored(t1, exp_avg_sq_block)
-            r0 += ((c0) if (c5 < c4*grad_i*t0/(eps + math.sqrt(c2*t1))) else (c5))
+            r0 += ((c0) if (c5 < c4*grad_i*(c3*(-exp_avg_i + grad_i*grad_sign) + exp_avg_i)/(eps + math.sqrt(c2*(beta2*exp_avg_sq_i + c1*grad_i*grad_i)))) else (c5))
         partials[c, 0] = r0
 
 
@@ -590,24 +578,24 @@ def _reduce0_tables_serial(addresses, chunks, partials, scalars, flags, storage)
             grad_i = _load(grad_block[i])
             exp_avg_i = _load(exp_avg_block[i])
             exp_avg_sq_i = _load(exp_avg_sq_block[i])
-            t0 = c3*(-exp_avg_i + grad_i*grad_sign) + exp_avg_i
-            t1 = beta2*exp_avg_sq_i + c1*grad_i*grad_i
-            exp_avg_block[i] = _stored(t0, exp_avg_block)
-            exp_avg_sq_block[i] = _stored(t1, exp_avg_sq_block)
-            r0 += ((c0) if (c5 < c4*grad_i*t0/(eps + math.sqrt(c2*t1))) else (c5))
+            r0 += ((c0) if (c5 < c4*grad_i*(c3*(-exp_avg_i + grad_i*grad_sign) + exp_avg_i)/(eps + math.sqrt(c2*(beta2*exp_avg_sq_i + c1*grad_i*grad_i)))) else (c5))
         partials[c, 0] = r0
 
 
 
 @numba.njit(parallel=True, error_model="numpy", cache=True)
 def _update_parallel(param, grad, exp_avg, exp_avg_sq, scalars, flags):
-    eps = scalars[0]
-    c0 = scalars[1]
-    c2 = scalars[2]
-    c4 = scalars[3]
-    c5 = scalars[4]
-    c6 = scalars[5]
-    c7 = scalars[6]
+    beta2 = scalars[0]
+    eps = scalars[1]
+    grad_sign = scalars[2]
+    c0 = scalars[3]
+    c1 = scalars[4]
+    c2 = scalars[5]
+    c3 = scalars[6]
+    c4 = scalars[7]
+    c5 = scalars[8]
+    c6 = scalars[9]
+    c7 = scalars[10]
     n = param.shape[0]
     for c in numba.prange(-(-n // CHUNK)):
         start = c * CHUNK
@@ -621,20 +609,28 @@ def _update_parallel(param, grad, exp_avg, exp_avg_sq, scalars, flags):
             grad_i = _load(grad_block[i])
             exp_avg_i = _load(exp_avg_block[i])
             exp_avg_sq_i = _load(exp_avg_sq_block[i])
-            t0 = exp_avg_i/(eps + math.sqrt(c2*exp_avg_sq_i))
-            param_block[i] = _stored(c6*param_i + c7*t0*((c0) if (c5 < c4*grad_i*t0) else (c5)), param_block)
+            t0 = c3*(-exp_avg_i + grad_i*grad_sign) + exp_avg_i
+            t1 = beta2*exp_avg_sq_i + c1*grad_i*grad_i
+            t2 = t0/(eps + math.sqrt(c2*t1))
+            exp_avg_block[i] = _stored(t0, exp_avg_block)
+            exp_avg_sq_block[i] = _stored(t1, exp_avg_sq_block)
+            param_block[i] = _stored(c6*param_i + c7*t2*((c0) if (c5 < c4*grad_i*t2) else (c5)), param_block)
 
 
 
 @numba.njit(parallel=False, error_model="numpy", cache=True)
 def _update_serial(param, grad, exp_avg, exp_avg_sq, scalars, flags):
-    eps = scalars[0]
-    c0 = scalars[1]
-    c2 = scalars[2]
-    c4 = scalars[3]
-    c5 = scalars[4]
-    c6 = scalars[5]
-    c7 = scalars[6]
+    beta2 = scalars[0]
+    eps = scalars[1]
+    grad_sign = scalars[2]
+    c0 = scalars[3]
+    c1 = scalars[4]
+    c2 = scalars[5]
+    c3 = scalars[6]
+    c4 = scalars[7]
+    c5 = scalars[8]
+    c6 = scalars[9]
+    c7 = scalars[10]
     n = param.shape[0]
     for c in numba.prange(-(-n // CHUNK)):
         start = c * CHUNK
@@ -648,8 +644,12 @@ def _update_serial(param, grad, exp_avg, exp_avg_sq, scalars, flags):
             grad_i = _load(grad_block[i])
             exp_avg_i = _load(exp_avg_block[i])
             exp_avg_sq_i = _load(exp_avg_sq_block[i])
-            t0 = exp_avg_i/(eps + math.sqrt(c2*exp_avg_sq_i))
-            param_block[i] = _stored(c6*param_i + c7*t0*((c0) if (c5 < c4*grad_i*t0) else (c5)), param_block)
+            t0 = c3*(-exp_avg_i + grad_i*grad_sign) + exp_avg_i
+            t1 = beta2*exp_avg_sq_i + c1*grad_i*grad_i
+            t2 = t0/(eps + math.sqrt(c2*t1))
+            exp_avg_block[i] = _stored(t0, exp_avg_block)
+            exp_avg_sq_block[i] = _stored(t1, exp_avg_sq_block)
+            param_block[i] = _stored(c6*param_i + c7*t2*((c0) if (c5 < c4*grad_i*t2) else (c5)), param_block)
 
 
 
@@ -659,13 +659,17 @@ def _update_tables_parallel(addresses, chunks, scalars, flags, storage):
         j = chunks[c, 0]
         start = chunks[c, 1]
         stop = chunks[c, 2]
-        eps = scalars[j, 0]
-        c0 = scalars[j, 1]
-        c2 = scalars[j, 2]
-        c4 = scalars[j, 3]
-        c5 = scalars[j, 4]
-        c6 = scalars[j, 5]
-        c7 = scalars[j, 6]
+        beta2 = scalars[j, 0]
+        eps = scalars[j, 1]
+        grad_sign = scalars[j, 2]
+        c0 = scalars[j, 3]
+        c1 = scalars[j, 4]
+        c2 = scalars[j, 5]
+        c3 = scalars[j, 6]
+        c4 = scalars[j, 7]
+        c5 = scalars[j, 8]
+        c6 = scalars[j, 9]
+        c7 = scalars[j, 10]
         param_block = _at(addresses[j, 0], stop, storage[0])[start:stop]
         grad_block = _at(addresses[j, 1], stop, storage[1])[start:stop]
         exp_avg_block = _at(addresses[j, 2], stop, storage[2])[start:stop]
@@ -675,8 +679,12 @@ def _update_tables_parallel(addresses, chunks, scalars, flags, storage):
             grad_i = _load(grad_block[i])
             exp_avg_i = _load(exp_avg_block[i])
             exp_avg_sq_i = _load(exp_avg_sq_block[i])
-            t0 = exp_avg_i/(eps + math.sqrt(c2*exp_avg_sq_i))
-            param_block[i] = _stored(c6*param_i + c7*t0*((c0) if (c5 < c4*grad_i*t0) else (c5)), param_block)
+            t0 = c3*(-exp_avg_i + grad_i*grad_sign) + exp_avg_i
+            t1 = beta2*exp_avg_sq_i + c1*grad_i*grad_i
+            t2 = t0/(eps + math.sqrt(c2*t1))
+            exp_avg_block[i] = _stored(t0, exp_avg_block)
+            exp_avg_sq_block[i] = _stored(t1, exp_avg_sq_block)
+            param_block[i] = _stored(c6*param_i + c7*t2*((c0) if (c5 < c4*grad_i*t2) else (c5)), param_block)
 
 
 
@@ -686,13 +694,17 @@ def _update_tables_serial(addresses, chunks, scalars, flags, storage):
         j = chunks[c, 0]
         start = chunks[c, 1]
         stop = chunks[c, 2]
-        eps = scalars[j, 0]
-        c0 = scalars[j, 1]
-        c2 = scalars[j, 2]
-        c4 = scalars[j, 3]
-        c5 = scalars[j, 4]
-        c6 = scalars[j, 5]
-        c7 = scalars[j, 6]
+        beta2 = scalars[j, 0]
+        eps = scalars[j, 1]
+        grad_sign = scalars[j, 2]
+        c0 = scalars[j, 3]
+        c1 = scalars[j, 4]
+        c2 = scalars[j, 5]
+        c3 = scalars[j, 6]
+        c4 = scalars[j, 7]
+        c5 = scalars[j, 8]
+        c6 = scalars[j, 9]
+        c7 = scalars[j, 10]
         param_block = _at(addresses[j, 0], stop, storage[0])[start:stop]
         grad_block = _at(addresses[j, 1], stop, storage[1])[start:stop]
         exp_avg_block = _at(addresses[j, 2], stop, storage[2])[start:stop]
@@ -702,8 +714,12 @@ def _update_tables_serial(addresses, chunks, scalars, flags, storage):
             grad_i = _load(grad_block[i])
             exp_avg_i = _load(exp_avg_block[i])
             exp_avg_sq_i = _load(exp_avg_sq_block[i])
-            t0 = exp_avg_i/(eps + math.sqrt(c2*exp_avg_sq_i))
-            param_block[i] = _stored(c6*param_i + c7*t0*((c0) if (c5 < c4*grad_i*t0) else (c5)), param_block)
+            t0 = c3*(-exp_avg_i + grad_i*grad_sign) + exp_avg_i
+            t1 = beta2*exp_avg_sq_i + c1*grad_i*grad_i
+            t2 = t0/(eps + math.sqrt(c2*t1))
+            exp_avg_block[i] = _stored(t0, exp_avg_block)
+            exp_avg_sq_block[i] = _stored(t1, exp_avg_sq_block)
+            param_block[i] = _stored(c6*param_i + c7*t2*((c0) if (c5 < c4*grad_i*t2) else (c5)), param_block)
 
 
 
@@ -765,7 +781,7 @@ def step(param, grad, state, *, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-08, wei
         r0, = _sums(partials)
         cautious_scale = 1/np.maximum((1/1000), r0/numel)
         c7 = -cautious_scale*step_size
-        (_update_parallel if parallel else _update_serial)(*arrays, np.array([eps, c0, c2, c4, c5, c6, c7], dtype), np.array([], np.bool_))
+        (_update_parallel if parallel else _update_serial)(*arrays, np.array([beta2, eps, grad_sign, c0, c1, c2, c3, c4, c5, c6, c7], dtype), np.array([], np.bool_))
     state["step"] = count + 1
 
 
@@ -847,5 +863,5 @@ def step_tables(addresses, sizes, steps, scalar_states, dtype, *, lr=0.001, beta
         r0, = _tensor_sums(partials, chunks, count)
         cautious_scale = 1/np.maximum((1/1000), r0/numel)
         c7 = -cautious_scale*step_size
-        (_update_tables_parallel if parallel else _update_tables_serial)(addresses, chunks, _table(count, dtype, eps, c0, c2, c4, c5, c6, c7), _table(count, np.bool_), storage)
+        (_update_tables_parallel if parallel else _update_tables_serial)(addresses, chunks, _table(count, dtype, beta2, eps, grad_sign, c0, c1, c2, c3, c4, c5, c6, c7), _table(count, np.bool_), storage)
     return step, {}

@@ -501,11 +501,7 @@ def _reduce0_parallel(param, grad, exp_avg, exp_avg_sq, partials, scalars, flags
             grad_i = _load(grad_block[i])
             exp_avg_i = _load(exp_avg_block[i])
             exp_avg_sq_i = _load(exp_avg_sq_block[i])
-            t0 = beta1*exp_avg_i + c3*grad_i
-            t1 = beta2*exp_avg_sq_i + c1*grad_i*grad_i
-            exp_avg_block[i] = _stored(t0, exp_avg_block)
-            exp_avg_sq_block[i] = _stored(t1, exp_avg_sq_block)
-            r0 += ((c0) if (c5 < c4*grad_i*t0/(eps + math.sqrt(c2*t1))) else (c5))
+            r0 += ((c0) if (c5 < c4*grad_i*(beta1*exp_avg_i + c3*grad_i)/(eps + math.sqrt(c2*(beta2*exp_avg_sq_i + c1*grad_i*grad_i)))) else (c5))
             r1 += param_i*param_i
         partials[c, 0] = r0
         partials[c, 1] = r1
@@ -538,11 +534,7 @@ def _reduce0_serial(param, grad, exp_avg, exp_avg_sq, partials, scalars, flags):
             grad_i = _load(grad_block[i])
             exp_avg_i = _load(exp_avg_block[i])
             exp_avg_sq_i = _load(exp_avg_sq_block[i])
-            t0 = beta1*exp_avg_i + c3*grad_i
-            t1 = beta2*exp_avg_sq_i + c1*grad_i*grad_i
-            exp_avg_block[i] = _stored(t0, exp_avg_block)
-            exp_avg_sq_block[i] = _stored(t1, exp_avg_sq_block)
-            r0 += ((c0) if (c5 < c4*grad_i*t0/(eps + math.sqrt(c2*t1))) else (c5))
+            r0 += ((c0) if (c5 < c4*grad_i*(beta1*exp_avg_i + c3*grad_i)/(eps + math.sqrt(c2*(beta2*exp_avg_sq_i + c1*grad_i*grad_i)))) else (c5))
             r1 += param_i*param_i
         partials[c, 0] = r0
         partials[c, 1] = r1
@@ -575,11 +567,7 @@ def _reduce0_tables_parallel(addresses, chunks, partials, scalars, flags, storag
             grad_i = _load(grad_block[i])
             exp_avg_i = _load(exp_avg_block[i])
             exp_avg_sq_i = _load(exp_avg_sq_block[i])
-            t0 = beta1*exp_avg_i + c3*grad_i
-            t1 = beta2*exp_avg_sq_i + c1*grad_i*grad_i
-            exp_avg_block[i] = _stored(t0, exp_avg_block)
-            exp_avg_sq_block[i] = _stored(t1, exp_avg_sq_block)
-            r0 += ((c0) if (c5 < c4*grad_i*t0/(eps + math.sqrt(c2*t1))) else (c5))
+            r0 += ((c0) if (c5 < c4*grad_i*(beta1*exp_avg_i + c3*grad_i)/(eps + math.sqrt(c2*(beta2*exp_avg_sq_i + c1*grad_i*grad_i)))) else (c5))
             r1 += param_i*param_i
         partials[c, 0] = r0
         partials[c, 1] = r1
@@ -612,11 +600,7 @@ def _reduce0_tables_serial(addresses, chunks, partials, scalars, flags, storage)
             grad_i = _load(grad_block[i])
             exp_avg_i = _load(exp_avg_block[i])
             exp_avg_sq_i = _load(exp_avg_sq_block[i])
-            t0 = beta1*exp_avg_i + c3*grad_i
-            t1 = beta2*exp_avg_sq_i + c1*grad_i*grad_i
-            exp_avg_block[i] = _stored(t0, exp_avg_block)
-            exp_avg_sq_block[i] = _stored(t1, exp_avg_sq_block)
-            r0 += ((c0) if (c5 < c4*grad_i*t0/(eps + math.sqrt(c2*t1))) else (c5))
+            r0 += ((c0) if (c5 < c4*grad_i*(beta1*exp_avg_i + c3*grad_i)/(eps + math.sqrt(c2*(beta2*exp_avg_sq_i + c1*grad_i*grad_i)))) else (c5))
             r1 += param_i*param_i
         partials[c, 0] = r0
         partials[c, 1] = r1
@@ -625,13 +609,17 @@ def _reduce0_tables_serial(addresses, chunks, partials, scalars, flags, storage)
 
 @numba.njit(parallel=True, error_model="numpy", fastmath={"reassoc"}, cache=True)
 def _reduce1_parallel(param, grad, exp_avg, exp_avg_sq, partials, scalars, flags):
-    eps = scalars[0]
-    weight_decay = scalars[1]
-    c0 = scalars[2]
-    c2 = scalars[3]
-    c4 = scalars[4]
-    c5 = scalars[5]
-    c6 = scalars[6]
+    beta1 = scalars[0]
+    beta2 = scalars[1]
+    eps = scalars[2]
+    weight_decay = scalars[3]
+    c0 = scalars[4]
+    c1 = scalars[5]
+    c2 = scalars[6]
+    c3 = scalars[7]
+    c4 = scalars[8]
+    c5 = scalars[9]
+    c6 = scalars[10]
     n = param.shape[0]
     for c in numba.prange(-(-n // CHUNK)):
         start = c * CHUNK
@@ -646,7 +634,7 @@ def _reduce1_parallel(param, grad, exp_avg, exp_avg_sq, partials, scalars, flags
             grad_i = _load(grad_block[i])
             exp_avg_i = _load(exp_avg_block[i])
             exp_avg_sq_i = _load(exp_avg_sq_block[i])
-            t0 = exp_avg_i/(eps + math.sqrt(c2*exp_avg_sq_i))
+            t0 = (beta1*exp_avg_i + c3*grad_i)/(eps + math.sqrt(c2*(beta2*exp_avg_sq_i + c1*grad_i*grad_i)))
             t1 = c6*t0*((c0) if (c5 < c4*grad_i*t0) else (c5)) + param_i*weight_decay
             r2 += t1*t1
         partials[c, 0] = r2
@@ -655,13 +643,17 @@ def _reduce1_parallel(param, grad, exp_avg, exp_avg_sq, partials, scalars, flags
 
 @numba.njit(parallel=False, error_model="numpy", fastmath={"reassoc"}, cache=True)
 def _reduce1_serial(param, grad, exp_avg, exp_avg_sq, partials, scalars, flags):
-    eps = scalars[0]
-    weight_decay = scalars[1]
-    c0 = scalars[2]
-    c2 = scalars[3]
-    c4 = scalars[4]
-    c5 = scalars[5]
-    c6 = scalars[6]
+    beta1 = scalars[0]
+    beta2 = scalars[1]
+    eps = scalars[2]
+    weight_decay = scalars[3]
+    c0 = scalars[4]
+    c1 = scalars[5]
+    c2 = scalars[6]
+    c3 = scalars[7]
+    c4 = scalars[8]
+    c5 = scalars[9]
+    c6 = scalars[10]
     n = param.shape[0]
     for c in numba.prange(-(-n // CHUNK)):
         start = c * CHUNK
@@ -676,7 +668,7 @@ def _reduce1_serial(param, grad, exp_avg, exp_avg_sq, partials, scalars, flags):
             grad_i = _load(grad_block[i])
             exp_avg_i = _load(exp_avg_block[i])
             exp_avg_sq_i = _load(exp_avg_sq_block[i])
-            t0 = exp_avg_i/(eps + math.sqrt(c2*exp_avg_sq_i))
+            t0 = (beta1*exp_avg_i + c3*grad_i)/(eps + math.sqrt(c2*(beta2*exp_avg_sq_i + c1*grad_i*grad_i)))
             t1 = c6*t0*((c0) if (c5 < c4*grad_i*t0) else (c5)) + param_i*weight_decay
             r2 += t1*t1
         partials[c, 0] = r2
@@ -689,13 +681,17 @@ def _reduce1_tables_parallel(addresses, chunks, partials, scalars, flags, storag
         j = chunks[c, 0]
         start = chunks[c, 1]
         stop = chunks[c, 2]
-        eps = scalars[j, 0]
-        weight_decay = scalars[j, 1]
-        c0 = scalars[j, 2]
-        c2 = scalars[j, 3]
-        c4 = scalars[j, 4]
-        c5 = scalars[j, 5]
-        c6 = scalars[j, 6]
+        beta1 = scalars[j, 0]
+        beta2 = scalars[j, 1]
+        eps = scalars[j, 2]
+        weight_decay = scalars[j, 3]
+        c0 = scalars[j, 4]
+        c1 = scalars[j, 5]
+        c2 = scalars[j, 6]
+        c3 = scalars[j, 7]
+        c4 = scalars[j, 8]
+        c5 = scalars[j, 9]
+        c6 = scalars[j, 10]
         param_block = _at(addresses[j, 0], stop, storage[0])[start:stop]
         grad_block = _at(addresses[j, 1], stop, storage[1])[start:stop]
         exp_avg_block = _at(addresses[j, 2], stop, storage[2])[start:stop]
@@ -706,7 +702,7 @@ def _reduce1_tables_parallel(addresses, chunks, partials, scalars, flags, storag
             grad_i = _load(grad_block[i])
             exp_avg_i = _load(exp_avg_block[i])
             exp_avg_sq_i = _load(exp_avg_sq_block[i])
-            t0 = exp_avg_i/(eps + math.sqrt(c2*exp_avg_sq_i))
+            t0 = (beta1*exp_avg_i + c3*grad_i)/(eps + math.sqrt(c2*(beta2*exp_avg_sq_i + c1*grad_i*grad_i)))
             t1 = c6*t0*((c0) if (c5 < c4*grad_i*t0) else (c5)) + param_i*weight_decay
             r2 += t1*t1
         partials[c, 0] = r2
@@ -719,13 +715,17 @@ def _reduce1_tables_serial(addresses, chunks, partials, scalars, flags, storage)
         j = chunks[c, 0]
         start = chunks[c, 1]
         stop = chunks[c, 2]
-        eps = scalars[j, 0]
-        weight_decay = scalars[j, 1]
-        c0 = scalars[j, 2]
-        c2 = scalars[j, 3]
-        c4 = scalars[j, 4]
-        c5 = scalars[j, 5]
-        c6 = scalars[j, 6]
+        beta1 = scalars[j, 0]
+        beta2 = scalars[j, 1]
+        eps = scalars[j, 2]
+        weight_decay = scalars[j, 3]
+        c0 = scalars[j, 4]
+        c1 = scalars[j, 5]
+        c2 = scalars[j, 6]
+        c3 = scalars[j, 7]
+        c4 = scalars[j, 8]
+        c5 = scalars[j, 9]
+        c6 = scalars[j, 10]
         param_block = _at(addresses[j, 0], stop, storage[0])[start:stop]
         grad_block = _at(addresses[j, 1], stop, storage[1])[start:stop]
         exp_avg_block = _at(addresses[j, 2], stop, storage[2])[start:stop]
@@ -736,7 +736,7 @@ def _reduce1_tables_serial(addresses, chunks, partials, scalars, flags, storage)
             grad_i = _load(grad_block[i])
             exp_avg_i = _load(exp_avg_block[i])
             exp_avg_sq_i = _load(exp_avg_sq_block[i])
-            t0 = exp_avg_i/(eps + math.sqrt(c2*exp_avg_sq_i))
+            t0 = (beta1*exp_avg_i + c3*grad_i)/(eps + math.sqrt(c2*(beta2*exp_avg_sq_i + c1*grad_i*grad_i)))
             t1 = c6*t0*((c0) if (c5 < c4*grad_i*t0) else (c5)) + param_i*weight_decay
             r2 += t1*t1
         partials[c, 0] = r2
@@ -745,14 +745,18 @@ def _reduce1_tables_serial(addresses, chunks, partials, scalars, flags, storage)
 
 @numba.njit(parallel=True, error_model="numpy", cache=True)
 def _update_parallel(param, grad, exp_avg, exp_avg_sq, scalars, flags):
-    eps = scalars[0]
-    weight_decay = scalars[1]
-    c0 = scalars[2]
-    c2 = scalars[3]
-    c4 = scalars[4]
-    c5 = scalars[5]
-    c6 = scalars[6]
-    c7 = scalars[7]
+    beta1 = scalars[0]
+    beta2 = scalars[1]
+    eps = scalars[2]
+    weight_decay = scalars[3]
+    c0 = scalars[4]
+    c1 = scalars[5]
+    c2 = scalars[6]
+    c3 = scalars[7]
+    c4 = scalars[8]
+    c5 = scalars[9]
+    c6 = scalars[10]
+    c7 = scalars[11]
     n = param.shape[0]
     for c in numba.prange(-(-n // CHUNK)):
         start = c * CHUNK
@@ -766,21 +770,29 @@ def _update_parallel(param, grad, exp_avg, exp_avg_sq, scalars, flags):
             grad_i = _load(grad_block[i])
             exp_avg_i = _load(exp_avg_block[i])
             exp_avg_sq_i = _load(exp_avg_sq_block[i])
-            t0 = exp_avg_i/(eps + math.sqrt(c2*exp_avg_sq_i))
-            param_block[i] = _stored(c7*(c6*t0*((c0) if (c5 < c4*grad_i*t0) else (c5)) + param_i*weight_decay) + param_i, param_block)
+            t0 = beta1*exp_avg_i + c3*grad_i
+            t1 = beta2*exp_avg_sq_i + c1*grad_i*grad_i
+            t2 = t0/(eps + math.sqrt(c2*t1))
+            exp_avg_block[i] = _stored(t0, exp_avg_block)
+            exp_avg_sq_block[i] = _stored(t1, exp_avg_sq_block)
+            param_block[i] = _stored(c7*(c6*t2*((c0) if (c5 < c4*grad_i*t2) else (c5)) + param_i*weight_decay) + param_i, param_block)
 
 
 
 @numba.njit(parallel=False, error_model="numpy", cache=True)
 def _update_serial(param, grad, exp_avg, exp_avg_sq, scalars, flags):
-    eps = scalars[0]
-    weight_decay = scalars[1]
-    c0 = scalars[2]
-    c2 = scalars[3]
-    c4 = scalars[4]
-    c5 = scalars[5]
-    c6 = scalars[6]
-    c7 = scalars[7]
+    beta1 = scalars[0]
+    beta2 = scalars[1]
+    eps = scalars[2]
+    weight_decay = scalars[3]
+    c0 = scalars[4]
+    c1 = scalars[5]
+    c2 = scalars[6]
+    c3 = scalars[7]
+    c4 = scalars[8]
+    c5 = scalars[9]
+    c6 = scalars[10]
+    c7 = scalars[11]
     n = param.shape[0]
     for c in numba.prange(-(-n // CHUNK)):
         start = c * CHUNK
@@ -794,8 +806,12 @@ def _update_serial(param, grad, exp_avg, exp_avg_sq, scalars, flags):
             grad_i = _load(grad_block[i])
             exp_avg_i = _load(exp_avg_block[i])
             exp_avg_sq_i = _load(exp_avg_sq_block[i])
-            t0 = exp_avg_i/(eps + math.sqrt(c2*exp_avg_sq_i))
-            param_block[i] = _stored(c7*(c6*t0*((c0) if (c5 < c4*grad_i*t0) else (c5)) + param_i*weight_decay) + param_i, param_block)
+            t0 = beta1*exp_avg_i + c3*grad_i
+            t1 = beta2*exp_avg_sq_i + c1*grad_i*grad_i
+            t2 = t0/(eps + math.sqrt(c2*t1))
+            exp_avg_block[i] = _stored(t0, exp_avg_block)
+            exp_avg_sq_block[i] = _stored(t1, exp_avg_sq_block)
+            param_block[i] = _stored(c7*(c6*t2*((c0) if (c5 < c4*grad_i*t2) else (c5)) + param_i*weight_decay) + param_i, param_block)
 
 
 
@@ -805,14 +821,18 @@ def _update_tables_parallel(addresses, chunks, scalars, flags, storage):
         j = chunks[c, 0]
         start = chunks[c, 1]
         stop = chunks[c, 2]
-        eps = scalars[j, 0]
-        weight_decay = scalars[j, 1]
-        c0 = scalars[j, 2]
-        c2 = scalars[j, 3]
-        c4 = scalars[j, 4]
-        c5 = scalars[j, 5]
-        c6 = scalars[j, 6]
-        c7 = scalars[j, 7]
+        beta1 = scalars[j, 0]
+        beta2 = scalars[j, 1]
+        eps = scalars[j, 2]
+        weight_decay = scalars[j, 3]
+        c0 = scalars[j, 4]
+        c1 = scalars[j, 5]
+        c2 = scalars[j, 6]
+        c3 = scalars[j, 7]
+        c4 = scalars[j, 8]
+        c5 = scalars[j, 9]
+        c6 = scalars[j, 10]
+        c7 = scalars[j, 11]
         param_block = _at(addresses[j, 0], stop, storage[0])[start:stop]
         grad_block = _at(addresses[j, 1], stop, storage[1])[start:stop]
         exp_avg_block = _at(addresses[j, 2], stop, storage[2])[start:stop]
@@ -822,8 +842,12 @@ def _update_tables_parallel(addresses, chunks, scalars, flags, storage):
             grad_i = _load(grad_block[i])
             exp_avg_i = _load(exp_avg_block[i])
             exp_avg_sq_i = _load(exp_avg_sq_block[i])
-            t0 = exp_avg_i/(eps + math.sqrt(c2*exp_avg_sq_i))
-            param_block[i] = _stored(c7*(c6*t0*((c0) if (c5 < c4*grad_i*t0) else (c5)) + param_i*weight_decay) + param_i, param_block)
+            t0 = beta1*exp_avg_i + c3*grad_i
+            t1 = beta2*exp_avg_sq_i + c1*grad_i*grad_i
+            t2 = t0/(eps + math.sqrt(c2*t1))
+            exp_avg_block[i] = _stored(t0, exp_avg_block)
+            exp_avg_sq_block[i] = _stored(t1, exp_avg_sq_block)
+            param_block[i] = _stored(c7*(c6*t2*((c0) if (c5 < c4*grad_i*t2) else (c5)) + param_i*weight_decay) + param_i, param_block)
 
 
 
@@ -833,14 +857,18 @@ def _update_tables_serial(addresses, chunks, scalars, flags, storage):
         j = chunks[c, 0]
         start = chunks[c, 1]
         stop = chunks[c, 2]
-        eps = scalars[j, 0]
-        weight_decay = scalars[j, 1]
-        c0 = scalars[j, 2]
-        c2 = scalars[j, 3]
-        c4 = scalars[j, 4]
-        c5 = scalars[j, 5]
-        c6 = scalars[j, 6]
-        c7 = scalars[j, 7]
+        beta1 = scalars[j, 0]
+        beta2 = scalars[j, 1]
+        eps = scalars[j, 2]
+        weight_decay = scalars[j, 3]
+        c0 = scalars[j, 4]
+        c1 = scalars[j, 5]
+        c2 = scalars[j, 6]
+        c3 = scalars[j, 7]
+        c4 = scalars[j, 8]
+        c5 = scalars[j, 9]
+        c6 = scalars[j, 10]
+        c7 = scalars[j, 11]
         param_block = _at(addresses[j, 0], stop, storage[0])[start:stop]
         grad_block = _at(addresses[j, 1], stop, storage[1])[start:stop]
         exp_avg_block = _at(addresses[j, 2], stop, storage[2])[start:stop]
@@ -850,8 +878,12 @@ def _update_tables_serial(addresses, chunks, scalars, flags, storage):
             grad_i = _load(grad_block[i])
             exp_avg_i = _load(exp_avg_block[i])
             exp_avg_sq_i = _load(exp_avg_sq_block[i])
-            t0 = exp_avg_i/(eps + math.sqrt(c2*exp_avg_sq_i))
-            param_block[i] = _stored(c7*(c6*t0*((c0) if (c5 < c4*grad_i*t0) else (c5)) + param_i*weight_decay) + param_i, param_block)
+            t0 = beta1*exp_avg_i + c3*grad_i
+            t1 = beta2*exp_avg_sq_i + c1*grad_i*grad_i
+            t2 = t0/(eps + math.sqrt(c2*t1))
+            exp_avg_block[i] = _stored(t0, exp_avg_block)
+            exp_avg_sq_block[i] = _stored(t1, exp_avg_sq_block)
+            param_block[i] = _stored(c7*(c6*t2*((c0) if (c5 < c4*grad_i*t2) else (c5)) + param_i*weight_decay) + param_i, param_block)
 
 
 
@@ -912,12 +944,12 @@ def step(param, grad, state, *, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-06, wei
         param_norm = np.sqrt(r1)
         c6 = cautious_scale/bias_correction1
         partials = np.empty((-(-arrays[0].size // CHUNK), 1), dtype)
-        (_reduce1_parallel if parallel else _reduce1_serial)(*arrays, partials, np.array([eps, weight_decay, c0, c2, c4, c5, c6], dtype), np.array([], np.bool_))
+        (_reduce1_parallel if parallel else _reduce1_serial)(*arrays, partials, np.array([beta1, beta2, eps, weight_decay, c0, c1, c2, c3, c4, c5, c6], dtype), np.array([], np.bool_))
         r2, = _sums(partials)
         update_norm = np.sqrt(r2)
         trust_ratio = np.where(np.logical_and((param_norm > 0), (update_norm > 0)), param_norm/update_norm, 1)
         c7 = -lr*trust_ratio
-        (_update_parallel if parallel else _update_serial)(*arrays, np.array([eps, weight_decay, c0, c2, c4, c5, c6, c7], dtype), np.array([], np.bool_))
+        (_update_parallel if parallel else _update_serial)(*arrays, np.array([beta1, beta2, eps, weight_decay, c0, c1, c2, c3, c4, c5, c6, c7], dtype), np.array([], np.bool_))
     state["step"] = count + 1
 
 
@@ -997,10 +1029,10 @@ def step_tables(addresses, sizes, steps, scalar_states, dtype, *, lr=0.001, beta
         param_norm = np.sqrt(r1)
         c6 = cautious_scale/bias_correction1
         partials = np.empty((len(chunks), 1), dtype)
-        (_reduce1_tables_parallel if parallel else _reduce1_tables_serial)(addresses, chunks, partials, _table(count, dtype, eps, weight_decay, c0, c2, c4, c5, c6), _table(count, np.bool_), storage)
+        (_reduce1_tables_parallel if parallel else _reduce1_tables_serial)(addresses, chunks, partials, _table(count, dtype, beta1, beta2, eps, weight_decay, c0, c1, c2, c3, c4, c5, c6), _table(count, np.bool_), storage)
         r2, = _tensor_sums(partials, chunks, count)
         update_norm = np.sqrt(r2)
         trust_ratio = np.where(np.logical_and((param_norm > 0), (update_norm > 0)), param_norm/update_norm, 1)
         c7 = -lr*trust_ratio
-        (_update_tables_parallel if parallel else _update_tables_serial)(addresses, chunks, _table(count, dtype, eps, weight_decay, c0, c2, c4, c5, c6, c7), _table(count, np.bool_), storage)
+        (_update_tables_parallel if parallel else _update_tables_serial)(addresses, chunks, _table(count, dtype, beta1, beta2, eps, weight_decay, c0, c1, c2, c3, c4, c5, c6, c7), _table(count, np.bool_), storage)
     return step, {}

@@ -499,13 +499,9 @@ def _reduce0_parallel(param, grad, exp_avg, exp_avg_sq, partials, scalars, flags
             grad_i = _load(grad_block[i])
             exp_avg_i = _load(exp_avg_block[i])
             exp_avg_sq_i = _load(exp_avg_sq_block[i])
-            t0 = beta1*exp_avg_i + c2*grad_i
-            t1 = beta2*exp_avg_sq_i + c0*grad_i*grad_i
-            t2 = c3*t0/(eps + math.sqrt(c1*t1)) + param_i*weight_decay
-            exp_avg_block[i] = _stored(t0, exp_avg_block)
-            exp_avg_sq_block[i] = _stored(t1, exp_avg_sq_block)
+            t0 = c3*(beta1*exp_avg_i + c2*grad_i)/(eps + math.sqrt(c1*(beta2*exp_avg_sq_i + c0*grad_i*grad_i))) + param_i*weight_decay
             r0 += param_i*param_i
-            r1 += t2*t2
+            r1 += t0*t0
         partials[c, 0] = r0
         partials[c, 1] = r1
 
@@ -537,13 +533,9 @@ def _reduce0_serial(param, grad, exp_avg, exp_avg_sq, partials, scalars, flags):
             grad_i = _load(grad_block[i])
             exp_avg_i = _load(exp_avg_block[i])
             exp_avg_sq_i = _load(exp_avg_sq_block[i])
-            t0 = beta1*exp_avg_i + c2*grad_i
-            t1 = beta2*exp_avg_sq_i + c0*grad_i*grad_i
-            t2 = c3*t0/(eps + math.sqrt(c1*t1)) + param_i*weight_decay
-            exp_avg_block[i] = _stored(t0, exp_avg_block)
-            exp_avg_sq_block[i] = _stored(t1, exp_avg_sq_block)
+            t0 = c3*(beta1*exp_avg_i + c2*grad_i)/(eps + math.sqrt(c1*(beta2*exp_avg_sq_i + c0*grad_i*grad_i))) + param_i*weight_decay
             r0 += param_i*param_i
-            r1 += t2*t2
+            r1 += t0*t0
         partials[c, 0] = r0
         partials[c, 1] = r1
 
@@ -575,13 +567,9 @@ def _reduce0_tables_parallel(addresses, chunks, partials, scalars, flags, storag
             grad_i = _load(grad_block[i])
             exp_avg_i = _load(exp_avg_block[i])
             exp_avg_sq_i = _load(exp_avg_sq_block[i])
-            t0 = beta1*exp_avg_i + c2*grad_i
-            t1 = beta2*exp_avg_sq_i + c0*grad_i*grad_i
-            t2 = c3*t0/(eps + math.sqrt(c1*t1)) + param_i*weight_decay
-            exp_avg_block[i] = _stored(t0, exp_avg_block)
-            exp_avg_sq_block[i] = _stored(t1, exp_avg_sq_block)
+            t0 = c3*(beta1*exp_avg_i + c2*grad_i)/(eps + math.sqrt(c1*(beta2*exp_avg_sq_i + c0*grad_i*grad_i))) + param_i*weight_decay
             r0 += param_i*param_i
-            r1 += t2*t2
+            r1 += t0*t0
         partials[c, 0] = r0
         partials[c, 1] = r1
 
@@ -613,13 +601,9 @@ def _reduce0_tables_serial(addresses, chunks, partials, scalars, flags, storage)
             grad_i = _load(grad_block[i])
             exp_avg_i = _load(exp_avg_block[i])
             exp_avg_sq_i = _load(exp_avg_sq_block[i])
-            t0 = beta1*exp_avg_i + c2*grad_i
-            t1 = beta2*exp_avg_sq_i + c0*grad_i*grad_i
-            t2 = c3*t0/(eps + math.sqrt(c1*t1)) + param_i*weight_decay
-            exp_avg_block[i] = _stored(t0, exp_avg_block)
-            exp_avg_sq_block[i] = _stored(t1, exp_avg_sq_block)
+            t0 = c3*(beta1*exp_avg_i + c2*grad_i)/(eps + math.sqrt(c1*(beta2*exp_avg_sq_i + c0*grad_i*grad_i))) + param_i*weight_decay
             r0 += param_i*param_i
-            r1 += t2*t2
+            r1 += t0*t0
         partials[c, 0] = r0
         partials[c, 1] = r1
 
@@ -627,45 +611,65 @@ def _reduce0_tables_serial(addresses, chunks, partials, scalars, flags, storage)
 
 @numba.njit(parallel=True, error_model="numpy", cache=True)
 def _update_parallel(param, grad, exp_avg, exp_avg_sq, scalars, flags):
-    eps = scalars[0]
-    weight_decay = scalars[1]
-    c1 = scalars[2]
-    c3 = scalars[3]
-    c5 = scalars[4]
+    beta1 = scalars[0]
+    beta2 = scalars[1]
+    eps = scalars[2]
+    weight_decay = scalars[3]
+    c0 = scalars[4]
+    c1 = scalars[5]
+    c2 = scalars[6]
+    c3 = scalars[7]
+    c5 = scalars[8]
     n = param.shape[0]
     for c in numba.prange(-(-n // CHUNK)):
         start = c * CHUNK
         stop = min(start + CHUNK, n)
         param_block = param[start:stop]
+        grad_block = grad[start:stop]
         exp_avg_block = exp_avg[start:stop]
         exp_avg_sq_block = exp_avg_sq[start:stop]
         for i in range(stop - start):
             param_i = _load(param_block[i])
+            grad_i = _load(grad_block[i])
             exp_avg_i = _load(exp_avg_block[i])
             exp_avg_sq_i = _load(exp_avg_sq_block[i])
-            param_block[i] = _stored(c5*(c3*exp_avg_i/(eps + math.sqrt(c1*exp_avg_sq_i)) + param_i*weight_decay) + param_i, param_block)
+            t0 = beta1*exp_avg_i + c2*grad_i
+            t1 = beta2*exp_avg_sq_i + c0*grad_i*grad_i
+            exp_avg_block[i] = _stored(t0, exp_avg_block)
+            exp_avg_sq_block[i] = _stored(t1, exp_avg_sq_block)
+            param_block[i] = _stored(c5*(c3*t0/(eps + math.sqrt(c1*t1)) + param_i*weight_decay) + param_i, param_block)
 
 
 
 @numba.njit(parallel=False, error_model="numpy", cache=True)
 def _update_serial(param, grad, exp_avg, exp_avg_sq, scalars, flags):
-    eps = scalars[0]
-    weight_decay = scalars[1]
-    c1 = scalars[2]
-    c3 = scalars[3]
-    c5 = scalars[4]
+    beta1 = scalars[0]
+    beta2 = scalars[1]
+    eps = scalars[2]
+    weight_decay = scalars[3]
+    c0 = scalars[4]
+    c1 = scalars[5]
+    c2 = scalars[6]
+    c3 = scalars[7]
+    c5 = scalars[8]
     n = param.shape[0]
     for c in numba.prange(-(-n // CHUNK)):
         start = c * CHUNK
         stop = min(start + CHUNK, n)
         param_block = param[start:stop]
+        grad_block = grad[start:stop]
         exp_avg_block = exp_avg[start:stop]
         exp_avg_sq_block = exp_avg_sq[start:stop]
         for i in range(stop - start):
             param_i = _load(param_block[i])
+            grad_i = _load(grad_block[i])
             exp_avg_i = _load(exp_avg_block[i])
             exp_avg_sq_i = _load(exp_avg_sq_block[i])
-            param_block[i] = _stored(c5*(c3*exp_avg_i/(eps + math.sqrt(c1*exp_avg_sq_i)) + param_i*weight_decay) + param_i, param_block)
+            t0 = beta1*exp_avg_i + c2*grad_i
+            t1 = beta2*exp_avg_sq_i + c0*grad_i*grad_i
+            exp_avg_block[i] = _stored(t0, exp_avg_block)
+            exp_avg_sq_block[i] = _stored(t1, exp_avg_sq_block)
+            param_block[i] = _stored(c5*(c3*t0/(eps + math.sqrt(c1*t1)) + param_i*weight_decay) + param_i, param_block)
 
 
 
@@ -675,19 +679,29 @@ def _update_tables_parallel(addresses, chunks, scalars, flags, storage):
         j = chunks[c, 0]
         start = chunks[c, 1]
         stop = chunks[c, 2]
-        eps = scalars[j, 0]
-        weight_decay = scalars[j, 1]
-        c1 = scalars[j, 2]
-        c3 = scalars[j, 3]
-        c5 = scalars[j, 4]
+        beta1 = scalars[j, 0]
+        beta2 = scalars[j, 1]
+        eps = scalars[j, 2]
+        weight_decay = scalars[j, 3]
+        c0 = scalars[j, 4]
+        c1 = scalars[j, 5]
+        c2 = scalars[j, 6]
+        c3 = scalars[j, 7]
+        c5 = scalars[j, 8]
         param_block = _at(addresses[j, 0], stop, storage[0])[start:stop]
+        grad_block = _at(addresses[j, 1], stop, storage[1])[start:stop]
         exp_avg_block = _at(addresses[j, 2], stop, storage[2])[start:stop]
         exp_avg_sq_block = _at(addresses[j, 3], stop, storage[3])[start:stop]
         for i in range(stop - start):
             param_i = _load(param_block[i])
+            grad_i = _load(grad_block[i])
             exp_avg_i = _load(exp_avg_block[i])
             exp_avg_sq_i = _load(exp_avg_sq_block[i])
-            param_block[i] = _stored(c5*(c3*exp_avg_i/(eps + math.sqrt(c1*exp_avg_sq_i)) + param_i*weight_decay) + param_i, param_block)
+            t0 = beta1*exp_avg_i + c2*grad_i
+            t1 = beta2*exp_avg_sq_i + c0*grad_i*grad_i
+            exp_avg_block[i] = _stored(t0, exp_avg_block)
+            exp_avg_sq_block[i] = _stored(t1, exp_avg_sq_block)
+            param_block[i] = _stored(c5*(c3*t0/(eps + math.sqrt(c1*t1)) + param_i*weight_decay) + param_i, param_block)
 
 
 
@@ -697,19 +711,29 @@ def _update_tables_serial(addresses, chunks, scalars, flags, storage):
         j = chunks[c, 0]
         start = chunks[c, 1]
         stop = chunks[c, 2]
-        eps = scalars[j, 0]
-        weight_decay = scalars[j, 1]
-        c1 = scalars[j, 2]
-        c3 = scalars[j, 3]
-        c5 = scalars[j, 4]
+        beta1 = scalars[j, 0]
+        beta2 = scalars[j, 1]
+        eps = scalars[j, 2]
+        weight_decay = scalars[j, 3]
+        c0 = scalars[j, 4]
+        c1 = scalars[j, 5]
+        c2 = scalars[j, 6]
+        c3 = scalars[j, 7]
+        c5 = scalars[j, 8]
         param_block = _at(addresses[j, 0], stop, storage[0])[start:stop]
+        grad_block = _at(addresses[j, 1], stop, storage[1])[start:stop]
         exp_avg_block = _at(addresses[j, 2], stop, storage[2])[start:stop]
         exp_avg_sq_block = _at(addresses[j, 3], stop, storage[3])[start:stop]
         for i in range(stop - start):
             param_i = _load(param_block[i])
+            grad_i = _load(grad_block[i])
             exp_avg_i = _load(exp_avg_block[i])
             exp_avg_sq_i = _load(exp_avg_sq_block[i])
-            param_block[i] = _stored(c5*(c3*exp_avg_i/(eps + math.sqrt(c1*exp_avg_sq_i)) + param_i*weight_decay) + param_i, param_block)
+            t0 = beta1*exp_avg_i + c2*grad_i
+            t1 = beta2*exp_avg_sq_i + c0*grad_i*grad_i
+            exp_avg_block[i] = _stored(t0, exp_avg_block)
+            exp_avg_sq_block[i] = _stored(t1, exp_avg_sq_block)
+            param_block[i] = _stored(c5*(c3*t0/(eps + math.sqrt(c1*t1)) + param_i*weight_decay) + param_i, param_block)
 
 
 
@@ -769,7 +793,7 @@ def step(param, grad, state, *, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-06, wei
         update_norm = np.sqrt(r1)
         trust_ratio = np.where(np.logical_and((param_norm > 0), (update_norm > 0)), param_norm/update_norm, 1)
         c5 = -lr*trust_ratio
-        (_update_parallel if parallel else _update_serial)(*arrays, np.array([eps, weight_decay, c1, c3, c5], dtype), np.array([], np.bool_))
+        (_update_parallel if parallel else _update_serial)(*arrays, np.array([beta1, beta2, eps, weight_decay, c0, c1, c2, c3, c5], dtype), np.array([], np.bool_))
     state["step"] = count + 1
 
 
@@ -848,5 +872,5 @@ def step_tables(addresses, sizes, steps, scalar_states, dtype, *, lr=0.001, beta
         update_norm = np.sqrt(r1)
         trust_ratio = np.where(np.logical_and((param_norm > 0), (update_norm > 0)), param_norm/update_norm, 1)
         c5 = -lr*trust_ratio
-        (_update_tables_parallel if parallel else _update_tables_serial)(addresses, chunks, _table(count, dtype, eps, weight_decay, c1, c3, c5), _table(count, np.bool_), storage)
+        (_update_tables_parallel if parallel else _update_tables_serial)(addresses, chunks, _table(count, dtype, beta1, beta2, eps, weight_decay, c0, c1, c2, c3, c5), _table(count, np.bool_), storage)
     return step, {}

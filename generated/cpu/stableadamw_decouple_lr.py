@@ -472,60 +472,46 @@ def _overlapping(function, first, second):
 
 @numba.njit(parallel=True, error_model="numpy", fastmath={"reassoc"}, cache=True)
 def _reduce0_parallel(param, grad, exp_avg, exp_avg_sq, partials, scalars, flags):
-    beta1_hat = scalars[0]
-    beta2_hat = scalars[1]
-    c0 = scalars[2]
-    c1 = scalars[3]
-    c2 = scalars[4]
-    c3 = scalars[5]
-    c4 = scalars[6]
+    beta2_hat = scalars[0]
+    c0 = scalars[1]
+    c1 = scalars[2]
+    c2 = scalars[3]
+    c3 = scalars[4]
     n = param.shape[0]
     for c in numba.prange(-(-n // CHUNK)):
         start = c * CHUNK
         stop = min(start + CHUNK, n)
         grad_block = grad[start:stop]
-        exp_avg_block = exp_avg[start:stop]
         exp_avg_sq_block = exp_avg_sq[start:stop]
-        r0 = c4
+        r0 = c3
         for i in range(stop - start):
             grad_i = _load(grad_block[i])
-            exp_avg_i = _load(exp_avg_block[i])
             exp_avg_sq_i = _load(exp_avg_sq_block[i])
             t0 = grad_i*grad_i
-            t1 = beta2_hat*exp_avg_sq_i + c1*t0
-            exp_avg_block[i] = _stored(beta1_hat*exp_avg_i + c3*grad_i, exp_avg_block)
-            exp_avg_sq_block[i] = _stored(t1, exp_avg_sq_block)
-            r0 += c2*t0/_maximum(c0, t1)
+            r0 += c2*t0/_maximum(c0, beta2_hat*exp_avg_sq_i + c1*t0)
         partials[c, 0] = r0
 
 
 
 @numba.njit(parallel=False, error_model="numpy", fastmath={"reassoc"}, cache=True)
 def _reduce0_serial(param, grad, exp_avg, exp_avg_sq, partials, scalars, flags):
-    beta1_hat = scalars[0]
-    beta2_hat = scalars[1]
-    c0 = scalars[2]
-    c1 = scalars[3]
-    c2 = scalars[4]
-    c3 = scalars[5]
-    c4 = scalars[6]
+    beta2_hat = scalars[0]
+    c0 = scalars[1]
+    c1 = scalars[2]
+    c2 = scalars[3]
+    c3 = scalars[4]
     n = param.shape[0]
     for c in numba.prange(-(-n // CHUNK)):
         start = c * CHUNK
         stop = min(start + CHUNK, n)
         grad_block = grad[start:stop]
-        exp_avg_block = exp_avg[start:stop]
         exp_avg_sq_block = exp_avg_sq[start:stop]
-        r0 = c4
+        r0 = c3
         for i in range(stop - start):
             grad_i = _load(grad_block[i])
-            exp_avg_i = _load(exp_avg_block[i])
             exp_avg_sq_i = _load(exp_avg_sq_block[i])
             t0 = grad_i*grad_i
-            t1 = beta2_hat*exp_avg_sq_i + c1*t0
-            exp_avg_block[i] = _stored(beta1_hat*exp_avg_i + c3*grad_i, exp_avg_block)
-            exp_avg_sq_block[i] = _stored(t1, exp_avg_sq_block)
-            r0 += c2*t0/_maximum(c0, t1)
+            r0 += c2*t0/_maximum(c0, beta2_hat*exp_avg_sq_i + c1*t0)
         partials[c, 0] = r0
 
 
@@ -536,26 +522,19 @@ def _reduce0_tables_parallel(addresses, chunks, partials, scalars, flags, storag
         j = chunks[c, 0]
         start = chunks[c, 1]
         stop = chunks[c, 2]
-        beta1_hat = scalars[j, 0]
-        beta2_hat = scalars[j, 1]
-        c0 = scalars[j, 2]
-        c1 = scalars[j, 3]
-        c2 = scalars[j, 4]
-        c3 = scalars[j, 5]
-        c4 = scalars[j, 6]
+        beta2_hat = scalars[j, 0]
+        c0 = scalars[j, 1]
+        c1 = scalars[j, 2]
+        c2 = scalars[j, 3]
+        c3 = scalars[j, 4]
         grad_block = _at(addresses[j, 1], stop, storage[1])[start:stop]
-        exp_avg_block = _at(addresses[j, 2], stop, storage[2])[start:stop]
         exp_avg_sq_block = _at(addresses[j, 3], stop, storage[3])[start:stop]
-        r0 = c4
+        r0 = c3
         for i in range(stop - start):
             grad_i = _load(grad_block[i])
-            exp_avg_i = _load(exp_avg_block[i])
             exp_avg_sq_i = _load(exp_avg_sq_block[i])
             t0 = grad_i*grad_i
-            t1 = beta2_hat*exp_avg_sq_i + c1*t0
-            exp_avg_block[i] = _stored(beta1_hat*exp_avg_i + c3*grad_i, exp_avg_block)
-            exp_avg_sq_block[i] = _stored(t1, exp_avg_sq_block)
-            r0 += c2*t0/_maximum(c0, t1)
+            r0 += c2*t0/_maximum(c0, beta2_hat*exp_avg_sq_i + c1*t0)
         partials[c, 0] = r0
 
 
@@ -566,26 +545,19 @@ def _reduce0_tables_serial(addresses, chunks, partials, scalars, flags, storage)
         j = chunks[c, 0]
         start = chunks[c, 1]
         stop = chunks[c, 2]
-        beta1_hat = scalars[j, 0]
-        beta2_hat = scalars[j, 1]
-        c0 = scalars[j, 2]
-        c1 = scalars[j, 3]
-        c2 = scalars[j, 4]
-        c3 = scalars[j, 5]
-        c4 = scalars[j, 6]
+        beta2_hat = scalars[j, 0]
+        c0 = scalars[j, 1]
+        c1 = scalars[j, 2]
+        c2 = scalars[j, 3]
+        c3 = scalars[j, 4]
         grad_block = _at(addresses[j, 1], stop, storage[1])[start:stop]
-        exp_avg_block = _at(addresses[j, 2], stop, storage[2])[start:stop]
         exp_avg_sq_block = _at(addresses[j, 3], stop, storage[3])[start:stop]
-        r0 = c4
+        r0 = c3
         for i in range(stop - start):
             grad_i = _load(grad_block[i])
-            exp_avg_i = _load(exp_avg_block[i])
             exp_avg_sq_i = _load(exp_avg_sq_block[i])
             t0 = grad_i*grad_i
-            t1 = beta2_hat*exp_avg_sq_i + c1*t0
-            exp_avg_block[i] = _stored(beta1_hat*exp_avg_i + c3*grad_i, exp_avg_block)
-            exp_avg_sq_block[i] = _stored(t1, exp_avg_sq_block)
-            r0 += c2*t0/_maximum(c0, t1)
+            r0 += c2*t0/_maximum(c0, beta2_hat*exp_avg_sq_i + c1*t0)
         partials[c, 0] = r0
 
 
@@ -593,40 +565,60 @@ def _reduce0_tables_serial(addresses, chunks, partials, scalars, flags, storage)
 @numba.njit(parallel=True, error_model="numpy", cache=True)
 def _update_parallel(param, grad, exp_avg, exp_avg_sq, scalars, flags):
     eps = scalars[0]
-    c5 = scalars[1]
-    c6 = scalars[2]
+    beta1_hat = scalars[1]
+    beta2_hat = scalars[2]
+    c1 = scalars[3]
+    c4 = scalars[4]
+    c5 = scalars[5]
+    c6 = scalars[6]
     n = param.shape[0]
     for c in numba.prange(-(-n // CHUNK)):
         start = c * CHUNK
         stop = min(start + CHUNK, n)
         param_block = param[start:stop]
+        grad_block = grad[start:stop]
         exp_avg_block = exp_avg[start:stop]
         exp_avg_sq_block = exp_avg_sq[start:stop]
         for i in range(stop - start):
             param_i = _load(param_block[i])
+            grad_i = _load(grad_block[i])
             exp_avg_i = _load(exp_avg_block[i])
             exp_avg_sq_i = _load(exp_avg_sq_block[i])
-            param_block[i] = _stored(c5*param_i + c6*exp_avg_i/(eps + math.sqrt(exp_avg_sq_i)), param_block)
+            t0 = beta1_hat*exp_avg_i + c4*grad_i
+            t1 = beta2_hat*exp_avg_sq_i + c1*grad_i*grad_i
+            exp_avg_block[i] = _stored(t0, exp_avg_block)
+            exp_avg_sq_block[i] = _stored(t1, exp_avg_sq_block)
+            param_block[i] = _stored(c5*param_i + c6*t0/(eps + math.sqrt(t1)), param_block)
 
 
 
 @numba.njit(parallel=False, error_model="numpy", cache=True)
 def _update_serial(param, grad, exp_avg, exp_avg_sq, scalars, flags):
     eps = scalars[0]
-    c5 = scalars[1]
-    c6 = scalars[2]
+    beta1_hat = scalars[1]
+    beta2_hat = scalars[2]
+    c1 = scalars[3]
+    c4 = scalars[4]
+    c5 = scalars[5]
+    c6 = scalars[6]
     n = param.shape[0]
     for c in numba.prange(-(-n // CHUNK)):
         start = c * CHUNK
         stop = min(start + CHUNK, n)
         param_block = param[start:stop]
+        grad_block = grad[start:stop]
         exp_avg_block = exp_avg[start:stop]
         exp_avg_sq_block = exp_avg_sq[start:stop]
         for i in range(stop - start):
             param_i = _load(param_block[i])
+            grad_i = _load(grad_block[i])
             exp_avg_i = _load(exp_avg_block[i])
             exp_avg_sq_i = _load(exp_avg_sq_block[i])
-            param_block[i] = _stored(c5*param_i + c6*exp_avg_i/(eps + math.sqrt(exp_avg_sq_i)), param_block)
+            t0 = beta1_hat*exp_avg_i + c4*grad_i
+            t1 = beta2_hat*exp_avg_sq_i + c1*grad_i*grad_i
+            exp_avg_block[i] = _stored(t0, exp_avg_block)
+            exp_avg_sq_block[i] = _stored(t1, exp_avg_sq_block)
+            param_block[i] = _stored(c5*param_i + c6*t0/(eps + math.sqrt(t1)), param_block)
 
 
 
@@ -637,16 +629,26 @@ def _update_tables_parallel(addresses, chunks, scalars, flags, storage):
         start = chunks[c, 1]
         stop = chunks[c, 2]
         eps = scalars[j, 0]
-        c5 = scalars[j, 1]
-        c6 = scalars[j, 2]
+        beta1_hat = scalars[j, 1]
+        beta2_hat = scalars[j, 2]
+        c1 = scalars[j, 3]
+        c4 = scalars[j, 4]
+        c5 = scalars[j, 5]
+        c6 = scalars[j, 6]
         param_block = _at(addresses[j, 0], stop, storage[0])[start:stop]
+        grad_block = _at(addresses[j, 1], stop, storage[1])[start:stop]
         exp_avg_block = _at(addresses[j, 2], stop, storage[2])[start:stop]
         exp_avg_sq_block = _at(addresses[j, 3], stop, storage[3])[start:stop]
         for i in range(stop - start):
             param_i = _load(param_block[i])
+            grad_i = _load(grad_block[i])
             exp_avg_i = _load(exp_avg_block[i])
             exp_avg_sq_i = _load(exp_avg_sq_block[i])
-            param_block[i] = _stored(c5*param_i + c6*exp_avg_i/(eps + math.sqrt(exp_avg_sq_i)), param_block)
+            t0 = beta1_hat*exp_avg_i + c4*grad_i
+            t1 = beta2_hat*exp_avg_sq_i + c1*grad_i*grad_i
+            exp_avg_block[i] = _stored(t0, exp_avg_block)
+            exp_avg_sq_block[i] = _stored(t1, exp_avg_sq_block)
+            param_block[i] = _stored(c5*param_i + c6*t0/(eps + math.sqrt(t1)), param_block)
 
 
 
@@ -657,16 +659,26 @@ def _update_tables_serial(addresses, chunks, scalars, flags, storage):
         start = chunks[c, 1]
         stop = chunks[c, 2]
         eps = scalars[j, 0]
-        c5 = scalars[j, 1]
-        c6 = scalars[j, 2]
+        beta1_hat = scalars[j, 1]
+        beta2_hat = scalars[j, 2]
+        c1 = scalars[j, 3]
+        c4 = scalars[j, 4]
+        c5 = scalars[j, 5]
+        c6 = scalars[j, 6]
         param_block = _at(addresses[j, 0], stop, storage[0])[start:stop]
+        grad_block = _at(addresses[j, 1], stop, storage[1])[start:stop]
         exp_avg_block = _at(addresses[j, 2], stop, storage[2])[start:stop]
         exp_avg_sq_block = _at(addresses[j, 3], stop, storage[3])[start:stop]
         for i in range(stop - start):
             param_i = _load(param_block[i])
+            grad_i = _load(grad_block[i])
             exp_avg_i = _load(exp_avg_block[i])
             exp_avg_sq_i = _load(exp_avg_sq_block[i])
-            param_block[i] = _stored(c5*param_i + c6*exp_avg_i/(eps + math.sqrt(exp_avg_sq_i)), param_block)
+            t0 = beta1_hat*exp_avg_i + c4*grad_i
+            t1 = beta2_hat*exp_avg_sq_i + c1*grad_i*grad_i
+            exp_avg_block[i] = _stored(t0, exp_avg_block)
+            exp_avg_sq_block[i] = _stored(t1, exp_avg_sq_block)
+            param_block[i] = _stored(c5*param_i + c6*t0/(eps + math.sqrt(t1)), param_block)
 
 
 
@@ -717,17 +729,17 @@ def step(param, grad, state, *, lr=0.001, beta1=0.9, beta2=0.99, eps=1e-06, weig
         c0 = eps**2
         c1 = grad_sign**2*(1 - beta2_hat)
         c2 = grad_sign**2
-        c3 = grad_sign*(1 - beta1_hat)
-        c4 = 0
+        c3 = 0
+        c4 = grad_sign*(1 - beta1_hat)
         parallel = arrays[0].size >= PARALLEL_THRESHOLD
         partials = np.empty((-(-arrays[0].size // CHUNK), 1), dtype)
-        (_reduce0_parallel if parallel else _reduce0_serial)(*arrays, partials, np.array([beta1_hat, beta2_hat, c0, c1, c2, c3, c4], dtype), np.array([], np.bool_))
+        (_reduce0_parallel if parallel else _reduce0_serial)(*arrays, partials, np.array([beta2_hat, c0, c1, c2, c3], dtype), np.array([], np.bool_))
         r0, = _sums(partials)
         mean_square = r0/numel
         lr_t = lr/np.maximum(1, np.sqrt(mean_square))
         c5 = -lr_t*weight_decay/max_lr + 1
         c6 = -lr_t
-        (_update_parallel if parallel else _update_serial)(*arrays, np.array([eps, c5, c6], dtype), np.array([], np.bool_))
+        (_update_parallel if parallel else _update_serial)(*arrays, np.array([eps, beta1_hat, beta2_hat, c1, c4, c5, c6], dtype), np.array([], np.bool_))
     state["step"] = count + 1
 
 
@@ -799,14 +811,14 @@ def step_tables(addresses, sizes, steps, scalar_states, dtype, *, lr=0.001, beta
         c0 = eps**2
         c1 = grad_sign**2*(1 - beta2_hat)
         c2 = grad_sign**2
-        c3 = grad_sign*(1 - beta1_hat)
-        c4 = 0
+        c3 = 0
+        c4 = grad_sign*(1 - beta1_hat)
         partials = np.empty((len(chunks), 1), dtype)
-        (_reduce0_tables_parallel if parallel else _reduce0_tables_serial)(addresses, chunks, partials, _table(count, dtype, beta1_hat, beta2_hat, c0, c1, c2, c3, c4), _table(count, np.bool_), storage)
+        (_reduce0_tables_parallel if parallel else _reduce0_tables_serial)(addresses, chunks, partials, _table(count, dtype, beta2_hat, c0, c1, c2, c3), _table(count, np.bool_), storage)
         r0, = _tensor_sums(partials, chunks, count)
         mean_square = r0/numel
         lr_t = lr/np.maximum(1, np.sqrt(mean_square))
         c5 = -lr_t*weight_decay/max_lr + 1
         c6 = -lr_t
-        (_update_tables_parallel if parallel else _update_tables_serial)(addresses, chunks, _table(count, dtype, eps, c5, c6), _table(count, np.bool_), storage)
+        (_update_tables_parallel if parallel else _update_tables_serial)(addresses, chunks, _table(count, dtype, eps, beta1_hat, beta2_hat, c1, c4, c5, c6), _table(count, np.bool_), storage)
     return step, {}

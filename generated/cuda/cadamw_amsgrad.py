@@ -637,13 +637,7 @@ def _reduce0(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, partials, beta2, 
             exp_avg_i = _load(exp_avg_block[i])
             exp_avg_sq_i = _load(exp_avg_sq_block[i])
             max_exp_avg_sq_i = _load(max_exp_avg_sq_block[i])
-            t0 = c3*(-exp_avg_i + grad_i*grad_sign) + exp_avg_i
-            t1 = beta2*exp_avg_sq_i + c1*grad_i*grad_i
-            t2 = _maximum(max_exp_avg_sq_i, t1)
-            exp_avg_block[i] = _stored(t0, exp_avg_block)
-            exp_avg_sq_block[i] = _stored(t1, exp_avg_sq_block)
-            max_exp_avg_sq_block[i] = _stored(t2, max_exp_avg_sq_block)
-            r0 += ((c0) if (c5 < c4*grad_i*t0/(eps + math.sqrt(c2*t2))) else (c5))
+            r0 += ((c0) if (c5 < c4*grad_i*(c3*(-exp_avg_i + grad_i*grad_sign) + exp_avg_i)/(eps + math.sqrt(c2*_maximum(max_exp_avg_sq_i, beta2*exp_avg_sq_i + c1*grad_i*grad_i)))) else (c5))
         scratch[thread, 0] = r0
         cuda.syncthreads()
         half = THREADS_PER_BLOCK // 2
@@ -685,13 +679,7 @@ def _reduce0_tables(addresses, chunks, partials, scalars, flags, storage):
             exp_avg_i = _load(exp_avg_block[i])
             exp_avg_sq_i = _load(exp_avg_sq_block[i])
             max_exp_avg_sq_i = _load(max_exp_avg_sq_block[i])
-            t0 = c3*(-exp_avg_i + grad_i*grad_sign) + exp_avg_i
-            t1 = beta2*exp_avg_sq_i + c1*grad_i*grad_i
-            t2 = _maximum(max_exp_avg_sq_i, t1)
-            exp_avg_block[i] = _stored(t0, exp_avg_block)
-            exp_avg_sq_block[i] = _stored(t1, exp_avg_sq_block)
-            max_exp_avg_sq_block[i] = _stored(t2, max_exp_avg_sq_block)
-            r0 += ((c0) if (c5 < c4*grad_i*t0/(eps + math.sqrt(c2*t2))) else (c5))
+            r0 += ((c0) if (c5 < c4*grad_i*(c3*(-exp_avg_i + grad_i*grad_sign) + exp_avg_i)/(eps + math.sqrt(c2*_maximum(max_exp_avg_sq_i, beta2*exp_avg_sq_i + c1*grad_i*grad_i)))) else (c5))
         scratch[thread, 0] = r0
         cuda.syncthreads()
         half = THREADS_PER_BLOCK // 2
@@ -707,7 +695,7 @@ def _reduce0_tables(addresses, chunks, partials, scalars, flags, storage):
 
 
 @cuda.jit(cache=True)
-def _update(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, eps, c0, c2, c4, c5, c6, c7):
+def _update(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, beta2, eps, grad_sign, c0, c1, c2, c3, c4, c5, c6, c7):
     n = param.shape[0]
     for c in range(cuda.blockIdx.x, (n + CHUNK - 1) // CHUNK, cuda.gridDim.x):
         start = c * CHUNK
@@ -715,14 +703,22 @@ def _update(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, eps, c0, c2, c4, c
         param_block = param
         grad_block = grad
         exp_avg_block = exp_avg
+        exp_avg_sq_block = exp_avg_sq
         max_exp_avg_sq_block = max_exp_avg_sq
         for i in range(start + cuda.threadIdx.x, stop, cuda.blockDim.x):
             param_i = _load(param_block[i])
             grad_i = _load(grad_block[i])
             exp_avg_i = _load(exp_avg_block[i])
+            exp_avg_sq_i = _load(exp_avg_sq_block[i])
             max_exp_avg_sq_i = _load(max_exp_avg_sq_block[i])
-            t0 = exp_avg_i/(eps + math.sqrt(c2*max_exp_avg_sq_i))
-            param_block[i] = _stored(c6*param_i + c7*t0*((c0) if (c5 < c4*grad_i*t0) else (c5)), param_block)
+            t0 = c3*(-exp_avg_i + grad_i*grad_sign) + exp_avg_i
+            t1 = beta2*exp_avg_sq_i + c1*grad_i*grad_i
+            t2 = _maximum(max_exp_avg_sq_i, t1)
+            t3 = t0/(eps + math.sqrt(c2*t2))
+            exp_avg_block[i] = _stored(t0, exp_avg_block)
+            exp_avg_sq_block[i] = _stored(t1, exp_avg_sq_block)
+            param_block[i] = _stored(c6*param_i + c7*t3*((c0) if (c5 < c4*grad_i*t3) else (c5)), param_block)
+            max_exp_avg_sq_block[i] = _stored(t2, max_exp_avg_sq_block)
 
 
 
@@ -732,24 +728,36 @@ def _update_tables(addresses, chunks, scalars, flags, storage):
         j = chunks[c, 0]
         start = chunks[c, 1]
         stop = chunks[c, 2]
-        eps = scalars[j, 0]
-        c0 = scalars[j, 1]
-        c2 = scalars[j, 2]
-        c4 = scalars[j, 3]
-        c5 = scalars[j, 4]
-        c6 = scalars[j, 5]
-        c7 = scalars[j, 6]
+        beta2 = scalars[j, 0]
+        eps = scalars[j, 1]
+        grad_sign = scalars[j, 2]
+        c0 = scalars[j, 3]
+        c1 = scalars[j, 4]
+        c2 = scalars[j, 5]
+        c3 = scalars[j, 6]
+        c4 = scalars[j, 7]
+        c5 = scalars[j, 8]
+        c6 = scalars[j, 9]
+        c7 = scalars[j, 10]
         param_block = _view(addresses[j, 0], stop, storage[0])
         grad_block = _view(addresses[j, 1], stop, storage[1])
         exp_avg_block = _view(addresses[j, 2], stop, storage[2])
+        exp_avg_sq_block = _view(addresses[j, 3], stop, storage[3])
         max_exp_avg_sq_block = _view(addresses[j, 4], stop, storage[4])
         for i in range(start + cuda.threadIdx.x, stop, cuda.blockDim.x):
             param_i = _load(param_block[i])
             grad_i = _load(grad_block[i])
             exp_avg_i = _load(exp_avg_block[i])
+            exp_avg_sq_i = _load(exp_avg_sq_block[i])
             max_exp_avg_sq_i = _load(max_exp_avg_sq_block[i])
-            t0 = exp_avg_i/(eps + math.sqrt(c2*max_exp_avg_sq_i))
-            param_block[i] = _stored(c6*param_i + c7*t0*((c0) if (c5 < c4*grad_i*t0) else (c5)), param_block)
+            t0 = c3*(-exp_avg_i + grad_i*grad_sign) + exp_avg_i
+            t1 = beta2*exp_avg_sq_i + c1*grad_i*grad_i
+            t2 = _maximum(max_exp_avg_sq_i, t1)
+            t3 = t0/(eps + math.sqrt(c2*t2))
+            exp_avg_block[i] = _stored(t0, exp_avg_block)
+            exp_avg_sq_block[i] = _stored(t1, exp_avg_sq_block)
+            param_block[i] = _stored(c6*param_i + c7*t3*((c0) if (c5 < c4*grad_i*t3) else (c5)), param_block)
+            max_exp_avg_sq_block[i] = _stored(t2, max_exp_avg_sq_block)
 
 
 
@@ -819,7 +827,7 @@ def step(param, grad, state, *, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-08, wei
         cautious_scale = 1/np.maximum((1/1000), r0/numel)
         c7 = -cautious_scale*step_size
         if chunks:
-            _update[_blocks(chunks), THREADS_PER_BLOCK, stream](*arrays, kind(eps), kind(c0), kind(c2), kind(c4), kind(c5), kind(c6), kind(c7))
+            _update[_blocks(chunks), THREADS_PER_BLOCK, stream](*arrays, kind(beta2), kind(eps), kind(grad_sign), kind(c0), kind(c1), kind(c2), kind(c3), kind(c4), kind(c5), kind(c6), kind(c7))
     state["step"] = count + 1
 
 
@@ -911,6 +919,6 @@ def step_tables(addresses, sizes, steps, scalar_states, dtype, *, lr=0.001, beta
         cautious_scale = 1/np.maximum((1/1000), r0/numel)
         c7 = -cautious_scale*step_size
         if len(chunks):
-            tables = _upload(stream, 1, _table(count, dtype, eps, c0, c2, c4, c5, c6, c7), _table(count, np.bool_))
+            tables = _upload(stream, 1, _table(count, dtype, beta2, eps, grad_sign, c0, c1, c2, c3, c4, c5, c6, c7), _table(count, np.bool_))
             _update_tables[blocks, THREADS_PER_BLOCK, stream](device_addresses, device_chunks, *tables[-2:], storage)
     return step, {}

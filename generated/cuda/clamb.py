@@ -640,11 +640,7 @@ def _reduce0(param, grad, exp_avg, exp_avg_sq, partials, beta1, beta2, eps, c0, 
             grad_i = _load(grad_block[i])
             exp_avg_i = _load(exp_avg_block[i])
             exp_avg_sq_i = _load(exp_avg_sq_block[i])
-            t0 = beta1*exp_avg_i + c3*grad_i
-            t1 = beta2*exp_avg_sq_i + c1*grad_i*grad_i
-            exp_avg_block[i] = _stored(t0, exp_avg_block)
-            exp_avg_sq_block[i] = _stored(t1, exp_avg_sq_block)
-            r0 += ((c0) if (c5 < c4*grad_i*t0/(eps + math.sqrt(c2*t1))) else (c5))
+            r0 += ((c0) if (c5 < c4*grad_i*(beta1*exp_avg_i + c3*grad_i)/(eps + math.sqrt(c2*(beta2*exp_avg_sq_i + c1*grad_i*grad_i)))) else (c5))
             r1 += param_i*param_i
         scratch[thread, 0] = r0
         scratch[thread, 1] = r1
@@ -691,11 +687,7 @@ def _reduce0_tables(addresses, chunks, partials, scalars, flags, storage):
             grad_i = _load(grad_block[i])
             exp_avg_i = _load(exp_avg_block[i])
             exp_avg_sq_i = _load(exp_avg_sq_block[i])
-            t0 = beta1*exp_avg_i + c3*grad_i
-            t1 = beta2*exp_avg_sq_i + c1*grad_i*grad_i
-            exp_avg_block[i] = _stored(t0, exp_avg_block)
-            exp_avg_sq_block[i] = _stored(t1, exp_avg_sq_block)
-            r0 += ((c0) if (c5 < c4*grad_i*t0/(eps + math.sqrt(c2*t1))) else (c5))
+            r0 += ((c0) if (c5 < c4*grad_i*(beta1*exp_avg_i + c3*grad_i)/(eps + math.sqrt(c2*(beta2*exp_avg_sq_i + c1*grad_i*grad_i)))) else (c5))
             r1 += param_i*param_i
         scratch[thread, 0] = r0
         scratch[thread, 1] = r1
@@ -715,7 +707,7 @@ def _reduce0_tables(addresses, chunks, partials, scalars, flags, storage):
 
 
 @cuda.jit(cache=True)
-def _reduce1(param, grad, exp_avg, exp_avg_sq, partials, eps, weight_decay, c0, c2, c4, c5, c6):
+def _reduce1(param, grad, exp_avg, exp_avg_sq, partials, beta1, beta2, eps, weight_decay, c0, c1, c2, c3, c4, c5, c6):
     n = param.shape[0]
     scratch = cuda.shared.array((THREADS_PER_BLOCK, 1), partials.dtype)
     thread = cuda.threadIdx.x
@@ -732,7 +724,7 @@ def _reduce1(param, grad, exp_avg, exp_avg_sq, partials, eps, weight_decay, c0, 
             grad_i = _load(grad_block[i])
             exp_avg_i = _load(exp_avg_block[i])
             exp_avg_sq_i = _load(exp_avg_sq_block[i])
-            t0 = exp_avg_i/(eps + math.sqrt(c2*exp_avg_sq_i))
+            t0 = (beta1*exp_avg_i + c3*grad_i)/(eps + math.sqrt(c2*(beta2*exp_avg_sq_i + c1*grad_i*grad_i)))
             t1 = c6*t0*((c0) if (c5 < c4*grad_i*t0) else (c5)) + param_i*weight_decay
             r2 += t1*t1
         scratch[thread, 0] = r2
@@ -757,13 +749,17 @@ def _reduce1_tables(addresses, chunks, partials, scalars, flags, storage):
         j = chunks[c, 0]
         start = chunks[c, 1]
         stop = chunks[c, 2]
-        eps = scalars[j, 0]
-        weight_decay = scalars[j, 1]
-        c0 = scalars[j, 2]
-        c2 = scalars[j, 3]
-        c4 = scalars[j, 4]
-        c5 = scalars[j, 5]
-        c6 = scalars[j, 6]
+        beta1 = scalars[j, 0]
+        beta2 = scalars[j, 1]
+        eps = scalars[j, 2]
+        weight_decay = scalars[j, 3]
+        c0 = scalars[j, 4]
+        c1 = scalars[j, 5]
+        c2 = scalars[j, 6]
+        c3 = scalars[j, 7]
+        c4 = scalars[j, 8]
+        c5 = scalars[j, 9]
+        c6 = scalars[j, 10]
         param_block = _view(addresses[j, 0], stop, storage[0])
         grad_block = _view(addresses[j, 1], stop, storage[1])
         exp_avg_block = _view(addresses[j, 2], stop, storage[2])
@@ -774,7 +770,7 @@ def _reduce1_tables(addresses, chunks, partials, scalars, flags, storage):
             grad_i = _load(grad_block[i])
             exp_avg_i = _load(exp_avg_block[i])
             exp_avg_sq_i = _load(exp_avg_sq_block[i])
-            t0 = exp_avg_i/(eps + math.sqrt(c2*exp_avg_sq_i))
+            t0 = (beta1*exp_avg_i + c3*grad_i)/(eps + math.sqrt(c2*(beta2*exp_avg_sq_i + c1*grad_i*grad_i)))
             t1 = c6*t0*((c0) if (c5 < c4*grad_i*t0) else (c5)) + param_i*weight_decay
             r2 += t1*t1
         scratch[thread, 0] = r2
@@ -792,7 +788,7 @@ def _reduce1_tables(addresses, chunks, partials, scalars, flags, storage):
 
 
 @cuda.jit(cache=True)
-def _update(param, grad, exp_avg, exp_avg_sq, eps, weight_decay, c0, c2, c4, c5, c6, c7):
+def _update(param, grad, exp_avg, exp_avg_sq, beta1, beta2, eps, weight_decay, c0, c1, c2, c3, c4, c5, c6, c7):
     n = param.shape[0]
     for c in range(cuda.blockIdx.x, (n + CHUNK - 1) // CHUNK, cuda.gridDim.x):
         start = c * CHUNK
@@ -806,8 +802,12 @@ def _update(param, grad, exp_avg, exp_avg_sq, eps, weight_decay, c0, c2, c4, c5,
             grad_i = _load(grad_block[i])
             exp_avg_i = _load(exp_avg_block[i])
             exp_avg_sq_i = _load(exp_avg_sq_block[i])
-            t0 = exp_avg_i/(eps + math.sqrt(c2*exp_avg_sq_i))
-            param_block[i] = _stored(c7*(c6*t0*((c0) if (c5 < c4*grad_i*t0) else (c5)) + param_i*weight_decay) + param_i, param_block)
+            t0 = beta1*exp_avg_i + c3*grad_i
+            t1 = beta2*exp_avg_sq_i + c1*grad_i*grad_i
+            t2 = t0/(eps + math.sqrt(c2*t1))
+            exp_avg_block[i] = _stored(t0, exp_avg_block)
+            exp_avg_sq_block[i] = _stored(t1, exp_avg_sq_block)
+            param_block[i] = _stored(c7*(c6*t2*((c0) if (c5 < c4*grad_i*t2) else (c5)) + param_i*weight_decay) + param_i, param_block)
 
 
 
@@ -817,14 +817,18 @@ def _update_tables(addresses, chunks, scalars, flags, storage):
         j = chunks[c, 0]
         start = chunks[c, 1]
         stop = chunks[c, 2]
-        eps = scalars[j, 0]
-        weight_decay = scalars[j, 1]
-        c0 = scalars[j, 2]
-        c2 = scalars[j, 3]
-        c4 = scalars[j, 4]
-        c5 = scalars[j, 5]
-        c6 = scalars[j, 6]
-        c7 = scalars[j, 7]
+        beta1 = scalars[j, 0]
+        beta2 = scalars[j, 1]
+        eps = scalars[j, 2]
+        weight_decay = scalars[j, 3]
+        c0 = scalars[j, 4]
+        c1 = scalars[j, 5]
+        c2 = scalars[j, 6]
+        c3 = scalars[j, 7]
+        c4 = scalars[j, 8]
+        c5 = scalars[j, 9]
+        c6 = scalars[j, 10]
+        c7 = scalars[j, 11]
         param_block = _view(addresses[j, 0], stop, storage[0])
         grad_block = _view(addresses[j, 1], stop, storage[1])
         exp_avg_block = _view(addresses[j, 2], stop, storage[2])
@@ -834,8 +838,12 @@ def _update_tables(addresses, chunks, scalars, flags, storage):
             grad_i = _load(grad_block[i])
             exp_avg_i = _load(exp_avg_block[i])
             exp_avg_sq_i = _load(exp_avg_sq_block[i])
-            t0 = exp_avg_i/(eps + math.sqrt(c2*exp_avg_sq_i))
-            param_block[i] = _stored(c7*(c6*t0*((c0) if (c5 < c4*grad_i*t0) else (c5)) + param_i*weight_decay) + param_i, param_block)
+            t0 = beta1*exp_avg_i + c3*grad_i
+            t1 = beta2*exp_avg_sq_i + c1*grad_i*grad_i
+            t2 = t0/(eps + math.sqrt(c2*t1))
+            exp_avg_block[i] = _stored(t0, exp_avg_block)
+            exp_avg_sq_block[i] = _stored(t1, exp_avg_sq_block)
+            param_block[i] = _stored(c7*(c6*t2*((c0) if (c5 < c4*grad_i*t2) else (c5)) + param_i*weight_decay) + param_i, param_block)
 
 
 
@@ -904,13 +912,13 @@ def step(param, grad, state, *, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-06, wei
         c6 = cautious_scale/bias_correction1
         partials = _scratch(stream, "partials", (chunks, 1), dtype)
         if chunks:
-            _reduce1[_blocks(chunks), THREADS_PER_BLOCK, stream](*arrays, partials, kind(eps), kind(weight_decay), kind(c0), kind(c2), kind(c4), kind(c5), kind(c6))
+            _reduce1[_blocks(chunks), THREADS_PER_BLOCK, stream](*arrays, partials, kind(beta1), kind(beta2), kind(eps), kind(weight_decay), kind(c0), kind(c1), kind(c2), kind(c3), kind(c4), kind(c5), kind(c6))
         r2, = _sums(_host(partials, stream) if chunks else np.zeros((0, 1)))
         update_norm = np.sqrt(r2)
         trust_ratio = np.where(np.logical_and((param_norm > 0), (update_norm > 0)), param_norm/update_norm, 1)
         c7 = -lr*trust_ratio
         if chunks:
-            _update[_blocks(chunks), THREADS_PER_BLOCK, stream](*arrays, kind(eps), kind(weight_decay), kind(c0), kind(c2), kind(c4), kind(c5), kind(c6), kind(c7))
+            _update[_blocks(chunks), THREADS_PER_BLOCK, stream](*arrays, kind(beta1), kind(beta2), kind(eps), kind(weight_decay), kind(c0), kind(c1), kind(c2), kind(c3), kind(c4), kind(c5), kind(c6), kind(c7))
     state["step"] = count + 1
 
 
@@ -1002,7 +1010,7 @@ def step_tables(addresses, sizes, steps, scalar_states, dtype, *, lr=0.001, beta
         c6 = cautious_scale/bias_correction1
         partials = np.zeros((0, 1), dtype)
         if len(chunks):
-            tables = _upload(stream, 1, _table(count, dtype, eps, weight_decay, c0, c2, c4, c5, c6), _table(count, np.bool_))
+            tables = _upload(stream, 1, _table(count, dtype, beta1, beta2, eps, weight_decay, c0, c1, c2, c3, c4, c5, c6), _table(count, np.bool_))
             partials = _scratch(stream, "partials", (len(chunks), 1), dtype)
             _reduce1_tables[blocks, THREADS_PER_BLOCK, stream](device_addresses, device_chunks, partials, *tables[-2:], storage)
             partials = _host(partials, stream)
@@ -1011,6 +1019,6 @@ def step_tables(addresses, sizes, steps, scalar_states, dtype, *, lr=0.001, beta
         trust_ratio = np.where(np.logical_and((param_norm > 0), (update_norm > 0)), param_norm/update_norm, 1)
         c7 = -lr*trust_ratio
         if len(chunks):
-            tables = _upload(stream, 2, _table(count, dtype, eps, weight_decay, c0, c2, c4, c5, c6, c7), _table(count, np.bool_))
+            tables = _upload(stream, 2, _table(count, dtype, beta1, beta2, eps, weight_decay, c0, c1, c2, c3, c4, c5, c6, c7), _table(count, np.bool_))
             _update_tables[blocks, THREADS_PER_BLOCK, stream](device_addresses, device_chunks, *tables[-2:], storage)
     return step, {}

@@ -638,13 +638,9 @@ def _reduce0(param, grad, exp_avg, exp_avg_sq, partials, beta1, beta2, eps, weig
             grad_i = _load(grad_block[i])
             exp_avg_i = _load(exp_avg_block[i])
             exp_avg_sq_i = _load(exp_avg_sq_block[i])
-            t0 = beta1*exp_avg_i + c2*grad_i
-            t1 = beta2*exp_avg_sq_i + c0*grad_i*grad_i
-            t2 = c3*t0/(eps + math.sqrt(c1*t1)) + param_i*weight_decay
-            exp_avg_block[i] = _stored(t0, exp_avg_block)
-            exp_avg_sq_block[i] = _stored(t1, exp_avg_sq_block)
+            t0 = c3*(beta1*exp_avg_i + c2*grad_i)/(eps + math.sqrt(c1*(beta2*exp_avg_sq_i + c0*grad_i*grad_i))) + param_i*weight_decay
             r0 += param_i*param_i
-            r1 += t2*t2
+            r1 += t0*t0
         scratch[thread, 0] = r0
         scratch[thread, 1] = r1
         cuda.syncthreads()
@@ -690,13 +686,9 @@ def _reduce0_tables(addresses, chunks, partials, scalars, flags, storage):
             grad_i = _load(grad_block[i])
             exp_avg_i = _load(exp_avg_block[i])
             exp_avg_sq_i = _load(exp_avg_sq_block[i])
-            t0 = beta1*exp_avg_i + c2*grad_i
-            t1 = beta2*exp_avg_sq_i + c0*grad_i*grad_i
-            t2 = c3*t0/(eps + math.sqrt(c1*t1)) + param_i*weight_decay
-            exp_avg_block[i] = _stored(t0, exp_avg_block)
-            exp_avg_sq_block[i] = _stored(t1, exp_avg_sq_block)
+            t0 = c3*(beta1*exp_avg_i + c2*grad_i)/(eps + math.sqrt(c1*(beta2*exp_avg_sq_i + c0*grad_i*grad_i))) + param_i*weight_decay
             r0 += param_i*param_i
-            r1 += t2*t2
+            r1 += t0*t0
         scratch[thread, 0] = r0
         scratch[thread, 1] = r1
         cuda.syncthreads()
@@ -715,19 +707,25 @@ def _reduce0_tables(addresses, chunks, partials, scalars, flags, storage):
 
 
 @cuda.jit(cache=True)
-def _update(param, grad, exp_avg, exp_avg_sq, eps, weight_decay, c1, c3, c5):
+def _update(param, grad, exp_avg, exp_avg_sq, beta1, beta2, eps, weight_decay, c0, c1, c2, c3, c5):
     n = param.shape[0]
     for c in range(cuda.blockIdx.x, (n + CHUNK - 1) // CHUNK, cuda.gridDim.x):
         start = c * CHUNK
         stop = min(start + CHUNK, n)
         param_block = param
+        grad_block = grad
         exp_avg_block = exp_avg
         exp_avg_sq_block = exp_avg_sq
         for i in range(start + cuda.threadIdx.x, stop, cuda.blockDim.x):
             param_i = _load(param_block[i])
+            grad_i = _load(grad_block[i])
             exp_avg_i = _load(exp_avg_block[i])
             exp_avg_sq_i = _load(exp_avg_sq_block[i])
-            param_block[i] = _stored(c5*(c3*exp_avg_i/(eps + math.sqrt(c1*exp_avg_sq_i)) + param_i*weight_decay) + param_i, param_block)
+            t0 = beta1*exp_avg_i + c2*grad_i
+            t1 = beta2*exp_avg_sq_i + c0*grad_i*grad_i
+            exp_avg_block[i] = _stored(t0, exp_avg_block)
+            exp_avg_sq_block[i] = _stored(t1, exp_avg_sq_block)
+            param_block[i] = _stored(c5*(c3*t0/(eps + math.sqrt(c1*t1)) + param_i*weight_decay) + param_i, param_block)
 
 
 
@@ -737,19 +735,29 @@ def _update_tables(addresses, chunks, scalars, flags, storage):
         j = chunks[c, 0]
         start = chunks[c, 1]
         stop = chunks[c, 2]
-        eps = scalars[j, 0]
-        weight_decay = scalars[j, 1]
-        c1 = scalars[j, 2]
-        c3 = scalars[j, 3]
-        c5 = scalars[j, 4]
+        beta1 = scalars[j, 0]
+        beta2 = scalars[j, 1]
+        eps = scalars[j, 2]
+        weight_decay = scalars[j, 3]
+        c0 = scalars[j, 4]
+        c1 = scalars[j, 5]
+        c2 = scalars[j, 6]
+        c3 = scalars[j, 7]
+        c5 = scalars[j, 8]
         param_block = _view(addresses[j, 0], stop, storage[0])
+        grad_block = _view(addresses[j, 1], stop, storage[1])
         exp_avg_block = _view(addresses[j, 2], stop, storage[2])
         exp_avg_sq_block = _view(addresses[j, 3], stop, storage[3])
         for i in range(start + cuda.threadIdx.x, stop, cuda.blockDim.x):
             param_i = _load(param_block[i])
+            grad_i = _load(grad_block[i])
             exp_avg_i = _load(exp_avg_block[i])
             exp_avg_sq_i = _load(exp_avg_sq_block[i])
-            param_block[i] = _stored(c5*(c3*exp_avg_i/(eps + math.sqrt(c1*exp_avg_sq_i)) + param_i*weight_decay) + param_i, param_block)
+            t0 = beta1*exp_avg_i + c2*grad_i
+            t1 = beta2*exp_avg_sq_i + c0*grad_i*grad_i
+            exp_avg_block[i] = _stored(t0, exp_avg_block)
+            exp_avg_sq_block[i] = _stored(t1, exp_avg_sq_block)
+            param_block[i] = _stored(c5*(c3*t0/(eps + math.sqrt(c1*t1)) + param_i*weight_decay) + param_i, param_block)
 
 
 
@@ -817,7 +825,7 @@ def step(param, grad, state, *, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-06, wei
         trust_ratio = np.where(np.logical_and((param_norm > 0), (update_norm > 0)), param_norm/update_norm, 1)
         c5 = -lr*trust_ratio
         if chunks:
-            _update[_blocks(chunks), THREADS_PER_BLOCK, stream](*arrays, kind(eps), kind(weight_decay), kind(c1), kind(c3), kind(c5))
+            _update[_blocks(chunks), THREADS_PER_BLOCK, stream](*arrays, kind(beta1), kind(beta2), kind(eps), kind(weight_decay), kind(c0), kind(c1), kind(c2), kind(c3), kind(c5))
     state["step"] = count + 1
 
 
@@ -908,6 +916,6 @@ def step_tables(addresses, sizes, steps, scalar_states, dtype, *, lr=0.001, beta
         trust_ratio = np.where(np.logical_and((param_norm > 0), (update_norm > 0)), param_norm/update_norm, 1)
         c5 = -lr*trust_ratio
         if len(chunks):
-            tables = _upload(stream, 1, _table(count, dtype, eps, weight_decay, c1, c3, c5), _table(count, np.bool_))
+            tables = _upload(stream, 1, _table(count, dtype, beta1, beta2, eps, weight_decay, c0, c1, c2, c3, c5), _table(count, np.bool_))
             _update_tables[blocks, THREADS_PER_BLOCK, stream](device_addresses, device_chunks, *tables[-2:], storage)
     return step, {}

@@ -617,7 +617,7 @@ def _scratch(stream, slot, shape, dtype):
 
 
 @cuda.jit(cache=True)
-def _reduce0(param, grad, exp_avg, exp_avg_sq, partials, beta1_hat, beta2_hat, c0, c1, c2, c3, c4):
+def _reduce0(param, grad, exp_avg, exp_avg_sq, partials, beta2_hat, c0, c1, c2, c3):
     n = param.shape[0]
     scratch = cuda.shared.array((THREADS_PER_BLOCK, 1), partials.dtype)
     thread = cuda.threadIdx.x
@@ -625,18 +625,13 @@ def _reduce0(param, grad, exp_avg, exp_avg_sq, partials, beta1_hat, beta2_hat, c
         start = c * CHUNK
         stop = min(start + CHUNK, n)
         grad_block = grad
-        exp_avg_block = exp_avg
         exp_avg_sq_block = exp_avg_sq
-        r0 = c4
+        r0 = c3
         for i in range(start + cuda.threadIdx.x, stop, cuda.blockDim.x):
             grad_i = _load(grad_block[i])
-            exp_avg_i = _load(exp_avg_block[i])
             exp_avg_sq_i = _load(exp_avg_sq_block[i])
             t0 = grad_i*grad_i
-            t1 = beta2_hat*exp_avg_sq_i + c1*t0
-            exp_avg_block[i] = _stored(beta1_hat*exp_avg_i + c3*grad_i, exp_avg_block)
-            exp_avg_sq_block[i] = _stored(t1, exp_avg_sq_block)
-            r0 += c2*t0/_maximum(c0, t1)
+            r0 += c2*t0/_maximum(c0, beta2_hat*exp_avg_sq_i + c1*t0)
         scratch[thread, 0] = r0
         cuda.syncthreads()
         half = THREADS_PER_BLOCK // 2
@@ -659,26 +654,19 @@ def _reduce0_tables(addresses, chunks, partials, scalars, flags, storage):
         j = chunks[c, 0]
         start = chunks[c, 1]
         stop = chunks[c, 2]
-        beta1_hat = scalars[j, 0]
-        beta2_hat = scalars[j, 1]
-        c0 = scalars[j, 2]
-        c1 = scalars[j, 3]
-        c2 = scalars[j, 4]
-        c3 = scalars[j, 5]
-        c4 = scalars[j, 6]
+        beta2_hat = scalars[j, 0]
+        c0 = scalars[j, 1]
+        c1 = scalars[j, 2]
+        c2 = scalars[j, 3]
+        c3 = scalars[j, 4]
         grad_block = _view(addresses[j, 1], stop, storage[1])
-        exp_avg_block = _view(addresses[j, 2], stop, storage[2])
         exp_avg_sq_block = _view(addresses[j, 3], stop, storage[3])
-        r0 = c4
+        r0 = c3
         for i in range(start + cuda.threadIdx.x, stop, cuda.blockDim.x):
             grad_i = _load(grad_block[i])
-            exp_avg_i = _load(exp_avg_block[i])
             exp_avg_sq_i = _load(exp_avg_sq_block[i])
             t0 = grad_i*grad_i
-            t1 = beta2_hat*exp_avg_sq_i + c1*t0
-            exp_avg_block[i] = _stored(beta1_hat*exp_avg_i + c3*grad_i, exp_avg_block)
-            exp_avg_sq_block[i] = _stored(t1, exp_avg_sq_block)
-            r0 += c2*t0/_maximum(c0, t1)
+            r0 += c2*t0/_maximum(c0, beta2_hat*exp_avg_sq_i + c1*t0)
         scratch[thread, 0] = r0
         cuda.syncthreads()
         half = THREADS_PER_BLOCK // 2
@@ -694,19 +682,25 @@ def _reduce0_tables(addresses, chunks, partials, scalars, flags, storage):
 
 
 @cuda.jit(cache=True)
-def _update(param, grad, exp_avg, exp_avg_sq, eps, c5, c6):
+def _update(param, grad, exp_avg, exp_avg_sq, eps, beta1_hat, beta2_hat, c1, c4, c5, c6):
     n = param.shape[0]
     for c in range(cuda.blockIdx.x, (n + CHUNK - 1) // CHUNK, cuda.gridDim.x):
         start = c * CHUNK
         stop = min(start + CHUNK, n)
         param_block = param
+        grad_block = grad
         exp_avg_block = exp_avg
         exp_avg_sq_block = exp_avg_sq
         for i in range(start + cuda.threadIdx.x, stop, cuda.blockDim.x):
             param_i = _load(param_block[i])
+            grad_i = _load(grad_block[i])
             exp_avg_i = _load(exp_avg_block[i])
             exp_avg_sq_i = _load(exp_avg_sq_block[i])
-            param_block[i] = _stored(c5*param_i + c6*exp_avg_i/(eps + math.sqrt(exp_avg_sq_i)), param_block)
+            t0 = beta1_hat*exp_avg_i + c4*grad_i
+            t1 = beta2_hat*exp_avg_sq_i + c1*grad_i*grad_i
+            exp_avg_block[i] = _stored(t0, exp_avg_block)
+            exp_avg_sq_block[i] = _stored(t1, exp_avg_sq_block)
+            param_block[i] = _stored(c5*param_i + c6*t0/(eps + math.sqrt(t1)), param_block)
 
 
 
@@ -717,16 +711,26 @@ def _update_tables(addresses, chunks, scalars, flags, storage):
         start = chunks[c, 1]
         stop = chunks[c, 2]
         eps = scalars[j, 0]
-        c5 = scalars[j, 1]
-        c6 = scalars[j, 2]
+        beta1_hat = scalars[j, 1]
+        beta2_hat = scalars[j, 2]
+        c1 = scalars[j, 3]
+        c4 = scalars[j, 4]
+        c5 = scalars[j, 5]
+        c6 = scalars[j, 6]
         param_block = _view(addresses[j, 0], stop, storage[0])
+        grad_block = _view(addresses[j, 1], stop, storage[1])
         exp_avg_block = _view(addresses[j, 2], stop, storage[2])
         exp_avg_sq_block = _view(addresses[j, 3], stop, storage[3])
         for i in range(start + cuda.threadIdx.x, stop, cuda.blockDim.x):
             param_i = _load(param_block[i])
+            grad_i = _load(grad_block[i])
             exp_avg_i = _load(exp_avg_block[i])
             exp_avg_sq_i = _load(exp_avg_sq_block[i])
-            param_block[i] = _stored(c5*param_i + c6*exp_avg_i/(eps + math.sqrt(exp_avg_sq_i)), param_block)
+            t0 = beta1_hat*exp_avg_i + c4*grad_i
+            t1 = beta2_hat*exp_avg_sq_i + c1*grad_i*grad_i
+            exp_avg_block[i] = _stored(t0, exp_avg_block)
+            exp_avg_sq_block[i] = _stored(t1, exp_avg_sq_block)
+            param_block[i] = _stored(c5*param_i + c6*t0/(eps + math.sqrt(t1)), param_block)
 
 
 
@@ -782,20 +786,20 @@ def step(param, grad, state, *, lr=0.001, beta1=0.9, beta2=0.99, eps=1e-06, weig
         c0 = eps**2
         c1 = grad_sign**2*(1 - beta2_hat)
         c2 = grad_sign**2
-        c3 = grad_sign*(1 - beta1_hat)
-        c4 = 0
+        c3 = 0
+        c4 = grad_sign*(1 - beta1_hat)
         chunks = -(-arrays[0].size // CHUNK)
         kind = dtype.type
         partials = _scratch(stream, "partials", (chunks, 1), dtype)
         if chunks:
-            _reduce0[_blocks(chunks), THREADS_PER_BLOCK, stream](*arrays, partials, kind(beta1_hat), kind(beta2_hat), kind(c0), kind(c1), kind(c2), kind(c3), kind(c4))
+            _reduce0[_blocks(chunks), THREADS_PER_BLOCK, stream](*arrays, partials, kind(beta2_hat), kind(c0), kind(c1), kind(c2), kind(c3))
         r0, = _sums(_host(partials, stream) if chunks else np.zeros((0, 1)))
         mean_square = r0/numel
         lr_t = lr/np.maximum(1, np.sqrt(mean_square))
         c5 = -lr_t*weight_decay/max_lr + 1
         c6 = -lr_t
         if chunks:
-            _update[_blocks(chunks), THREADS_PER_BLOCK, stream](*arrays, kind(eps), kind(c5), kind(c6))
+            _update[_blocks(chunks), THREADS_PER_BLOCK, stream](*arrays, kind(eps), kind(beta1_hat), kind(beta2_hat), kind(c1), kind(c4), kind(c5), kind(c6))
     state["step"] = count + 1
 
 
@@ -873,11 +877,11 @@ def step_tables(addresses, sizes, steps, scalar_states, dtype, *, lr=0.001, beta
         c0 = eps**2
         c1 = grad_sign**2*(1 - beta2_hat)
         c2 = grad_sign**2
-        c3 = grad_sign*(1 - beta1_hat)
-        c4 = 0
+        c3 = 0
+        c4 = grad_sign*(1 - beta1_hat)
         partials = np.zeros((0, 1), dtype)
         if len(chunks):
-            tables = _upload(stream, 0, addresses, chunks, _table(count, dtype, beta1_hat, beta2_hat, c0, c1, c2, c3, c4), _table(count, np.bool_))
+            tables = _upload(stream, 0, addresses, chunks, _table(count, dtype, beta2_hat, c0, c1, c2, c3), _table(count, np.bool_))
             device_addresses, device_chunks = tables[:2]
             partials = _scratch(stream, "partials", (len(chunks), 1), dtype)
             _reduce0_tables[blocks, THREADS_PER_BLOCK, stream](device_addresses, device_chunks, partials, *tables[-2:], storage)
@@ -888,6 +892,6 @@ def step_tables(addresses, sizes, steps, scalar_states, dtype, *, lr=0.001, beta
         c5 = -lr_t*weight_decay/max_lr + 1
         c6 = -lr_t
         if len(chunks):
-            tables = _upload(stream, 1, _table(count, dtype, eps, c5, c6), _table(count, np.bool_))
+            tables = _upload(stream, 1, _table(count, dtype, eps, beta1_hat, beta2_hat, c1, c4, c5, c6), _table(count, np.bool_))
             _update_tables[blocks, THREADS_PER_BLOCK, stream](device_addresses, device_chunks, *tables[-2:], storage)
     return step, {}

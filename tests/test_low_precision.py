@@ -1,0 +1,333 @@
+"""16-bit storage: bfloat16 and float16 parameters, gradients and states, computed in float32.
+
+Three oracles. The conversions against torch's and NumPy's casts, over every 16-bit pattern and two million float32
+ones. Every variant's step on 16-bit arrays against the same kernels on float32 arrays holding the same values, then
+rounded: the kernels compute in float32 either way, so rounding is the only difference and the results must agree to
+the bit. And adamgen.torch against ``torch.optim.AdamW(fused=True)`` and ``torch.optim.Adam(fused=True)`` on bfloat16
+and float16 parameters, from the same state, one step at a time.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import adamgen
+from adamgen.runtime import storage
+from adamgen.variants import builtin_variants
+
+torch = pytest.importorskip("torch")
+import adamgen.torch  # noqa: E402  (after the check that torch is installed)
+numba = pytest.importorskip("numba")
+
+SHAPES = [(70_000,), (33, 5), (0,), (3,)]  # one tensor above the CPU kernels' parallel threshold, an empty one
+# storage -> (parameter and gradient format, state format, state_dtype for init)
+STORAGE = {
+    "bfloat16": ("bfloat16", "bfloat16", None),
+    "float16": ("float16", "float16", None),
+    "float32+bfloat16": ("float32", "bfloat16", "bfloat16"),
+}
+REPRESENTATIVE = ("adamw", "lion", "adan", "ademamix", "lamb")
+
+
+# --- NumPy views of 16-bit values, through torch's casts (an implementation independent of adamgen's) ---------------
+
+def rounded(values, form):
+    """float32 ``values`` rounded to ``form``, as the array adamgen takes (bfloat16: int16 bits)."""
+    values = np.asarray(values, np.float32)
+    if form == "float16":
+        with np.errstate(over="ignore"):  # beyond float16's range: infinity, as intended
+            return values.astype(np.float16)
+    if form == "bfloat16":
+        return torch.from_numpy(values.copy()).to(torch.bfloat16).view(torch.int16).numpy()
+    return values.copy()
+
+
+def widened(array):
+    """The float32 values of an array adamgen takes (bfloat16: int16 bits)."""
+    if array.dtype == np.int16:
+        return torch.from_numpy(array.copy()).view(torch.bfloat16).float().numpy()
+    return array.astype(np.float32)
+
+
+# --- conversions --------------------------------------------------------------------------------------------------
+
+@numba.njit
+def _widen_all(bits, out):
+    for i in range(bits.shape[0]):
+        out[i] = storage._load(bits[i])
+
+
+@numba.njit
+def _round_all(values, out):
+    for i in range(values.shape[0]):
+        out[i] = storage._stored(values[i], out)
+
+
+EDGES = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 65504, 65519.996, 65520, 65536, 2**-24, 2**-25, 1.5 * 2**-25,
+                  2**-14, 2**-14 - 2**-25, 6.1e-5, 3.3e38, 1e-45, 1 + 2**-8, 1 + 2**-7 + 2**-8, 1 + 3 * 2**-8],
+                 np.float32)
+
+
+def _patterns(count=2_000_000):
+    rng = np.random.default_rng(0)
+    return np.concatenate([rng.integers(0, 2**32, count, dtype=np.uint64).astype(np.uint32).view(np.float32), EDGES,
+                           -EDGES])
+
+
+@pytest.mark.parametrize("form", ["bfloat16", "float16"])
+def test_widening_every_16_bit_pattern_is_exact(form):
+    """All 65,536 patterns, compiled and in Python (the CUDA simulator's form): NaN stays NaN, the rest to the bit."""
+    bits = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16)
+    bits = bits.view(np.int16) if form == "bfloat16" else bits
+    expected = widened(bits if form == "bfloat16" else bits.view(np.float16))
+    compiled = np.empty(bits.size, np.float32)
+    _widen_all(bits, compiled)
+    python = np.array([storage._load(b) for b in bits], np.float32)
+    for found in (compiled, python):
+        nan = np.isnan(expected)
+        assert np.array_equal(np.isnan(found), nan)
+        assert np.array_equal(found[~nan].view(np.uint32), expected[~nan].view(np.uint32))
+
+
+@pytest.mark.parametrize("form", ["bfloat16", "float16"])
+def test_rounding_is_to_nearest_even_as_torch_and_numpy_cast(form):
+    """Two million random float32 patterns and the edges (overflow to infinity, subnormals, ties): the compiled
+    rounding equals torch's (bfloat16) and NumPy's (float16) cast to the bit, NaN stays NaN; the Python form on a
+    sample."""
+    values = _patterns()
+    kernel_view = np.int16 if form == "bfloat16" else np.uint16
+    expected = rounded(values, form).view(kernel_view)
+    compiled = np.empty(values.size, kernel_view)
+    _round_all(values, compiled)
+    nan = np.isnan(values)
+    assert np.array_equal(compiled[~nan], expected[~nan])
+    assert np.isnan(widened(compiled[nan].view(np.int16 if form == "bfloat16" else np.float16))).all()
+    sample = values[~nan][:20_000]
+    python = np.array([storage._stored(v, compiled) for v in sample], kernel_view)
+    assert np.array_equal(python, expected[~nan][:20_000])
+
+
+# --- every variant: 16-bit arrays against float32 arrays of the same values ------------------------------------------
+
+def _user_spec():
+    from adamgen.spec import Spec, grad, param, sqrt
+
+    spec = Spec("centred_norm_sgd", doc="Momentum SGD scaled by the gradient's spread around its mean (a test spec).")
+    lr, beta1 = spec.hyperparameters(lr=1e-2, beta1=0.9)
+    (exp_avg,) = spec.states("exp_avg")
+    m = spec.update(exp_avg, beta1 * exp_avg + (1 - beta1) * grad)
+    mean = spec.mean("grad_mean", grad)
+    variance = spec.mean("grad_variance", (grad - mean) ** 2)
+    spec.update(param, param - lr * sqrt(variance) / (1 + spec.norm("param_norm", param)) * m)
+    return spec
+
+
+CASES = [pytest.param(name, options, "bfloat16", id=f"{variant.name}-bfloat16")
+         for name, options, variant in builtin_variants() if not options]
+CASES += [pytest.param(name, {}, form, id=f"{name}-{form}") for name in REPRESENTATIVE
+          for form in ("float16", "float32+bfloat16")]
+CASES += [pytest.param("adamw", {"amsgrad": True}, "bfloat16", id="adamw_amsgrad-bfloat16"),
+          pytest.param("user", {}, "bfloat16", id="user_spec-bfloat16"),
+          pytest.param("user", {}, "float16", id="user_spec-float16")]
+
+
+@pytest.mark.parametrize("name, options, form", CASES)
+def test_16_bit_step_is_the_float32_step_rounded(name, options, form):
+    """Three ``step_many`` calls over tensors of several sizes (the address-table kernels, parallel and serial) and one
+    ``step``: the 16-bit arrays end each step equal to the bit to the same module's float32 arrays, started from the
+    same values, rounded to the 16-bit format. (The float32 arrays then take the rounded values, as the 16-bit run
+    holds them.) One exception, by design: a variant with reductions stores its new states in the reduce pass, and its
+    update pass reads them back, so with 16-bit states the update reads the rounded moments where the float32 run
+    reads exact ones. Its parameters then differ from the rounded float32 run's by at most the 16-bit format's ulp
+    plus 2**-7 of the step's change (the rounded moments' relative error, 2**-8 at most for bfloat16, enters the
+    update once through the moment and once through its square root)."""
+    module = adamgen.load(_user_spec() if name == "user" else name, **options)
+    param_form, state_form, state_dtype = STORAGE[form]
+    rng = np.random.default_rng(1)
+    low = [rounded(rng.standard_normal(shape), param_form) for shape in SHAPES]
+    high = [widened(p) for p in low]
+    low_states = module.init_many(low, state_dtype)
+    high_states = module.init_many(high)
+    for low_state, high_state in zip(low_states, high_states):
+        for s in module.STATES:  # initial values rounded to 16 bits (yogi's 1e-6): the float32 run starts from them
+            assert low_state[s].dtype == rounded(np.zeros(1), state_form).dtype
+            _assert_bits_equal(low_state[s], rounded(high_state[s], state_form), f"initial {s}")
+            high_state[s][...] = widened(low_state[s])
+    for k in range(4):
+        grads = [rounded(rng.standard_normal(shape) * 10.0 ** rng.uniform(-3, 1), param_form) for shape in SHAPES]
+        before = [widened(p) for p in low]
+        if k < 3:
+            module.step_many(low, grads, low_states, lr=1e-2)
+            module.step_many(high, [widened(g) for g in grads], high_states, lr=1e-2)
+            pairs = list(zip(low, high, low_states, high_states, before))
+        else:
+            module.step(low[1], grads[1], low_states[1], lr=1e-2)
+            module.step(high[1], widened(grads[1]), high_states[1], lr=1e-2)
+            pairs = [(low[1], high[1], low_states[1], high_states[1], before[1])]
+        for p_low, p_high, s_low, s_high, p_old in pairs:
+            if module.REDUCE_PHASES and state_form != "float32":
+                _assert_close(widened(p_low), p_high, p_old, param_form, f"param after step {k}")
+            else:
+                _assert_bits_equal(p_low, rounded(p_high, param_form), f"param after step {k}")
+            p_high[...] = widened(p_low)
+            for s in module.STATES:
+                _assert_bits_equal(s_low[s], rounded(s_high[s], state_form), f"{s} after step {k}")
+                s_high[s][...] = widened(s_low[s])
+            assert s_low["step"] == s_high["step"]
+
+
+def _assert_bits_equal(found, expected, what):
+    same = (found.view(np.uint16 if found.itemsize == 2 else np.uint32)
+            == expected.view(np.uint16 if expected.itemsize == 2 else np.uint32))
+    both_nan = np.isnan(widened(found)) & np.isnan(widened(expected))
+    bad = ~(same | both_nan)
+    assert not bad.any(), f"{what}: {bad.sum()} of {bad.size} differ, first at {np.flatnonzero(bad.ravel())[:5]}"
+
+
+def _assert_close(found, exact, old, form, what):
+    """``found`` (a 16-bit run's float32 values) within one ulp of ``form`` plus 2**-7 of the change from ``old`` of
+    ``exact`` (the float32 run's values)."""
+    ulp = {"bfloat16": 2.0**-7, "float16": 2.0**-10, "float32": 2.0**-23}[form]
+    bound = ulp * np.maximum(np.abs(found), np.abs(exact)) + 2.0**-7 * np.abs(exact - old)
+    bad = ~((np.abs(found - exact) <= bound) | np.isnan(found) & np.isnan(exact))
+    assert not bad.any(), f"{what}: {bad.sum()} of {bad.size} beyond the bound, first at {np.flatnonzero(bad)[:5]}"
+
+
+# --- adamgen.torch against torch.optim's fused kernels ---------------------------------------------------------------
+
+def _ordered(t):
+    """16-bit floats as integers in the order of their values (adjacent values differ by 1: a distance in ulps)."""
+    bits = t.view(torch.int16).int()
+    return torch.where(bits < 0, -(bits & 0x7FFF), bits)
+
+
+TORCH_TWINS = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("name", list(TORCH_TWINS))
+def test_torch_fused_16_bit_parity(name, dtype):
+    """From the same parameter and state, each step of adamgen.torch and torch's fused CPU kernel (float32 math,
+    states in the parameter's dtype) on 200,000 elements, gradients from 1e-3 to 10, 20 steps, resynchronised after
+    each: parameters within 2 ulps on at most 1 element in 1,000 (measured: at most 1 ulp, on 1 to 20 elements per
+    step), states within 1 ulp or 2**-13 of the size of their two terms (a near-cancellation's result is far smaller
+    than its terms). The difference comes from the constants: adamgen computes `1 - beta2` and the other
+    hyperparameter expressions in float64 and rounds each once to float32 (0.001), torch computes them in float32 from
+    betas rounded to float32 (1 - 0.99899995 = 0.00100005, 4.7e-5 away, in its `fma(-beta, g, g)`); adamgen follows
+    the spec's real-number value. Rounding to 16 bits hides that except near ties."""
+    torch.manual_seed(0)
+    n = 200_000
+    mine = torch.randn(n, dtype=dtype)
+    theirs = mine.clone().requires_grad_(True)
+    mine.requires_grad_(True)
+    ours = getattr(adamgen.torch, {"adamw": "AdamW", "adam": "Adam"}[name])([mine], lr=1e-2, weight_decay=0.1)
+    reference = TORCH_TWINS[name]([theirs], lr=1e-2, weight_decay=0.1, fused=True)
+    for step in range(20):
+        grad = torch.randn(n, dtype=dtype) * 10.0 ** float(np.random.default_rng(step).uniform(-3, 1))
+        old = {s: v.clone() for s, v in ours.state[mine].items()} if ours.state[mine] else None
+        mine.grad, theirs.grad = grad.clone(), grad.clone()
+        ours.step()
+        reference.step()
+        ulps = (_ordered(mine.detach()) - _ordered(theirs.detach())).abs()
+        assert int(ulps.max()) <= 2 and int((ulps > 0).sum()) <= n // 1000, (step, int(ulps.max()),
+                                                                            int((ulps > 0).sum()))
+        for s, beta in (("exp_avg", 0.9), ("exp_avg_sq", 0.999)):
+            a, b = ours.state[mine][s].float(), reference.state[theirs][s].float()
+            term = grad.float() if s == "exp_avg" else grad.float() ** 2
+            previous = old[s].float() if old else torch.zeros_like(a)
+            scale = beta * previous.abs() + (1 - beta) * term.abs()  # the two terms' size
+            info = torch.finfo(dtype)  # an ulp, at least the subnormals' spacing
+            ulp = info.eps * torch.maximum(torch.maximum(a.abs(), b.abs()), torch.tensor(info.smallest_normal))
+            bad = (a - b).abs() > torch.maximum(ulp, 2.0**-13 * scale)
+            assert not bad.any(), (step, s, int(bad.sum()))
+        with torch.no_grad():  # resynchronise: each step starts from the same values
+            mine.copy_(theirs)
+            for s in ("exp_avg", "exp_avg_sq"):
+                ours.state[mine][s].copy_(reference.state[theirs][s])
+
+
+@pytest.mark.torch
+def test_torch_bfloat16_parameters_step_as_the_numpy_module():
+    """adamgen.torch on bfloat16 parameters of several shapes, and float32 parameters with ``state_dtype=bfloat16``,
+    is the generated module's ``step_many`` on the same bits: the same kernels through the address tables."""
+    module = adamgen.load("adamw")
+    for dtype, state_dtype in ((torch.bfloat16, None), (torch.float32, torch.bfloat16)):
+        torch.manual_seed(0)
+        params = [torch.randn(shape, dtype=dtype, requires_grad=True) for shape in [(64, 33), (70_000,), (5,)]]
+        arrays = [(p.detach().view(torch.int16) if dtype == torch.bfloat16 else p.detach()).numpy().copy()
+                  for p in params]
+        ours = adamgen.torch.AdamW(params, lr=1e-2, weight_decay=0.1, state_dtype=state_dtype)
+        states = module.init_many(arrays, None if state_dtype is None else "bfloat16")
+        for _ in range(3):
+            grads = [torch.randn(p.shape, dtype=dtype) for p in params]
+            for p, g in zip(params, grads):
+                p.grad = g
+            ours.step()
+            module.step_many(arrays, [(g.view(torch.int16) if dtype == torch.bfloat16 else g).numpy() for g in grads],
+                             states, lr=1e-2, weight_decay=0.1)
+        for p, array, state in zip(params, arrays, states):
+            view = (lambda t: t.detach().view(torch.int16).numpy()) if dtype == torch.bfloat16 \
+                else (lambda t: t.detach().numpy())
+            assert np.array_equal(view(p), array)
+            for s in module.STATES:
+                assert ours.state[p][s].dtype == torch.bfloat16
+                assert np.array_equal(ours.state[p][s].view(torch.int16).numpy(), state[s])
+
+
+@pytest.mark.torch
+def test_torch_checkpoint_moves_between_bfloat16_and_float32():
+    """A bfloat16 setup's state_dict loads into a float32 one (torch.optim casts the states to each parameter's
+    dtype) and back, and both step."""
+    torch.manual_seed(0)
+    low = torch.nn.Linear(16, 8).to(torch.bfloat16)
+    high = torch.nn.Linear(16, 8)
+    high.load_state_dict({k: v.float() for k, v in low.state_dict().items()})
+    opt_low = adamgen.torch.AdamW(low.parameters())
+    low(torch.randn(4, 16, dtype=torch.bfloat16)).sum().backward()
+    opt_low.step()
+    opt_high = adamgen.torch.AdamW(high.parameters())
+    opt_high.load_state_dict(opt_low.state_dict())
+    assert opt_high.state[high.weight]["exp_avg"].dtype == torch.float32
+    assert torch.equal(opt_high.state[high.weight]["exp_avg"], opt_low.state[low.weight]["exp_avg"].float())
+    high(torch.randn(4, 16)).sum().backward()
+    opt_high.step()
+    opt_low.load_state_dict(opt_high.state_dict())
+    assert opt_low.state[low.weight]["exp_avg"].dtype == torch.bfloat16
+    low(torch.randn(4, 16, dtype=torch.bfloat16)).sum().backward()
+    opt_low.step()
+    assert int(opt_low.state[low.weight]["step"]) == 3
+
+
+# --- bad input -------------------------------------------------------------------------------------------------------
+
+def test_state_dtype_errors_name_the_problem():
+    module = adamgen.load("adamw")
+    with pytest.raises(TypeError, match=r"adamw\.init: state_dtype 'bfloat16' is not a state format for a float64 "
+                                        r"parameter; choose float64"):
+        module.init(np.zeros(3), state_dtype="bfloat16")
+    with pytest.raises(TypeError, match=r"state_dtype 'int8' is not a state format for a float32 parameter; choose "
+                                        r"float32, float16, bfloat16"):
+        module.init(np.zeros(3, np.float32), state_dtype="int8")
+    with pytest.raises(TypeError, match=r"dtype must be the arrays' dtype or a sequence of 4 dtypes"):
+        module.step_tables(np.zeros((0, 4), np.int64), np.zeros(0, np.int64), np.zeros(0), {}, ["float32"] * 3)
+    with pytest.raises(TypeError, match=r"grad is float32, param is bfloat16"):
+        module.step_tables(np.zeros((0, 4), np.int64), np.zeros(0, np.int64), np.zeros(0), {},
+                           ["bfloat16", "float32", "float32", "float32"])
+
+
+@pytest.mark.torch
+def test_torch_refuses_what_it_cannot_step_and_changes_nothing():
+    p = torch.nn.Parameter(torch.randn(4, dtype=torch.bfloat16))
+    with pytest.raises(TypeError, match=r"state_dtype must be None .* got torch\.int8"):
+        adamgen.torch.AdamW([p], state_dtype=torch.int8)
+    q = torch.nn.Parameter(torch.randn(4, dtype=torch.bfloat16))
+    opt = adamgen.torch.AdamW([p, q])
+    p.grad, q.grad = torch.randn(4, dtype=torch.bfloat16), torch.randn(4, dtype=torch.bfloat16)
+    opt.step()
+    opt.state[q]["exp_avg"] = opt.state[q]["exp_avg"].float()  # one parameter's moment in another dtype
+    before = [p.detach().clone(), q.detach().clone()]
+    with pytest.raises(adamgen.torch.UnsupportedTensorError, match=r"state 'exp_avg' is bfloat16 and float32 across"):
+        opt.step()
+    assert torch.equal(p.detach(), before[0]) and torch.equal(q.detach(), before[1])
