@@ -16,6 +16,7 @@ from sympy.printing.pycode import PythonCodePrinter
 
 from .errors import SpecError
 from .lower import GroupTotal, Lowered
+from .spec import Evaluated, Stored
 
 _SETTINGS = {"strict": True, "fully_qualified_modules": True, "standard": "python3"}
 
@@ -117,7 +118,7 @@ class ElementPrinter(PythonCodePrinter):
     functions (``math.gamma``, ...) would run in float64 and are refused."""
 
     FUNCTIONS = (sympy.Abs, sympy.Max, sympy.Min, sympy.exp, sympy.log, sympy.atan2, sympy.Piecewise,
-                 sympy.And, sympy.Or, sympy.Not, sympy.logic.boolalg.ITE)
+                 sympy.And, sympy.Or, sympy.Not, sympy.logic.boolalg.ITE, Stored, Evaluated)
 
     def __init__(self):
         super().__init__(_SETTINGS)
@@ -156,6 +157,14 @@ class ElementPrinter(PythonCodePrinter):
 
     def _print_Abs(self, expr):
         return f"abs({self._print(expr.args[0])})"
+
+    def _print_Stored(self, expr):
+        """Rounded to the parameter array's format and widened back (the kernels' local of that array is
+        ``param_block``)."""
+        return f"_load(_stored({self._print(expr.args[0])}, param_block))"
+
+    def _print_Evaluated(self, expr):
+        return f"({self._print(expr.args[0])})"
 
     def _print_literal(self, expr):
         raise SpecError(f"literal {expr} in element code: lowering must pass every number in as a typed scalar")

@@ -64,6 +64,21 @@ class GroupSum(ReduceSum):
     taken as for ``ReduceSum``; the host adds them up."""
 
 
+class Stored(sympy.Function):
+    """A value as the parameter's array holds it once stored: rounded to the parameter's format (bfloat16, float16),
+    unchanged for float32 and float64 arrays and in exact arithmetic (the float64 oracle). What a compensated update
+    reads to learn the rounding error of its store (the ``kahan`` option)."""
+
+    nargs = 1
+
+
+class Evaluated(sympy.Function):
+    """Its argument, computed on its own before the terms around it: the kernels keep its parentheses where SymPy
+    would merge a sum into the sum around it. Exact arithmetic does not see it."""
+
+    nargs = 1
+
+
 def outer_symbols(expr) -> set:
     """The free symbols of ``expr`` outside any reduction (what decides whether it has one value per element)."""
     return expr.replace(lambda e: isinstance(e, ReduceSum), lambda e: sympy.S.Zero).free_symbols \
@@ -127,7 +142,7 @@ MAX_EXPONENT = 1024       # numerator and denominator of a rational exponent (Sy
 # Expression node types the printers of every target support.
 SUPPORTED_NODES = (
     sympy.Symbol, sympy.Integer, sympy.Rational, sympy.Float, sympy.Add, sympy.Mul, sympy.Pow, Abs, Max, Min, sign,
-    exp, log, atan2, sympy.atan, Piecewise, ReduceSum, sympy.core.relational.Relational,
+    exp, log, atan2, sympy.atan, Piecewise, ReduceSum, Stored, Evaluated, sympy.core.relational.Relational,
     sympy.logic.boolalg.BooleanTrue, sympy.logic.boolalg.BooleanFalse, sympy.And, sympy.Or, sympy.Not,
     sympy.functions.elementary.piecewise.ExprCondPair,
 )

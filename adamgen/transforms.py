@@ -10,7 +10,7 @@ import dataclasses
 import sympy
 
 from .errors import SpecError
-from .spec import GroupSum, Max, Variant, check_transformed, grad, param, reserved
+from .spec import Evaluated, GroupSum, Max, Stored, Variant, check_transformed, grad, param, reserved
 
 EXP_AVG_SQ = sympy.Symbol("exp_avg_sq", real=True)
 MAX_EXP_AVG_SQ = sympy.Symbol("max_exp_avg_sq", real=True)
@@ -272,3 +272,47 @@ def clip_grad_norm(variant: Variant) -> Variant:
         definitions=definitions,
         doc=variant.doc + " With the gradients clipped to a global norm of max_grad_norm.",
     ), "clip_grad_norm", variant.name)
+
+
+KAHAN_COMP = sympy.Symbol("kahan_comp", real=True)
+
+
+def kahan(variant: Variant) -> Variant:
+    """Kahan-compensated parameter updates, for parameters stored in fewer bits than the kernels compute in (bfloat16,
+    float16), where a small update can be lost to rounding step after step. The update becomes a change ``delta`` of
+    the parameter, derived from the rule symbolically (``_change``: the new value minus the parameter, with the
+    parameter's own term cancelled, never a difference of rounded values), added to a state ``kahan_comp`` that
+    carries what earlier stores rounded away: ``c = kahan_comp + delta``, ``param_new = stored(param + c)``,
+    ``kahan_comp_new = c - (param_new - param)`` (``param_new - param`` is exact in float32), as
+    ``optimi``'s ``kahan_sum``. ``kahan_comp`` is stored as the other states (the parameter's dtype unless
+    ``state_dtype`` says otherwise); in exact arithmetic the rule is unchanged."""
+    p_new = variant.new_value(param)
+    names = {"kahan_comp": "state", "kahan_delta": "definition", "kahan_sum": "definition",
+             "param_kahan": "definition", "kahan_comp_new": "definition"}
+    _refuse_taken(variant, "kahan", names, arrays=[KAHAN_COMP.name])
+    delta, total, new, comp_new = (sympy.Symbol(name, real=True) for name in list(names)[1:])
+    definitions = variant.definitions + (
+        (delta, _change(variant.definition(p_new))),
+        (total, Evaluated(KAHAN_COMP + delta)),
+        (new, Stored(param + total)),
+        (comp_new, total - Evaluated(new - param)),
+    )
+    updates = tuple((target, new if target == param else value) for target, value in variant.updates)
+    return check_transformed(dataclasses.replace(
+        variant,
+        name=f"{variant.name}_kahan",
+        states=variant.states + ((KAHAN_COMP, 0.0),),
+        definitions=definitions,
+        updates=updates + ((KAHAN_COMP, comp_new),),
+        doc=variant.doc + " With Kahan-compensated parameter updates.",
+    ), "kahan", variant.name)
+
+
+def _change(expr):
+    """``expr - param`` with the parameter's own term cancelled where the rule writes it as a term or a factor of one
+    (``param*(1 - lr*wd) - x`` gives ``-lr*wd*param - x``), in each branch of a Piecewise."""
+    if isinstance(expr, sympy.Piecewise):
+        return sympy.Piecewise(*((_change(value), condition) for value, condition in expr.args))
+    hints = dict(deep=False, mul=True, multinomial=False, power_exp=False, power_base=False, log=False)
+    terms = [t.expand(**hints) if t.is_Mul and param in t.args else t for t in sympy.Add.make_args(expr)]
+    return sympy.Add(*terms) - param

@@ -29,10 +29,12 @@ def two_pass_spec() -> Spec:
 def extra_variants() -> list:
     """Checked variants that are not shipped built-ins (built-ins are covered with the others): reductions, lion with
     both on-demand decay options (a per-element choice on signs and a hyperparameter the option adds), and lamb with
-    global gradient-norm clipping (a reduction over every tensor of a step_many call)."""
+    global gradient-norm clipping (a reduction over every tensor of a step_many call), and adamw with Kahan-compensated
+    updates (a store rounded and read back)."""
     variants = [validate(two_pass_spec()),
                 with_options(builtin("lion"), corrected_weight_decay=True, cautious_weight_decay=True),
-                with_options(builtin("lamb"), clip_grad_norm=True)]
+                with_options(builtin("lamb"), clip_grad_norm=True),
+                with_options(builtin("adamw"), kahan=True)]
     for name in ("lamb", "stableadamw"):
         if name in BUILTINS:
             continue

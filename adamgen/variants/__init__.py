@@ -42,6 +42,7 @@ OPTIONS = {
     "corrected_weight_decay": transforms.corrected_weight_decay,
     "cautious_weight_decay": transforms.cautious_weight_decay,
     "clip_grad_norm": transforms.clip_grad_norm,
+    "kahan": transforms.kahan,  # last: it compensates the update the other options made
 }
 
 # options that no built-in lists (so none is shipped in generated/): generated on demand for any variant they fit
