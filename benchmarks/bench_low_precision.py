@@ -8,10 +8,11 @@ Layouts (parameter and gradient / states), with the bytes each step moves per pa
   float32+bfloat16   float32 / bfloat16    20  (fp32 master parameters, bf16 moments)
   bfloat16           bfloat16 / bfloat16   14
   float16            float16 / float16     14
+  bfloat16+kahan     bfloat16 / bfloat16   18  (kahan=True: a bfloat16 compensation state read and written)
 
 adamgen runs the generated module's `step` on NumPy arrays (bfloat16 as int16 bits); torch runs
 `torch.optim.AdamW(fused=True)` on tensors of the same layout where it has one (float32, bfloat16, float16: states in the
-parameter's dtype). numba's and torch's OpenMP runtimes are never interleaved within a block: a round times every adamgen
+parameter's dtype), and bfloat16+kahan against `optimi.AdamW(kahan_sum=True)` when torch-optimi is installed. numba's and torch's OpenMP runtimes are never interleaved within a block: a round times every adamgen
 layout, then every torch one (alternating which goes first), each warmed up and timed `--repeat` times; the result is
 the median over all rounds. Ratios are taken within the run: adamgen float32 time / adamgen layout time (the gain of
 fewer bytes) and torch fused time / adamgen time for the same layout. Everything goes to the JSON file.
@@ -35,8 +36,9 @@ LAYOUTS = {  # name -> (parameter and gradient dtype, state dtype or None for th
     "float32+bfloat16": (torch.float32, torch.bfloat16, 20),
     "bfloat16": (torch.bfloat16, None, 14),
     "float16": (torch.float16, None, 14),
+    "bfloat16+kahan": (torch.bfloat16, None, 18),
 }
-TORCH_LAYOUTS = ("float32", "bfloat16", "float16")  # what torch's fused AdamW takes (states in the parameter's dtype)
+TORCH_LAYOUTS = ("float32", "bfloat16", "float16", "bfloat16+kahan")  # torch fused AdamW's, and optimi's Kahan one
 HYPERPARAMETERS = {"lr": 1e-3, "weight_decay": 1e-2}
 
 
@@ -47,7 +49,7 @@ def numpy_view(tensor):
 def adamgen_step(layout, n, seed=0):
     """A closure running one adamgen step of ``layout`` on fresh arrays."""
     dtype, state_dtype, _ = LAYOUTS[layout]
-    module = adamgen.load("adamw", target="cpu")
+    module = adamgen.load("adamw", target="cpu", kahan=layout.endswith("+kahan"))
     generator = torch.Generator().manual_seed(seed)
     param = numpy_view(torch.randn(n, generator=generator).to(dtype))
     grad = numpy_view((torch.randn(n, generator=generator) * 1e-2).to(dtype))
@@ -60,8 +62,11 @@ def torch_step(layout, n, seed=0):
     generator = torch.Generator().manual_seed(seed)
     param = torch.randn(n, generator=generator).to(dtype).requires_grad_(True)
     param.grad = (torch.randn(n, generator=generator) * 1e-2).to(dtype)
-    optimizer = torch.optim.AdamW([param], fused=True, **HYPERPARAMETERS)
-    return optimizer.step
+    if layout.endswith("+kahan"):
+        import optimi
+
+        return optimi.AdamW([param], kahan_sum=True, **HYPERPARAMETERS).step
+    return torch.optim.AdamW([param], fused=True, **HYPERPARAMETERS).step
 
 
 def timed(step, repeat):
@@ -84,7 +89,12 @@ def main() -> None:
     args = parser.parse_args()
     n = 1 << args.log2
     ours = {layout: adamgen_step(layout, n) for layout in LAYOUTS}
-    theirs = {layout: torch_step(layout, n) for layout in TORCH_LAYOUTS}
+    theirs = {}
+    for layout in TORCH_LAYOUTS:
+        try:
+            theirs[layout] = torch_step(layout, n)
+        except ImportError:  # torch-optimi is not installed
+            pass
     samples = {f"adamgen {layout}": [] for layout in LAYOUTS} | {f"torch fused {layout}": [] for layout in theirs}
     for round_ in range(args.rounds):
         blocks = [("adamgen", ours), ("torch fused", theirs)]

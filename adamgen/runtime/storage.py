@@ -61,14 +61,17 @@ def _bf16_round(value, array):
 
 
 def _f16_widen(x):
-    """The float16 number of uint16 bits ``x`` as the float32 of the same value: the magnitude's bits moved to a
-    float32's places and scaled by 2**112 (exact for normal and subnormal numbers alike), infinity and NaN given
-    float32's largest exponent, then the sign."""
+    """The float16 number of uint16 bits ``x`` as the float32 of the same value: a normal number's bits moved to a
+    float32's places with the exponent rebiased (15 to 127), a subnormal one its mantissa times 2**-24 (exact),
+    infinity and NaN given float32's largest exponent; then the sign."""
     h = _u32(np.uint16(x))
     shifted = _u32(_u32(h & _u32(0x7FFF)) << _u32(13))
-    finite = np.float32(shifted.view(np.float32) * np.float32(5.192296858534828e33)).view(np.uint32)
+    exponent = _u32(h & _u32(0x7C00))
+    normal = _u32(shifted + _u32(0x38000000))
     special = _u32(shifted | _u32(0x7F800000))
-    magnitude = special if _u32(h & _u32(0x7C00)) == _u32(0x7C00) else finite
+    tiny = np.float32(np.float32(_u32(h & _u32(0x3FF))) * np.float32(5.960464477539063e-08)).view(np.uint32)
+    magnitude = special if exponent == _u32(0x7C00) else normal
+    magnitude = tiny if exponent == _u32(0) else magnitude
     return _u32(magnitude | _u32(_u32(h & _u32(0x8000)) << _u32(16))).view(np.float32)
 
 
