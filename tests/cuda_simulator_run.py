@@ -29,6 +29,10 @@ Findings, each keyed by the generated module's name:
   "init_many":   [number of states, whether each is a fresh state shaped like its tensor, init_many([]) == []]
   "errors":      check -> [exception type, message, whether any array, step count or scalar state changed]; the checks
                  named "step: ..." call step, "step_many: ..." call step_many; "...: valid" ones expect no exception
+  "low_precision": for the modules of LOW_PRECISION, storage (bfloat16, float16, float32 parameters with bfloat16
+                 states) -> {"differing": elements of any array that differ in any bit from the CPU module's on the same
+                 16-bit inputs after CALLS step_many calls and a step, "ulps": their largest difference in ulps of the
+                 16-bit format, "dtypes": whether every state kept its format}
 """
 
 from __future__ import annotations
@@ -57,6 +61,10 @@ CALLS = 3
 _MISSING = object()  # a state entry left out
 
 TOLERANCE = {"float64": (1e-12, 1e-15), "float32": (1e-5, 1e-6)}
+# The modules whose kernels also run on 16-bit arrays here: elementwise ones, a reduction, a compensated update.
+LOW_PRECISION = ("adamw", "lion", "lamb", "adamw_kahan")
+# storage -> (NumPy dtype of the parameter and gradient, state_dtype for init)
+STORAGE = {"bfloat16": (np.int16, None), "float16": (np.float16, None), "float32+bfloat16": (np.float32, "bfloat16")}
 
 
 def _seed(*parts) -> int:
@@ -418,6 +426,61 @@ def _errors(module):
     return findings
 
 
+def _ordered(bits):
+    """16-bit float bits (int16 or uint16 arrays) as integers in the order of their values."""
+    bits = bits.view(np.int16).astype(np.int32)
+    return np.where(bits < 0, -(bits & 0x7FFF), bits)
+
+
+def _stored_as(values, dtype):
+    """float32 ``values`` as an array of ``dtype`` holds them; int16: bfloat16 bits, rounded to nearest even."""
+    if dtype != np.int16:
+        return values.astype(dtype)
+    bits = values.view(np.uint32).astype(np.uint64)
+    return np.asarray((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16, np.uint16).view(np.int16)
+
+
+def _low_precision(variant, module):
+    """The CUDA module on 16-bit arrays against the CPU module on copies of the same arrays (both compute in float32
+    and round once per store: equal but for the order of a reduction's sums)."""
+    import adamgen
+    from numba import cuda
+
+    cpu = adamgen.load(variant, target="cpu")
+    found = {}
+    for storage, (dtype, state_dtype) in STORAGE.items():
+        rng = np.random.default_rng(_seed(module.VARIANT, storage))
+        shapes = [shape for shape in SHAPES if np.prod(shape)]
+        host = [_stored_as(np.asarray(rng.standard_normal(shape), np.float32), dtype) for shape in shapes]
+        device = [cuda.to_device(p) for p in host]
+        host_states, device_states = cpu.init_many(host, state_dtype), module.init_many(device, state_dtype)
+        for k in range(CALLS + 1):
+            grads = [p[::-1].copy() if p.ndim == 1 else p.T.copy().reshape(p.shape) for p in host]
+            hyper = {"lr": 1e-2 * (k + 1)}
+            if k < CALLS:
+                cpu.step_many(host, grads, host_states, **hyper)
+                module.step_many(device, [cuda.to_device(g) for g in grads], device_states, **hyper)
+            else:
+                cpu.step(host[0], grads[0], host_states[0], **hyper)
+                module.step(device[0], cuda.to_device(grads[0]), device_states[0], **hyper)
+        pairs = [(h, _host(d)) for h, d in zip(host, device)]
+        pairs += [(hs[name], _host(ds[name])) for hs, ds in zip(host_states, device_states) for name in module.STATES]
+        differing, ulps = 0, 0
+        for a, b in pairs:
+            if a.dtype == np.float32:
+                bad = _bits(a) != _bits(b)
+                worst = _ulps(a, b)
+            else:
+                bad = a.view(np.uint16) != b.view(np.uint16)
+                worst = float(np.abs(_ordered(a) - _ordered(b)).max(initial=0))
+            differing += int(bad.sum())
+            ulps = max(ulps, worst)
+        dtypes = all(_host(ds[name]).dtype == hs[name].dtype for hs, ds in zip(host_states, device_states)
+                     for name in module.STATES)
+        found[storage] = {"differing": differing, "ulps": ulps, "dtypes": dtypes}
+    return found
+
+
 def main() -> None:
     assert os.environ.get("NUMBA_ENABLE_CUDASIM") == "1", "run with NUMBA_ENABLE_CUDASIM=1"
     import adamgen
@@ -431,7 +494,8 @@ def main() -> None:
     only = os.environ.get("ADAMGEN_SIM_ONLY")  # a comma-separated subset of module names, for working on one variant
     if only:
         runs = [(module, variant) for module, variant in runs if module.VARIANT in only.split(",")]
-    findings = {"oracle": {}, "many_vs_step": {}, "launches": {}, "default": {}, "init_many": {}, "errors": {}}
+    findings = {"oracle": {}, "many_vs_step": {}, "launches": {}, "default": {}, "init_many": {}, "errors": {},
+                "low_precision": {}}
     for module, variant in runs:
         key = module.VARIANT
         own = module.THREADS_PER_BLOCK, module.CHUNK, module.MAX_BLOCKS
@@ -446,6 +510,8 @@ def main() -> None:
         findings["launches"][key] = _launches(module)
         findings["init_many"][key] = _init_many(module)
         findings["errors"][key] = _errors(module)
+        if key in LOW_PRECISION:
+            findings["low_precision"][key] = _low_precision(variant, module)
         sys.setswitchinterval(5e-3)
         module.THREADS_PER_BLOCK, module.CHUNK, module.MAX_BLOCKS = own
         findings["default"][key] = _default_launch(variant, module)

@@ -45,10 +45,12 @@ try:
     from .cuda_ptx_run import LOW_PRECISION, kernel_forms, kernel_names, printed, ptx_by_capability, ptx_problems
     from .cuda_reduction_specs import extra_variants
     from .cuda_simulator_run import CALLS, FIRST_STEPS, JOINS, SHAPES, SIM_BLOCKS, SIM_CHUNK, SIM_THREADS
+    from .cuda_simulator_run import LOW_PRECISION as SIMULATED_LOW_PRECISION
 except ImportError:  # tests/ is not a package: pytest put it on sys.path
     from cuda_ptx_run import LOW_PRECISION, kernel_forms, kernel_names, printed, ptx_by_capability, ptx_problems
     from cuda_reduction_specs import extra_variants
     from cuda_simulator_run import CALLS, FIRST_STEPS, JOINS, SHAPES, SIM_BLOCKS, SIM_CHUNK, SIM_THREADS
+    from cuda_simulator_run import LOW_PRECISION as SIMULATED_LOW_PRECISION
 try:  # the table of torch.optim references, used by the GPU parity test
     from . import cases
 except ImportError:
@@ -821,6 +823,22 @@ def test_simulator_launches_one_kernel_per_pass(simulated, modules, key):
     for k in empty:
         expected[k] += 2  # a step and a step_many of the empty ones
     assert launches["steps after"] == expected
+
+
+@pytest.mark.parametrize("key", SIMULATED_LOW_PRECISION)
+def test_simulator_16_bit_storage_matches_the_cpu_kernels(simulated, key):
+    """bfloat16, float16, and float32 parameters with bfloat16 states: the CUDA kernels (their Python form, the
+    storage conversions included) leave every array equal to the CPU kernels' to the bit on the same 16-bit inputs;
+    a reduction variant within 1 ulp (its sums are added in another order). Measured: lamb, 3 float32 elements 1 ulp
+    apart with bfloat16 states; everything else to the bit."""
+    found = simulated["low_precision"][key]
+    assert sorted(found) == ["bfloat16", "float16", "float32+bfloat16"]
+    for storage, result in found.items():
+        assert result["dtypes"], storage
+        if len(_printed(key).phases) > 1:  # reduce passes before the update
+            assert result["ulps"] <= 1, (storage, result)
+        else:
+            assert result["differing"] == 0, (storage, result)
 
 
 @pytest.mark.parametrize("key", ALL)
