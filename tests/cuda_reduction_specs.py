@@ -1,16 +1,13 @@
-"""Variants for the CUDA tests beyond the shipped built-ins: variants with per-tensor reductions, whether or not any
-built-in has one yet, and a built-in under the options that no built-in ships (generated on demand).
-
-LAMB (two norms in one reduce pass) and StableAdamW (a mean) come from their spec files when those exist; the spec below
-needs two reduce passes, the second reading the first's result (a mean, then a variance around it).
+"""Variants for the CUDA tests beyond the shipped built-ins: a spec with two reduce passes, the second reading the
+first's result (a mean, then a variance around it), and the built-ins under the on-demand option sets their files in
+``tests/variants/`` name (options that no built-in ships, generated on demand).
 """
 
 from __future__ import annotations
 
-import importlib
-
+import variants
 from adamgen.spec import Spec, grad, param, sqrt, validate
-from adamgen.variants import BUILTINS, builtin, with_options
+from adamgen.variants import builtin, with_options
 
 
 def two_pass_spec() -> Spec:
@@ -27,20 +24,10 @@ def two_pass_spec() -> Spec:
 
 
 def extra_variants() -> list:
-    """Checked variants that are not shipped built-ins (built-ins are covered with the others): reductions, lion with
-    both on-demand decay options (a per-element choice on signs and a hyperparameter the option adds), and lamb with
-    global gradient-norm clipping (a reduction over every tensor of a step_many call), and adamw with Kahan-compensated
-    updates (a store rounded and read back)."""
-    variants = [validate(two_pass_spec()),
-                with_options(builtin("lion"), corrected_weight_decay=True, cautious_weight_decay=True),
-                with_options(builtin("lamb"), clip_grad_norm=True),
-                with_options(builtin("adamw"), kahan=True)]
-    for name in ("lamb", "stableadamw"):
-        if name in BUILTINS:
-            continue
-        try:
-            module = importlib.import_module(f"adamgen.variants.{name}")
-        except ImportError:
-            continue
-        variants.append(validate(module.spec) if isinstance(module.spec, Spec) else module.spec)
-    return variants
+    """Checked variants that are not shipped built-ins (built-ins are covered with the others): the two-pass spec,
+    then each built-in under each of its files' on-demand option sets (lion with both on-demand decay options: a
+    per-element choice on signs and a hyperparameter the option adds; lamb with global gradient-norm clipping: a
+    reduction over every tensor of a step_many call; adamw with Kahan-compensated updates: a store rounded and read
+    back)."""
+    return [validate(two_pass_spec())] + [with_options(builtin(name), **options)
+                                          for name, tests in variants.FILES.items() for options in tests.on_demand]

@@ -313,6 +313,7 @@ print(json.dumps({"caches": sorted({type(k._cache).__name__ for k in kernels}),
 """
 
 
+@pytest.mark.cuda
 def test_cuda_kernels_cache_in_the_cache_folder(place):
     pytest.importorskip("numba.cuda.dispatcher", reason="numba-cuda cannot be imported here")
     folder = place / "cache"

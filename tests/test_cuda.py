@@ -39,6 +39,9 @@ import adamgen
 from adamgen.generate import check_builtins
 from adamgen.variants import builtin_variants
 
+import problems
+import variants
+
 pytestmark = pytest.mark.cuda
 
 try:
@@ -51,13 +54,6 @@ except ImportError:  # tests/ is not a package: pytest put it on sys.path
     from cuda_reduction_specs import extra_variants
     from cuda_simulator_run import CALLS, FIRST_STEPS, JOINS, SHAPES, SIM_BLOCKS, SIM_CHUNK, SIM_THREADS
     from cuda_simulator_run import LOW_PRECISION as SIMULATED_LOW_PRECISION
-try:  # the table of torch.optim references, used by the GPU parity test
-    from . import cases
-except ImportError:
-    try:
-        import cases
-    except ImportError:
-        cases = None
 
 cuda = pytest.importorskip("numba.cuda", reason="numba-cuda is not installed (pip install -e '.[cuda]')")
 
@@ -69,6 +65,8 @@ needs_gpu = pytest.mark.skipif(not GPU, reason="no CUDA GPU on this machine (num
 # Seconds the background runs may take: on a 2-core machine the simulator's takes about 75 s, the PTX compilation
 # (one shard) about 120 s, each on one core.
 BACKGROUND_TIMEOUT = 600
+# The tests that read the background runs' findings wait for them (minutes), so they are slow as well as cuda.
+reads_background_runs = pytest.mark.slow
 
 
 BUILTINS = {variant.name: (name, options, variant) for name, options, variant in builtin_variants()}
@@ -206,6 +204,7 @@ def test_a_step_of_nothing_needs_no_device(key):
     assert steps.shape == (0,) and set(scalars) == set(module.SCALAR_STATES)
 
 
+@pytest.mark.torch
 def test_cpu_torch_tensors_are_refused():
     torch = pytest.importorskip("torch")
     module = adamgen.load("adamw", target="cuda")
@@ -310,20 +309,21 @@ def test_gpu_matches_cpu_kernels_on_numba_device_arrays(modules, cpu_modules, ke
 
 
 @needs_gpu
-@pytest.mark.parametrize("case", cases.CASES if cases else [], ids=cases.CASE_IDS if cases else [])
+@pytest.mark.torch
+@pytest.mark.parametrize("case", variants.TWINS, ids=[case.id for case in variants.TWINS])
 def test_gpu_matches_torch_optim_on_cuda_tensors(case):
     """The independent reference: torch.optim on CUDA parameters that require grad, 50 steps, float32, against `step`
     on one tensor and `step_many` over two (one of several chunks)."""
     torch = _torch_cuda()
-    module = adamgen.load(case.name, target="cuda", **case.options)
+    module = adamgen.load(case.variant, target="cuda", **case.options)
     rng = _rng("gpu-torch", case.id)
-    hyperparameters = case.sample(rng, weight_decay=True, maximize=False)
+    hyperparameters = problems.sample_for(case, rng, weight_decay=True, maximize=False)
     starts = [torch.tensor(rng.standard_normal(shape).astype(np.float32), device="cuda")
               for shape in [(64, 129), (70_017,)]]
     single = torch.nn.Parameter(starts[0].clone())
     many = [torch.nn.Parameter(start.clone()) for start in starts]
     theirs = [torch.nn.Parameter(start.clone()) for start in starts]
-    optimizer = getattr(torch.optim, case.torch_optimizer)(theirs, **case.torch_kwargs(hyperparameters))
+    optimizer = getattr(torch.optim, case.reference.optimizer)(theirs, **case.reference.kwargs(hyperparameters))
     single_state, many_states = module.init(single), module.init_many(many)
     assert all(s[name].is_cuda and not s[name].requires_grad for s in [single_state] + many_states
                for name in module.STATES)
@@ -337,13 +337,14 @@ def test_gpu_matches_torch_optim_on_cuda_tensors(case):
     tolerance = case.tolerance["float32"]
     for ours, state, reference in [(single, single_state, theirs[0])] + list(zip(many, many_states, theirs)):
         torch.testing.assert_close(ours.detach(), reference.detach(), rtol=tolerance.rtol, atol=tolerance.atol)
-        for name, torch_name in case.states.items():
+        for name, torch_name in case.reference.states.items():
             torch.testing.assert_close(state[name], optimizer.state[reference][torch_name], rtol=tolerance.rtol,
                                        atol=tolerance.atol)
         assert state["step"] == 50
 
 
 @needs_gpu
+@pytest.mark.torch
 @pytest.mark.parametrize("function", ["step", "step_many"])
 def test_gpu_launches_on_torch_current_stream_and_explicit_streams(function):
     torch = _torch_cuda()
@@ -419,6 +420,7 @@ class _CountingLaunches:
 
 
 @needs_gpu
+@pytest.mark.torch
 @pytest.mark.parametrize("key", ["adamw", "nadam", "lamb", "clamb"])
 def test_gpu_step_many_on_torch_tensors_of_many_sizes(key):
     """Sixty separately allocated torch tensors, 0 to 3 chunks and one large one, one added after two calls, on 3
@@ -478,6 +480,7 @@ class _Exported:
 
 
 @needs_gpu
+@pytest.mark.torch
 def test_gpu_arrays_of_other_exporters_and_their_read_only_flag():
     torch = _torch_cuda()
     module = adamgen.load("adamw", target="cuda")
@@ -494,6 +497,7 @@ def test_gpu_arrays_of_other_exporters_and_their_read_only_flag():
 
 
 @needs_gpu
+@pytest.mark.torch
 def test_gpu_adamgen_torch_adamw_matches_torch_adamw():
     """adamgen.torch on CUDA parameters (tables of addresses, one launch per group) against torch.optim.AdamW."""
     torch = _torch_cuda()
@@ -528,6 +532,7 @@ def _bench_module():
     return module
 
 
+@pytest.mark.torch  # the model's shapes come from bench_torch.py, which imports torch
 def test_benchmark_imports_without_a_gpu():
     bench = _bench_module()
     shapes = bench.model_shapes()
@@ -706,6 +711,7 @@ def test_ptx_scan_compiles_what_compile_ptx_compiles():
         assert _normalized(ptx) == _normalized(cuda.compile_ptx(function, types, cc=cc)[0]), cc
 
 
+@reads_background_runs
 @pytest.mark.parametrize("cc", COMPUTE_CAPABILITIES, ids=lambda cc: f"sm_{cc[0]}{cc[1]}")
 @pytest.mark.parametrize("key", ALL)
 def test_float32_ptx_has_no_float64_and_no_local_memory(ptx_scans, key, cc):
@@ -715,6 +721,7 @@ def test_float32_ptx_has_no_float64_and_no_local_memory(ptx_scans, key, cc):
         assert found["problems"] == [], name
 
 
+@reads_background_runs
 @pytest.mark.parametrize("key", ALL)
 def test_float64_ptx_has_no_local_memory(ptx_scans, key):
     for name, _, _ in kernel_forms(_variant(key), "float64"):
@@ -774,6 +781,7 @@ def test_simulator_settings_exercise_chunks_blocks_and_step_counts():
     assert len(set(FIRST_STEPS)) > 1 and 0 < max(JOINS) < CALLS
 
 
+@reads_background_runs
 @pytest.mark.parametrize("key", ALL)
 def test_simulator_matches_float64_oracle(simulated, key):
     """`step` per tensor and `step_many` over all tensors against the float64 oracle, float32 and float64, worst error
@@ -787,6 +795,7 @@ def test_simulator_matches_float64_oracle(simulated, key):
     assert simulated["default"][key] <= 1
 
 
+@reads_background_runs
 @pytest.mark.parametrize("key", ALL)
 def test_simulator_step_many_equals_step(simulated, key):
     """Every array, step count and scalar state, reductions included (both add the same per-chunk partial sums in the
@@ -805,6 +814,7 @@ def test_simulator_step_many_equals_step(simulated, key):
         assert found[dtype]["scalar_ulps"] <= 16 and found[dtype]["steps_equal"], (dtype, found[dtype])
 
 
+@reads_background_runs
 @pytest.mark.parametrize("key", ALL)
 def test_simulator_launches_one_kernel_per_pass(simulated, modules, key):
     """`step` launches each pass's kernel once over the tensor, `step_many` each pass's table kernel once over all
@@ -825,6 +835,7 @@ def test_simulator_launches_one_kernel_per_pass(simulated, modules, key):
     assert launches["steps after"] == expected
 
 
+@reads_background_runs
 @pytest.mark.parametrize("key", SIMULATED_LOW_PRECISION)
 def test_simulator_16_bit_storage_matches_the_cpu_kernels(simulated, key):
     """bfloat16, float16, and float32 parameters with bfloat16 states: the CUDA kernels (their Python form, the
@@ -841,6 +852,7 @@ def test_simulator_16_bit_storage_matches_the_cpu_kernels(simulated, key):
             assert result["differing"] == 0, (storage, result)
 
 
+@reads_background_runs
 @pytest.mark.parametrize("key", ALL)
 def test_simulator_init_many(simulated, key):
     """One fresh state per tensor (own arrays shaped and typed like it, initial values, step 0, scalar states);
@@ -900,6 +912,7 @@ ERRORS = {
 VALID = {"step: valid": True, "step_many: valid, no tensors": False, "step_many: valid, shared gradient": True}
 
 
+@reads_background_runs
 @pytest.mark.parametrize("key", ALL)
 def test_simulator_bad_input_writes_nothing(simulated, modules, key):
     findings, module = simulated["errors"][key], modules[key]

@@ -153,6 +153,7 @@ def test_the_cli_generates_them(tmp_path, capsys):
         assert "--corrected-weight-decay --cautious-weight-decay" in source and "max_lr" in source
 
 
+@pytest.mark.torch
 def test_adamgen_torch_corrected_decay_equals_torch_adamw_with_the_decay_it_amounts_to():
     """adamgen.torch.AdamW(corrected_weight_decay=True) under a scheduler against torch.optim.AdamW whose group
     weight_decay is set to weight_decay * lr / max_lr before each step: torch then decays by lr**2/max_lr *

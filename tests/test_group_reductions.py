@@ -121,6 +121,7 @@ def test_clipping_turned_off_with_an_infinite_max_grad_norm():
         np.testing.assert_array_equal(x, y)
 
 
+@pytest.mark.torch
 def test_adamgen_torch_clips_over_a_param_group():
     torch = pytest.importorskip("torch")
     import adamgen.torch as agt

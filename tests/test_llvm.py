@@ -20,14 +20,10 @@ import pytest
 from numba.core.registry import CPUDispatcher
 
 import adamgen
+import problems
 from adamgen.variants import builtin_variants
 
 pytestmark = pytest.mark.slow
-
-try:
-    from . import cases
-except ImportError:  # tests/ is not a package: pytest put it on sys.path
-    import cases
 
 # LLVM IR that computes in float64: the type itself (scalars and vectors `<8 x double>`), conversions to and from it,
 # and float64 intrinsics (`llvm.sqrt.f64`, `llvm.fma.f64`).
@@ -77,8 +73,8 @@ def scan_module(module, monkeypatch, every_form: bool = True) -> dict:
     for name, kernel in fresh.items():
         monkeypatch.setattr(module, name, kernel)
     rng = np.random.default_rng(0)
-    for size in (100, cases.PARALLEL_SIZE) if every_form else (cases.PARALLEL_SIZE,):  # below and above the threshold
-        assert (size >= module.PARALLEL_THRESHOLD) == (size == cases.PARALLEL_SIZE)
+    for size in (100, problems.PARALLEL_SIZE) if every_form else (problems.PARALLEL_SIZE,):  # below and above it
+        assert (size >= module.PARALLEL_THRESHOLD) == (size == problems.PARALLEL_SIZE)
         param = rng.standard_normal(size).astype(np.float32)
         state = module.init(param)
         for _ in range(2 if every_form else 0):

@@ -19,14 +19,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.torch
+
 torch = pytest.importorskip("torch")
 
 import adamgen  # noqa: E402
-
-try:
-    from . import cases
-except ImportError:  # tests/ is not a package: pytest put it on sys.path
-    import cases
+import variants  # noqa: E402
 
 SHAPE = (4, 6)
 
@@ -68,10 +66,10 @@ def _torch_group(case, hyperparameters):
 
 
 @pytest.mark.parametrize("case", list(CASES))
-@pytest.mark.parametrize("entry", cases.CASES, ids=[c.id for c in cases.CASES])
+@pytest.mark.parametrize("entry", variants.TWINS, ids=[c.id for c in variants.TWINS])
 def test_nonfinite_values_behave_as_torch(entry, case):
     kind, overrides, poison = CASES[case]
-    module = adamgen.load(entry.name, **entry.options)
+    module = adamgen.load(entry.variant, **entry.options)
     if any(name not in module.HYPERPARAMETERS for name in overrides):
         pytest.skip(f"{module.VARIANT} has no {', '.join(overrides)}")
     rng = np.random.default_rng(7)
@@ -83,7 +81,7 @@ def test_nonfinite_values_behave_as_torch(entry, case):
     param = start.copy()
     state = module.init(param)
     tensor = torch.nn.Parameter(torch.from_numpy(start.copy()))
-    optimizer = getattr(torch.optim, entry.torch_optimizer)([tensor], **entry.torch_kwargs({"lr": 1e-2}))
+    optimizer = getattr(torch.optim, entry.reference.optimizer)([tensor], **entry.reference.kwargs({"lr": 1e-2}))
     group = optimizer.param_groups[0]
     group.update({name: value for name, value in hyperparameters.items() if name not in ("beta1", "beta2")})
     group["betas"] = (hyperparameters.get("beta1", group["betas"][0]), hyperparameters.get("beta2", group["betas"][1]))
@@ -91,7 +89,7 @@ def test_nonfinite_values_behave_as_torch(entry, case):
         for k, grad in enumerate(grads):
             if k == 1 and poison is not None:  # after one good step, one element of the first state goes bad
                 state[module.STATES[0]][0, 0] = poison
-                optimizer.state[tensor][entry.states[module.STATES[0]]][0, 0] = poison
+                optimizer.state[tensor][entry.reference.states[module.STATES[0]]][0, 0] = poison
             module.step(param, grad.copy(), state, **hyperparameters)
             tensor.grad = torch.from_numpy(grad.copy())
             try:
@@ -105,7 +103,8 @@ def test_nonfinite_values_behave_as_torch(entry, case):
     np.testing.assert_array_equal(np.isposinf(param), np.isposinf(theirs))
     np.testing.assert_array_equal(np.isneginf(param), np.isneginf(theirs))
     pairs = [(param, theirs)]
-    pairs += [(state[name], optimizer.state[tensor][torch_name].numpy()) for name, torch_name in entry.states.items()]
+    pairs += [(state[name], optimizer.state[tensor][torch_name].numpy())
+              for name, torch_name in entry.reference.states.items()]
     for ours, theirs in pairs:
         np.testing.assert_array_equal(np.isfinite(ours), np.isfinite(theirs))
         finite = np.isfinite(theirs)

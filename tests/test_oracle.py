@@ -18,10 +18,8 @@ from adamgen.oracle import Oracle
 from adamgen.spec import outer_symbols
 from adamgen.variants import builtin_variants
 
-try:
-    from . import cases
-except ImportError:  # tests/ is not a package: pytest put it on sys.path
-    import cases
+import problems
+from variants import Tolerance
 
 STEPS = 50
 BUILTINS = builtin_variants()
@@ -29,13 +27,13 @@ BUILTINS = builtin_variants()
 # float64 kernels compute the spec's formula in a different order than the oracle (hoisted host constants, CSE), so each
 # step may differ by a few ulps (2**-53 ~ 1.1e-16). 1e-12 relative is the generator's promise; atol only serves values
 # crossing zero (exp_avg). Measured after 50 steps: at most ~5e-15 absolute, 2 % of the tolerance.
-FLOAT64 = cases.Tolerance(rtol=1e-12, atol=1e-14)
+FLOAT64 = Tolerance(rtol=1e-12, atol=1e-14)
 # float32 kernels round every host constant to float32 and every operation in float32: a systematic error of up to
 # 2**-24 per constant (AdamW's 1 - lr*weight_decay is the same rounded factor every step) plus a few roundings per
 # operation. Five roundings of 2**-24 per step, accumulated linearly over the steps, give rtol; unit-scale values that
 # cross zero (exp_avg) carry an absolute error of a few ulps of 1, hence atol. Measured: up to ~2.5e-5 absolute on
 # ADOPT's exp_avg_sq (values up to ~40), ~1e-5 on parameters; the worst element uses 40 % of its tolerance.
-FLOAT32 = cases.Tolerance(rtol=STEPS * 5 * 2.0**-24, atol=1e-6)
+FLOAT32 = Tolerance(rtol=STEPS * 5 * 2.0**-24, atol=1e-6)
 TOLERANCES = {"float64": FLOAT64, "float32": FLOAT32}
 
 # Where a spec jumps per element (sign(x), a Piecewise on per-element values), float32 rounding can put an element whose
@@ -44,7 +42,7 @@ TOLERANCES = {"float64": FLOAT64, "float32": FLOAT32}
 # element in 10 000 may fall outside the tolerance; float64 allows none, and it runs the same generated code.
 JUMP_OUTLIERS = 1e-4
 
-SIZES = {"serial": (25, 40), "parallel": (cases.PARALLEL_SIZE,)}  # 1000 elements (2-D), and above PARALLEL_THRESHOLD
+SIZES = {"serial": (25, 40), "parallel": (problems.PARALLEL_SIZE,)}  # 1000 elements (2-D), and above PARALLEL_THRESHOLD
 # (size, hyperparameters): "random" draws them without weight decay, "decay-maximize" with weight decay > 0 and
 # maximize=True. The parallel size runs only the last setting: it is the slow one, and its kernel is the same code.
 RUNS = [("serial", "defaults"), ("serial", "random"), ("serial", "decay-maximize"), ("parallel", "decay-maximize")]
@@ -66,7 +64,7 @@ def run_both(name, options, variant, dtype, shape, setting, *, lr_error=0.0):
     module = _load(name, options, variant)
     oracle = Oracle(variant)
     rng = np.random.default_rng(zlib.crc32(f"{variant.name}/{dtype}/{shape}/{setting}".encode()))
-    hyperparameters = {} if setting == "defaults" else cases.sample_hyperparameters(
+    hyperparameters = {} if setting == "defaults" else problems.sample_hyperparameters(
         oracle.defaults, rng, weight_decay=setting == "decay-maximize", maximize=setting == "decay-maximize")
     lr = hyperparameters.get("lr", module.HYPERPARAMETERS["lr"])
     perturbed = {**hyperparameters, "lr": lr * (1 + lr_error)}

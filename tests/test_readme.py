@@ -10,7 +10,9 @@ README = (ROOT / "README.md").read_text()
 EXAMPLES = re.findall(r"```python\n(.*?)```", README, re.S)
 
 
-@pytest.mark.parametrize("code", EXAMPLES, ids=[f"example{i}" for i in range(len(EXAMPLES))])
+@pytest.mark.parametrize("code", [pytest.param(code, id=f"example{i}",
+                                               marks=[pytest.mark.torch] if "torch" in code else [])
+                                  for i, code in enumerate(EXAMPLES)])
 def test_readme_example_runs(code, cache):
     exec(compile(code, "README.md", "exec"), {})
 

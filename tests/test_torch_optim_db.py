@@ -8,7 +8,7 @@ constructor arguments it is tested under (``optim_inputs_func``) and the argumen
   ``capturable=True`` and ``differentiable=True`` with a ValueError naming the switch; any other input torch itself
   refuses must be refused the same way; every other one runs a few steps on float32 and float64 parameters next to
   the torch class with the same arguments and data, and must land on the same parameters and state within
-  ``tests/cases.py``'s tolerances.
+  the tolerances of their twins in ``tests/variants/``.
 - Every error input: the same exception type (or warning) as torch's test expects, with a message matching torch's
   test's pattern.
 """
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.torch
 torch = pytest.importorskip("torch")
 
 import adamgen.torch as agt  # noqa: E402
-import cases  # noqa: E402
+import variants  # noqa: E402
 
 
 def _import_common_optimizers():
@@ -116,9 +116,9 @@ def _run(optimizer_class, kwargs, params, grads):
 
 
 def _case(name, kwargs):
-    """The tests/cases.py entry (tolerances) for a torch class under these arguments."""
-    matching = [case for case in cases.CASES if case.torch_optimizer == name
-                and all(bool(kwargs.get(option, False)) == value for option, value in case.torch_options.items())]
+    """The twin case (tolerances) for a torch class under these arguments."""
+    matching = [case for case in variants.TWINS if case.reference.optimizer == name
+                and all(bool(kwargs.get(option, False)) == value for option, value in case.reference.flags.items())]
     assert len(matching) == 1, (name, kwargs)
     return matching[0]
 
@@ -168,8 +168,8 @@ def test_optim_db_input(name, description, kwargs, cuda_only, dtype):
         for key, expected in reference.items():
             if key == "step":
                 continue
-            if key in case.scalar_states.values():  # mu_product: float64 here, float32 in torch (see cases.py)
-                scalar = case.scalar_tolerance
+            if key in case.reference.scalar_states.values():  # mu_product: float64 here, float32 in torch (nadam.py)
+                scalar = case.reference.scalar_tolerance
                 assert abs(mine[key].item() - expected.item()) <= scalar.atol + scalar.rtol * abs(expected.item())
                 continue
             assert mine[key].dtype == expected.dtype and mine[key].shape == expected.shape, key
@@ -209,6 +209,7 @@ def test_optim_db_error_input(name, error):
     _expect_error(getattr(agt, name), error)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="optim_db builds these error inputs on a CUDA device")
 @pytest.mark.parametrize("name", NAMES)
 def test_optim_db_cuda_error_inputs(name):

@@ -15,20 +15,17 @@ torch = pytest.importorskip("torch")
 
 import adamgen  # noqa: E402
 import adamgen.torch as agt  # noqa: E402
+import variants  # noqa: E402
 
-# (adamgen variant, options, torch class, extra torch/adamgen keyword arguments)
-EQUIVALENT = [
-    ("adam", {}, torch.optim.Adam, {"weight_decay": 0.1}),
-    ("adam", {"amsgrad": True}, torch.optim.Adam, {}),
-    ("adamw", {}, torch.optim.AdamW, {"maximize": True}),
-    ("adamw", {"amsgrad": True}, torch.optim.AdamW, {"weight_decay": 0.05}),
-    ("adamax", {}, torch.optim.Adamax, {"weight_decay": 0.01}),
-    ("nadam", {}, torch.optim.NAdam, {"weight_decay": 0.01}),
-    ("nadam", {"decoupled_weight_decay": True}, torch.optim.NAdam, {"weight_decay": 0.1}),
-    ("radam", {}, torch.optim.RAdam, {}),
-    ("radam", {"decoupled_weight_decay": True}, torch.optim.RAdam, {"weight_decay": 0.1}),
-]
-IDS = [name + "".join(f"-{o}" for o in options) for name, options, _, _ in EQUIVALENT]
+# Every torch.optim twin (tests/variants/), by its id: adamgen variant, options (torch's flags of the same names), torch
+# class and the case's extra keyword arguments (the same in both).
+EQUIVALENT = {case.id: (case.variant, dict(case.options), getattr(torch.optim, case.reference.optimizer),
+                        dict(case.hyperparameters)) for case in variants.TWINS}
+
+
+def equivalent(*ids):
+    """The EQUIVALENT entries with these ids (all of them without ids), as pytest parameters."""
+    return [pytest.param(*EQUIVALENT[i], id=i) for i in ids or EQUIVALENT]
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -88,7 +85,7 @@ def record_calls(monkeypatch, module):
 
 # -- trajectories against torch.optim ----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name,options,torch_class,extra", EQUIVALENT, ids=IDS)
+@pytest.mark.parametrize("name,options,torch_class,extra", equivalent())
 def test_matches_torch_optim(name, options, torch_class, extra):
     reference, ours = make_model(), make_model()
     hyperparameters = {"lr": 1e-2, "betas": (0.8, 0.99), **extra}
@@ -309,8 +306,7 @@ def through_bytes(state_dict):
     return torch.load(buffer)
 
 
-@pytest.mark.parametrize("name,options,torch_class,extra", [EQUIVALENT[3], EQUIVALENT[4], EQUIVALENT[6]],
-                         ids=[IDS[3], IDS[4], IDS[6]])
+@pytest.mark.parametrize("name,options,torch_class,extra", equivalent("adamw_amsgrad", "adamax", "nadamw"))
 def test_state_layout_is_torch_optims(name, options, torch_class, extra):
     reference, ours = make_model(), make_model()
     torch_optimizer = torch_class(reference.parameters(), lr=1e-2, **options, **extra)
@@ -350,8 +346,7 @@ def test_checkpoint_round_trip_continues_the_same_trajectory():
     assert torch.equal(flat_params(resumed), flat_params(straight))
 
 
-@pytest.mark.parametrize("name,options,torch_class,extra", [EQUIVALENT[2], EQUIVALENT[3], EQUIVALENT[5],
-                                                             EQUIVALENT[4]], ids=[IDS[2], IDS[3], IDS[5], IDS[4]])
+@pytest.mark.parametrize("name,options,torch_class,extra", equivalent("adamw", "adamw_amsgrad", "nadam", "adamax"))
 def test_checkpoints_move_between_torch_and_adamgen(name, options, torch_class, extra):
     """A torch.optim checkpoint continues in adamgen, an adamgen checkpoint continues in torch.optim: both land where an
     uninterrupted torch run lands."""
@@ -552,6 +547,7 @@ def test_user_spec_file_drives_the_optimizer(spec_file, cache):
     assert not np.array_equal(model[0].weight.detach().numpy(), initial)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_matches_cpu():
     cpu, gpu = make_model(), make_model().cuda()

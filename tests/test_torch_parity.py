@@ -1,11 +1,11 @@
 """Parity with torch.optim on the CPU: the independent implementation that catches errors in the specs themselves.
 
-For every entry of the table in ``cases.py`` the generated kernel and the torch optimizer run the same 200 steps from
-the same parameters and gradients, on a one-element tensor, an empty one, a small 2-D one and one above the parallel
-threshold, with seeded random hyperparameters; the parameters and every state array are compared with torch's, after
-step 1, 10 and 200. The two libraries run one after the other, never interleaved step by step: each brings its own
-OpenMP runtime and switching between them is slow (see TOOLCHAIN.md). Both run on one thread here, see
-``_one_thread_each``.
+For every torch.optim twin that a file in ``tests/variants/`` declares (a built-in under one option set), the generated
+kernel and the torch optimizer run the same 200 steps from the same parameters and gradients, on a one-element tensor,
+an empty one, a small 2-D one and one above the parallel threshold, with seeded random hyperparameters; the parameters
+and every state array are compared with torch's, after step 1, 10 and 200. The two libraries run one after the other,
+never interleaved step by step: each brings its own OpenMP runtime and switching between them is slow (see
+TOOLCHAIN.md). Both run on one thread here, see ``_one_thread_each``.
 """
 
 from __future__ import annotations
@@ -18,12 +18,10 @@ import pytest
 
 import adamgen
 
-pytestmark = pytest.mark.torch
+import problems
+import variants
 
-try:
-    from . import cases
-except ImportError:  # tests/ is not a package: pytest put it on sys.path
-    import cases
+pytestmark = pytest.mark.torch
 
 torch = pytest.importorskip("torch")
 
@@ -66,8 +64,8 @@ def _problem(case, setting, dtype):
     """Hyperparameters, initial parameters (unit normal) and STEPS gradients per tensor, all from one seed."""
     rng = np.random.default_rng(_seed(case.id, setting, dtype))
     randomize, weight_decay, maximize = SETTINGS[setting]
-    hyperparameters = case.sample(rng, weight_decay=weight_decay, maximize=maximize) if randomize else {}
-    shapes = cases.random_shapes(rng)
+    hyperparameters = problems.sample_for(case, rng, weight_decay=weight_decay, maximize=maximize) if randomize else {}
+    shapes = problems.random_shapes(rng)
     params = [rng.standard_normal(shape).astype(dtype) for shape in shapes]
     pools = [rng.standard_normal((GRADIENT_POOL, *shape)).astype(dtype) for shape in shapes]
     grads = [[pool[rng.integers(GRADIENT_POOL)] * int(rng.choice([-1, 1])) for pool in pools] for _ in range(STEPS)]
@@ -75,7 +73,7 @@ def _problem(case, setting, dtype):
 
 
 def _run_adamgen(case, hyperparameters, params, grads):
-    module = adamgen.load(case.name, **case.options)
+    module = adamgen.load(case.variant, **case.options)
     params = [p.copy() for p in params]
     states = [module.init(p) for p in params]
     snapshots = {}
@@ -89,15 +87,15 @@ def _run_adamgen(case, hyperparameters, params, grads):
 
 def _adamgen_snapshot(case, param, state):
     snapshot = {"param": param.copy()}
-    snapshot.update((torch_name, state[name].copy()) for name, torch_name in case.states.items())
-    snapshot.update((torch_name, np.float64(state[name])) for name, torch_name in case.scalar_states.items())
+    snapshot.update((torch_name, state[name].copy()) for name, torch_name in case.reference.states.items())
+    snapshot.update((torch_name, np.float64(state[name])) for name, torch_name in case.reference.scalar_states.items())
     snapshot["step"] = state["step"]
     return snapshot
 
 
 def _run_torch(case, hyperparameters, params, grads):
     tensors = [torch.tensor(p) for p in params]
-    optimizer = getattr(torch.optim, case.torch_optimizer)(tensors, **case.torch_kwargs(hyperparameters))
+    optimizer = getattr(torch.optim, case.reference.optimizer)(tensors, **case.reference.kwargs(hyperparameters))
     snapshots = {}
     for step, step_grads in enumerate(grads, start=1):
         for tensor, grad in zip(tensors, step_grads):
@@ -110,14 +108,14 @@ def _run_torch(case, hyperparameters, params, grads):
 
 def _torch_snapshot(case, tensor, state):
     snapshot = {"param": tensor.detach().numpy().copy()}
-    snapshot.update((name, state[name].detach().numpy().copy()) for name in case.states.values())
-    snapshot.update((name, np.float64(state[name].item())) for name in case.scalar_states.values())
+    snapshot.update((name, state[name].detach().numpy().copy()) for name in case.reference.states.values())
+    snapshot.update((name, np.float64(state[name].item())) for name in case.reference.scalar_states.values())
     snapshot["step"] = int(state["step"].item())
     return snapshot
 
 
 def _compare(case, dtype, ours, theirs, what):
-    """Assert that adamgen's snapshots equal torch's within the table's tolerance for ``dtype``."""
+    """Assert that adamgen's snapshots equal torch's within the case's tolerance for ``dtype``."""
     for k, (mine, reference) in enumerate(zip(ours, theirs, strict=True)):
         assert mine["step"] == reference["step"]
         assert mine.keys() == reference.keys()
@@ -125,8 +123,8 @@ def _compare(case, dtype, ours, theirs, what):
             if name == "step":
                 continue
             actual = mine[name]
-            scalar = name in case.scalar_states.values()
-            tolerance = case.scalar_tolerance if scalar else case.tolerance[dtype]
+            scalar = name in case.reference.scalar_states.values()
+            tolerance = case.reference.scalar_tolerance if scalar else case.tolerance[dtype]
             if not scalar:
                 assert actual.shape == expected.shape and actual.dtype == expected.dtype, (name, k)
             np.testing.assert_allclose(actual, expected, rtol=tolerance.rtol, atol=tolerance.atol,
@@ -135,7 +133,7 @@ def _compare(case, dtype, ours, theirs, what):
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("setting", list(SETTINGS))
-@pytest.mark.parametrize("case", cases.CASES, ids=cases.CASE_IDS)
+@pytest.mark.parametrize("case", variants.TWINS, ids=[case.id for case in variants.TWINS])
 def test_matches_torch(case, setting, dtype):
     hyperparameters, params, grads = _problem(case, setting, dtype)
     ours = _run_adamgen(case, hyperparameters, params, grads)      # all numba work first,
@@ -152,21 +150,27 @@ def test_matches_torch(case, setting, dtype):
             assert np.abs(final["param"] - initial).max() > 10 * (tolerance.atol + tolerance.rtol)
 
 
-def test_table_covers_every_torch_builtin():
-    """The table has one entry for each built-in whose spec names a torch.optim reference, under each option set torch
-    has flags for, with that class; its module names are the generated modules' names."""
+# The options that torch.optim has a flag for: a built-in with another option (cautious, ...) has no torch counterpart.
+TORCH_OPTIONS = frozenset({"amsgrad", "decoupled_weight_decay"})
+
+
+def test_twins_cover_every_torch_builtin():
+    """There is one twin for each built-in whose spec names a torch.optim reference, under each option set torch has
+    flags for, with that class; its state names are the generated module's, and the hyperparameters drawn for it are
+    the module's."""
     from adamgen.variants import builtin_variants
 
     torch_builtins = sorted((name, tuple(sorted(options)), variant.name, variant.reference.removeprefix("torch.optim."))
                             for name, options, variant in builtin_variants()
-                            if variant.reference.startswith("torch.optim.") and set(options) <= cases.TORCH_OPTIONS)
-    table = sorted((case.name, tuple(sorted(case.options)), case.module, case.torch_optimizer) for case in cases.CASES)
-    assert table == torch_builtins
-    for case in cases.CASES:
-        module = adamgen.load(case.name, **case.options)
+                            if variant.reference.startswith("torch.optim.") and set(options) <= TORCH_OPTIONS)
+    twins = sorted((case.variant, tuple(sorted(case.options)), case.module, case.reference.optimizer)
+                   for case in variants.TWINS)
+    assert twins == torch_builtins
+    for case in variants.TWINS:
+        module = adamgen.load(case.variant, **case.options)
         assert module.VARIANT == case.module
-        assert tuple(case.states) == module.STATES
-        assert tuple(case.scalar_states) == tuple(module.SCALAR_STATES)
-        sampled = case.sample(np.random.default_rng(0), weight_decay=True, maximize=True)
+        assert tuple(case.reference.states) == module.STATES
+        assert tuple(case.reference.scalar_states) == tuple(module.SCALAR_STATES)
+        sampled = problems.sample_for(case, np.random.default_rng(0), weight_decay=True, maximize=True)
         assert set(sampled) == set(module.HYPERPARAMETERS)
-        assert hasattr(torch.optim, case.torch_optimizer)
+        assert hasattr(torch.optim, case.reference.optimizer)

@@ -15,12 +15,9 @@ pytestmark = pytest.mark.torch
 torch = pytest.importorskip("torch")
 
 import adamgen.torch as agt  # noqa: E402
+import problems  # noqa: E402
+import variants  # noqa: E402
 from adamgen.variants import BUILTINS  # noqa: E402
-
-try:
-    from . import cases
-except ImportError:  # tests/ is not a package: pytest put it on sys.path
-    import cases
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -159,8 +156,8 @@ def test_every_builtin_accepts_its_defaults_and_nearby_values(variant):
     rng = np.random.default_rng(0)
     names = agt.Optimizer(make_model().parameters(), variant).defaults
     for _ in range(5):
-        drawn = cases.sample_hyperparameters(cases.builtin_defaults(variant, {}), rng, weight_decay=True,
-                                             maximize=False)
+        drawn = problems.sample_hyperparameters(problems.builtin_defaults(variant, {}), rng, weight_decay=True,
+                                                maximize=False)
         agt.Optimizer(make_model().parameters(), variant, **{k: v for k, v in drawn.items() if k != "maximize"})
     if "betas" in names:
         wrong = (0.9,) * (len(names["betas"]) + 1)
@@ -402,7 +399,7 @@ def test_grad_scaler_training_matches_torch(fused):
     (theirs, their_scales), (ours, our_scales) = results
     assert our_scales == their_scales
     assert our_scales[4] == our_scales[3] / 2 and our_scales[9] == our_scales[8] / 2 and max(our_scales) > 2.0 ** 12
-    tolerance = cases.FLOAT32_VS_TORCH
+    tolerance = variants.case("adamw").tolerance["float32"]  # the torch twin's
     for mine, reference in zip(ours, theirs):
         torch.testing.assert_close(mine, reference, rtol=tolerance.rtol, atol=tolerance.atol)
     assert not getattr(agt.AdamW(make_model().parameters()), "_step_supports_amp_scaling", False)

@@ -91,6 +91,8 @@ def test_new_copies_a_user_spec_file(spec_file, tmp_path):
 
 # -- the README tutorial, as written -----------------------------------------------------------------------------------
 
+@pytest.mark.slow
+@pytest.mark.torch
 def test_readme_tutorial_runs_as_written(tmp_path, monkeypatch):
     pytest.importorskip("torch")
     pytest.importorskip("sklearn")
@@ -139,6 +141,7 @@ def load_example():
     return module
 
 
+@pytest.mark.torch
 @pytest.mark.parametrize("variant,torch_name,hyperparameters", [
     ("adamw", "torch:AdamW", {"lr": 3e-3}),
     ("nadam", "torch:NAdam", {"lr": 3e-3, "weight_decay": 1e-3}),
