@@ -20,6 +20,8 @@ torch = pytest.importorskip("torch")
 import adamgen.torch  # noqa: E402  (after the check that torch is installed)
 numba = pytest.importorskip("numba")
 
+pytestmark = pytest.mark.torch  # torch's casts are the independent reference of the 16-bit formats
+
 SHAPES = [(70_000,), (33, 5), (0,), (3,)]  # one tensor above the CPU kernels' parallel threshold, an empty one
 # storage -> (parameter and gradient format, state format, state_dtype for init)
 STORAGE = {
@@ -205,7 +207,6 @@ def _ordered(t):
 TORCH_TWINS = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}
 
 
-@pytest.mark.torch
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
 @pytest.mark.parametrize("name", list(TORCH_TWINS))
 def test_torch_fused_16_bit_parity(name, dtype):
@@ -248,7 +249,6 @@ def test_torch_fused_16_bit_parity(name, dtype):
                 ours.state[mine][s].copy_(reference.state[theirs][s])
 
 
-@pytest.mark.torch
 def test_torch_bfloat16_parameters_step_as_the_numpy_module():
     """adamgen.torch on bfloat16 parameters of several shapes, and float32 parameters with ``state_dtype=bfloat16``,
     is the generated module's ``step_many`` on the same bits: the same kernels through the address tables."""
@@ -276,7 +276,6 @@ def test_torch_bfloat16_parameters_step_as_the_numpy_module():
                 assert np.array_equal(ours.state[p][s].view(torch.int16).numpy(), state[s])
 
 
-@pytest.mark.torch
 def test_torch_checkpoint_moves_between_bfloat16_and_float32():
     """A bfloat16 setup's state_dict loads into a float32 one (torch.optim casts the states to each parameter's
     dtype) and back, and both step."""
@@ -317,7 +316,6 @@ def test_state_dtype_errors_name_the_problem():
                            ["bfloat16", "float32", "float32", "float32"])
 
 
-@pytest.mark.torch
 def test_torch_refuses_what_it_cannot_step_and_changes_nothing():
     p = torch.nn.Parameter(torch.randn(4, dtype=torch.bfloat16))
     with pytest.raises(TypeError, match=r"state_dtype must be None .* got torch\.int8"):
@@ -379,7 +377,6 @@ def test_kahan_in_float64_is_the_rule_itself():
     assert np.abs(state["kahan_comp"]).max() < 1e-15
 
 
-@pytest.mark.torch
 def test_kahan_matches_optimi_kahan_sum():
     """adamgen.torch.AdamW(kahan=True) against ``optimi.AdamW(kahan_sum=True)`` on bfloat16 parameters (both keep the
     compensation in bfloat16), lr 1e-4, 100 steps: both stay as close to torch's float32 AdamW on the same gradients
