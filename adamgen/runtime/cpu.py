@@ -12,7 +12,7 @@ import numpy as np
 from numba.core import types as _types
 from numba.core.extending import intrinsic as _intrinsic
 
-from .storage import _fill_value, _format, _formats_problem, _kernel_view, _state_format
+from .storage import _checked_formats, _fill_value, _format, _kernel_view, _state_format
 from .tables import _overlap, _scalar_state, _step_count
 
 VARIANT = "runtime"  # the generated module's own constants replace these stand-ins
@@ -102,14 +102,8 @@ def _checked_arrays(function, params, grads, states, tables):
             problem = _array_problem(name, array, param.shape, written)
             if problem is not None:
                 raise type(problem)(f"{VARIANT}.{function}: {problem}")
-        found = tuple(_format(array.dtype) for _, array, _ in row)
-        problem = _formats_problem([name for name, _, _ in row], found)
-        if problem is not None:
-            raise TypeError(f"{VARIANT}.{function}: {problem}")
-        if formats is not None and found != formats:
-            raise TypeError(f"{VARIANT}.{function}: {where}'s arrays are {', '.join(found)}, params[0]'s are "
-                            f"{', '.join(formats)}; one call takes one combination")
-        formats = found
+        names = [name for name, _, _ in row]
+        formats = _checked_formats(function, where, names, [array.dtype for _, array, _ in row], formats)
         named += row
         rows.append([_kernel_view(array.reshape(-1)) for _, array, _ in row])
     if not tables:

@@ -18,7 +18,7 @@ from numba import cuda
 from numba.cuda import types as _types
 from numba.cuda.extending import intrinsic as _intrinsic
 
-from .storage import _fill_value, _format, _formats_problem, _kernel_view, _state_format
+from .storage import _checked_formats, _fill_value, _format, _kernel_view, _state_format
 from .tables import _overlap, _scalar_state, _step_count
 
 VARIANT = "runtime"  # the generated module's own constants replace these stand-ins
@@ -164,14 +164,8 @@ def _checked_arrays(function, params, grads, states, tables):
             if _format(array.dtype) is None:
                 raise TypeError(f"{VARIANT}.{function}: {name} must be float64, float32, float16 or bfloat16, got "
                                 f"{array.dtype}")
-        found = tuple(_format(array.dtype) for array in arrays)
-        problem = _formats_problem([name for name, _, _ in row], found)
-        if problem is not None:
-            raise TypeError(f"{VARIANT}.{function}: {problem}")
-        if formats is not None and found != formats:
-            raise TypeError(f"{VARIANT}.{function}: {where}'s arrays are {', '.join(found)}, params[0]'s are "
-                            f"{', '.join(formats)}; one call takes one combination")
-        formats = found
+        names = [name for name, _, _ in row]
+        formats = _checked_formats(function, where, names, [array.dtype for array in arrays], formats)
         for (name, original, written), array in zip(row, arrays):
             if tuple(array.shape) != tuple(first.shape):
                 raise ValueError(f"{VARIANT}.{function}: {name} has shape {tuple(array.shape)}, {where} has shape "

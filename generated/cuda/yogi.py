@@ -321,16 +321,30 @@ def _formats_problem(names, formats):
     return None
 
 
+def _checked_formats(function, where, names, dtypes, formats):
+    """The formats of one tensor's arrays (named ``names``, of NumPy ``dtypes``, each a storage format), after checking
+    that they go together and equal ``formats``, those of the call's earlier tensors (None for the first): a TypeError
+    names the problem."""
+    found = tuple(_format(dtype) for dtype in dtypes)
+    problem = _formats_problem(names, found)
+    if problem is None and formats is not None and found != formats:
+        problem = (f"{where}'s arrays are {', '.join(found)}, params[0]'s are {', '.join(formats)}; one call takes one "
+                   "combination")
+    if problem is not None:
+        raise TypeError(f"{VARIANT}.{function}: {problem}")
+    return found
+
+
 def _table_formats(function, dtype, width):
     """``step_tables``' ``dtype`` as one format per array: a dtype (or format name) for all ``width`` arrays, or a
     sequence of one per array; a TypeError names a wrong one."""
-    formats = [dtype] * width if _format(dtype) is not None else list(dtype) if isinstance(dtype, (list, tuple)) \
-        else [dtype]
-    formats = [_format(f) for f in formats]
+    names = ["param", "grad", *STATES]
+    given = list(dtype) if isinstance(dtype, (list, tuple)) else [dtype]
+    formats = [_format(f) for f in ([dtype] * width if _format(dtype) is not None else given)]
     if len(formats) != width or None in formats:
         raise TypeError(f"{VARIANT}.{function}: dtype must be the arrays' dtype or a sequence of {width} dtypes (one "
-                        f"per array: {', '.join(('param', 'grad') + STATES)}) among float64, float32, float16 and bfloat16, got {dtype!r}")
-    problem = _formats_problem(['param', 'grad', *STATES], formats)
+                        f"per array: {', '.join(names)}) among float64, float32, float16 and bfloat16, got {dtype!r}")
+    problem = _formats_problem(names, formats)
     if problem is not None:
         raise TypeError(f"{VARIANT}.{function}: {problem}")
     return tuple(formats)
@@ -493,14 +507,8 @@ def _checked_arrays(function, params, grads, states, tables):
             if _format(array.dtype) is None:
                 raise TypeError(f"{VARIANT}.{function}: {name} must be float64, float32, float16 or bfloat16, got "
                                 f"{array.dtype}")
-        found = tuple(_format(array.dtype) for array in arrays)
-        problem = _formats_problem([name for name, _, _ in row], found)
-        if problem is not None:
-            raise TypeError(f"{VARIANT}.{function}: {problem}")
-        if formats is not None and found != formats:
-            raise TypeError(f"{VARIANT}.{function}: {where}'s arrays are {', '.join(found)}, params[0]'s are "
-                            f"{', '.join(formats)}; one call takes one combination")
-        formats = found
+        names = [name for name, _, _ in row]
+        formats = _checked_formats(function, where, names, [array.dtype for array in arrays], formats)
         for (name, original, written), array in zip(row, arrays):
             if tuple(array.shape) != tuple(first.shape):
                 raise ValueError(f"{VARIANT}.{function}: {name} has shape {tuple(array.shape)}, {where} has shape "
