@@ -71,6 +71,7 @@ OPTION_HELP = {
     "corrected_weight_decay": "corrected weight decay (lr**2/max_lr * weight_decay per step, as timm's option)",
     "cautious_weight_decay": "decay only where the parameter and the update agree in sign (u * param >= 0)",
     "clip_grad_norm": "clip the gradients to a global norm of max_grad_norm (over every tensor stepped together)",
+    "stochastic_rounding": "stochastic rounding of bfloat16 parameters (hyperparameter seed)",
     "kahan": "Kahan-compensated parameter updates (a kahan_comp state) for bfloat16 and float16 parameters",
 }
 

@@ -16,7 +16,7 @@ from sympy.printing.pycode import PythonCodePrinter
 
 from .errors import SpecError
 from .lower import GroupTotal, Lowered
-from .spec import Evaluated, Stored
+from .spec import Evaluated, RandomlyStored, Stored
 
 _SETTINGS = {"strict": True, "fully_qualified_modules": True, "standard": "python3"}
 
@@ -118,7 +118,8 @@ class ElementPrinter(PythonCodePrinter):
     functions (``math.gamma``, ...) would run in float64 and are refused."""
 
     FUNCTIONS = (sympy.Abs, sympy.Max, sympy.Min, sympy.exp, sympy.log, sympy.atan2, sympy.Piecewise,
-                 sympy.And, sympy.Or, sympy.Not, sympy.logic.boolalg.ITE, Stored, Evaluated)
+                 sympy.And, sympy.Or, sympy.Not, sympy.logic.boolalg.ITE, Stored, RandomlyStored, Evaluated)
+    INDEX = "i"  # the element's index in its tensor, in the kernels' loops
 
     def __init__(self):
         super().__init__(_SETTINGS)
@@ -163,6 +164,11 @@ class ElementPrinter(PythonCodePrinter):
         ``param_block``)."""
         return f"_load(_stored({self._print(expr.args[0])}, param_block))"
 
+    def _print_RandomlyStored(self, expr):
+        """Rounded with the random bits of (seed, step, tensor ``j``, element) and widened back."""
+        value, seed, step = (self._print(arg) for arg in expr.args)
+        return f"_load(_stored_randomly({value}, param_block, {seed}, {step}, j, {self.INDEX}))"
+
     def _print_Evaluated(self, expr):
         return f"({self._print(expr.args[0])})"
 
@@ -177,6 +183,8 @@ class CpuElementPrinter(ElementPrinter):
     """Element code for the CPU kernels: ``atan2`` calls the module's ``_atan2``, which is a vectorizable polynomial in
     float32 (libm's ``atan2f`` is an opaque call that keeps LLVM from vectorizing the loop: measured 40x slower) and
     ``math.atan2`` in float64."""
+
+    INDEX = "start + i"  # a CPU kernel's loop counts from its chunk's start
 
     def _print_atan2(self, expr):
         self.helpers.add("atan2")

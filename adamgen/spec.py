@@ -72,6 +72,16 @@ class Stored(sympy.Function):
     nargs = 1
 
 
+class RandomlyStored(sympy.Function):
+    """``RandomlyStored(x, seed, step)``: x rounded stochastically to the parameter array's format where that is bfloat16 (16
+    random bits added below the kept ones, then truncated: rounded up with a probability equal to the fraction of an
+    ulp that x lies above the lower neighbour), as ``Stored`` for any other format. The bits are a hash of (seed,
+    step, the tensor's index in the call, the element's index), the same on every target. Exact arithmetic (the
+    float64 oracle) sees x."""
+
+    nargs = 3
+
+
 class Evaluated(sympy.Function):
     """Its argument, computed on its own before the terms around it: the kernels keep its parentheses where SymPy
     would merge a sum into the sum around it. Exact arithmetic does not see it."""
@@ -142,7 +152,8 @@ MAX_EXPONENT = 1024       # numerator and denominator of a rational exponent (Sy
 # Expression node types the printers of every target support.
 SUPPORTED_NODES = (
     sympy.Symbol, sympy.Integer, sympy.Rational, sympy.Float, sympy.Add, sympy.Mul, sympy.Pow, Abs, Max, Min, sign,
-    exp, log, atan2, sympy.atan, Piecewise, ReduceSum, Stored, Evaluated, sympy.core.relational.Relational,
+    exp, log, atan2, sympy.atan, Piecewise, ReduceSum, Stored, RandomlyStored, Evaluated,
+    sympy.core.relational.Relational,
     sympy.logic.boolalg.BooleanTrue, sympy.logic.boolalg.BooleanFalse, sympy.And, sympy.Or, sympy.Not,
     sympy.functions.elementary.piecewise.ExprCondPair,
 )

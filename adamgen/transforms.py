@@ -10,7 +10,8 @@ import dataclasses
 import sympy
 
 from .errors import SpecError
-from .spec import Evaluated, GroupSum, Max, Stored, Variant, check_transformed, grad, param, reserved
+from .spec import Evaluated, GroupSum, Max, RandomlyStored, Stored, Variant, check_transformed, grad, param, \
+    reserved, step
 
 EXP_AVG_SQ = sympy.Symbol("exp_avg_sq", real=True)
 MAX_EXP_AVG_SQ = sympy.Symbol("max_exp_avg_sq", real=True)
@@ -316,3 +317,23 @@ def _change(expr):
     hints = dict(deep=False, mul=True, multinomial=False, power_exp=False, power_base=False, log=False)
     terms = [t.expand(**hints) if t.is_Mul and param in t.args else t for t in sympy.Add.make_args(expr)]
     return sympy.Add(*terms) - param
+
+
+def stochastic_rounding(variant: Variant) -> Variant:
+    """Stochastic rounding of bfloat16 parameters (``RandomlyStored``): the new value is rounded up or down with
+    probabilities that make its expectation the float32 value, so updates smaller than half an ulp are kept on
+    average rather than lost. Adds the hyperparameter ``seed`` (an integer below 2**24, exact in float32; default 0):
+    the random bits hash (seed, step, tensor index in the call, element index), the same on the CPU and the GPU.
+    Parameters of other formats round to nearest as always."""
+    p_new = variant.new_value(param)
+    seed, rounded = sympy.Symbol("seed", real=True), sympy.Symbol("param_rounded", real=True)
+    _refuse_taken(variant, "stochastic_rounding", {"seed": "hyperparameter", "param_rounded": "definition"})
+    updates = tuple((target, rounded if target == param else value) for target, value in variant.updates)
+    return check_transformed(dataclasses.replace(
+        variant,
+        name=f"{variant.name}_stochastic_rounding",
+        hyperparameters=variant.hyperparameters + ((seed, 0.0),),
+        definitions=variant.definitions + ((rounded, RandomlyStored(p_new, seed, step)),),
+        updates=updates,
+        doc=variant.doc + " With stochastic rounding of bfloat16 parameters.",
+    ), "stochastic_rounding", variant.name)

@@ -9,6 +9,7 @@ Layouts (parameter and gradient / states), with the bytes each step moves per pa
   bfloat16           bfloat16 / bfloat16   14
   float16            float16 / float16     14
   bfloat16+kahan     bfloat16 / bfloat16   18  (kahan=True: a bfloat16 compensation state read and written)
+  bfloat16+stochastic bfloat16 / bfloat16  14  (stochastic_rounding=True: random bits hashed per element)
 
 adamgen runs the generated module's `step` on NumPy arrays (bfloat16 as int16 bits); torch runs
 `torch.optim.AdamW(fused=True)` on tensors of the same layout where it has one (float32, bfloat16, float16: states in the
@@ -37,6 +38,7 @@ LAYOUTS = {  # name -> (parameter and gradient dtype, state dtype or None for th
     "bfloat16": (torch.bfloat16, None, 14),
     "float16": (torch.float16, None, 14),
     "bfloat16+kahan": (torch.bfloat16, None, 18),
+    "bfloat16+stochastic": (torch.bfloat16, None, 14),
 }
 TORCH_LAYOUTS = ("float32", "bfloat16", "float16", "bfloat16+kahan")  # torch fused AdamW's, and optimi's Kahan one
 HYPERPARAMETERS = {"lr": 1e-3, "weight_decay": 1e-2}
@@ -49,7 +51,8 @@ def numpy_view(tensor):
 def adamgen_step(layout, n, seed=0):
     """A closure running one adamgen step of ``layout`` on fresh arrays."""
     dtype, state_dtype, _ = LAYOUTS[layout]
-    module = adamgen.load("adamw", target="cpu", kahan=layout.endswith("+kahan"))
+    module = adamgen.load("adamw", target="cpu", kahan=layout.endswith("+kahan"),
+                          stochastic_rounding=layout.endswith("+stochastic"))
     generator = torch.Generator().manual_seed(seed)
     param = numpy_view(torch.randn(n, generator=generator).to(dtype))
     grad = numpy_view((torch.randn(n, generator=generator) * 1e-2).to(dtype))
@@ -117,9 +120,9 @@ def main() -> None:
               "versions": {"torch": torch.__version__, "numpy": np.__version__, "adamgen": adamgen.__version__}}
     with open(args.out, "w") as f:
         json.dump(report, f, indent=2)
-    print(f"{'layout':18} {'bytes':>5} {'adamgen ms':>11} {'GB/s':>6} {'vs f32':>7} {'torch ms':>9} {'vs torch':>8}")
+    print(f"{'layout':19} {'bytes':>5} {'adamgen ms':>11} {'GB/s':>6} {'vs f32':>7} {'torch ms':>9} {'vs torch':>8}")
     for layout, row in rows.items():
-        print(f"{layout:18} {row['bytes_per_parameter']:5d} {row['adamgen_ms']:11.2f} {row['adamgen_GBps']:6.1f} "
+        print(f"{layout:19} {row['bytes_per_parameter']:5d} {row['adamgen_ms']:11.2f} {row['adamgen_GBps']:6.1f} "
               f"{row['speedup_vs_adamgen_float32']:6.2f}x {row.get('torch_fused_ms', float('nan')):9.2f} "
               f"{row.get('speedup_vs_torch_fused', float('nan')):7.2f}x")
     print(f"written to {args.out}")

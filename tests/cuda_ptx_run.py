@@ -38,7 +38,8 @@ COMPUTE_CAPABILITIES = {"float32": [(7, 5), (8, 0), (9, 0)], "float64": [(8, 0)]
                         "float16": [(8, 0), (9, 0)], "float32+bfloat16": [(8, 0), (9, 0)]}
 # The variants whose kernels are also compiled for 16-bit storage: the same template code for every variant, so a
 # representative set (elementwise with 2 to 4 states, a reduction, a user's spec with a group reduction).
-LOW_PRECISION = ("adamw", "lion", "adan", "ademamix", "lamb", "centred_norm_sgd", "lamb_clip_grad_norm", "adamw_kahan")
+LOW_PRECISION = ("adamw", "lion", "adan", "ademamix", "lamb", "centred_norm_sgd", "lamb_clip_grad_norm", "adamw_kahan",
+                 "adamw_stochastic_rounding")
 
 
 def ptx_problems(ptx: str, float32: bool = True) -> list[str]:

@@ -28,6 +28,6 @@ def extra_variants() -> list:
     then each built-in under each of its files' on-demand option sets (lion with both on-demand decay options: a
     per-element choice on signs and a hyperparameter the option adds; lamb with global gradient-norm clipping: a
     reduction over every tensor of a step_many call; adamw with Kahan-compensated updates: a store rounded and read
-    back)."""
+    back; adamw with stochastic rounding: random bits from the step, the tensor's and the element's index)."""
     return [validate(two_pass_spec())] + [with_options(builtin(name), **options)
                                           for name, tests in variants.FILES.items() for options in tests.on_demand]

@@ -61,8 +61,9 @@ CALLS = 3
 _MISSING = object()  # a state entry left out
 
 TOLERANCE = {"float64": (1e-12, 1e-15), "float32": (1e-5, 1e-6)}
-# The modules whose kernels also run on 16-bit arrays here: elementwise ones, a reduction, a compensated update.
-LOW_PRECISION = ("adamw", "lion", "lamb", "adamw_kahan")
+# The modules whose kernels also run on 16-bit arrays here: elementwise ones, a reduction, a compensated update,
+# stochastic rounding (the same random bits as the CPU kernels').
+LOW_PRECISION = ("adamw", "lion", "lamb", "adamw_kahan", "adamw_stochastic_rounding")
 # storage -> (NumPy dtype of the parameter and gradient, state_dtype for init)
 STORAGE = {"bfloat16": (np.int16, None), "float16": (np.float16, None), "float32+bfloat16": (np.float32, "bfloat16")}
 

@@ -404,3 +404,106 @@ def test_kahan_matches_optimi_kahan_sum():
     error = {name: float((_bits_to_float(t) - exact.detach()).abs().mean()) for name, t in tensors.items()}
     assert error["adamgen"] <= 1.02 * error["optimi"], error
     assert error["adamgen"] * 1.25 < error["plain"], error
+
+
+# --- stochastic rounding ---------------------------------------------------------------------------------------------
+
+def _random16(seed, step, j, index):
+    """The random bits of stochastic rounding, written again in NumPy uint64 arithmetic (masked to 32 bits): MurmurHash3's
+    finalizer over seed, step, tensor index and element index, each multiplied by its odd constant."""
+    mask = np.uint64(0xFFFFFFFF)
+
+    def mul(a, constant):
+        return (a * np.uint64(constant)) & mask
+
+    h = mul(np.uint64(seed), 0x9E3779B1) ^ mul(np.uint64(step), 0x85EBCA77) ^ mul(np.uint64(j), 0xC2B2AE3D)
+    h = h ^ (np.asarray(index, np.uint64) & mask)
+    h ^= h >> np.uint64(16)
+    h = mul(h, 0x85EBCA6B)
+    h ^= h >> np.uint64(13)
+    h = mul(h, 0xC2B2AE35)
+    h ^= h >> np.uint64(16)
+    return h & np.uint64(0xFFFF)
+
+
+def _rounded_randomly(values, seed, step, j):
+    """float32 ``values`` rounded stochastically to bfloat16 bits, element ``k`` with the bits of index ``k``."""
+    bits = values.view(np.uint32).astype(np.uint64)
+    rounded = ((bits + _random16(seed, step, j, np.arange(values.size))) >> np.uint64(16)).astype(np.uint16)
+    return rounded.view(np.int16)
+
+
+def test_stochastic_rounding_is_the_documented_hash_to_the_bit():
+    """``stochastic_rounding=True``: after each of three ``step_many`` calls over tensors of several sizes and a
+    ``step``, the bfloat16 parameters equal the same module's float32 result (computed by the plain variant on the
+    same values) rounded with the random bits of (seed, step, tensor index, element index) computed independently in
+    NumPy; the states round to nearest as always."""
+    module, plain = adamgen.load("adamw", stochastic_rounding=True), adamgen.load("adamw")
+    assert module.HYPERPARAMETERS["seed"] == 0.0
+    rng = np.random.default_rng(4)
+    low = [rounded(rng.standard_normal(shape), "bfloat16") for shape in SHAPES]
+    states = module.init_many(low)
+    for k in range(4):
+        high = [widened(p) for p in low]
+        high_states = [{**s, **{name: widened(s[name]) for name in module.STATES}} for s in states]
+        grads = [rounded(rng.standard_normal(shape), "bfloat16") for shape in SHAPES]
+        steps = [s["step"] + 1 for s in states]
+        if k < 3:
+            module.step_many(low, grads, states, lr=1e-3, seed=11)
+            plain.step_many(high, [widened(g) for g in grads], high_states, lr=1e-3)
+            indices = range(len(SHAPES))
+        else:
+            module.step(low[1], grads[1], states[1], lr=1e-3, seed=11)
+            plain.step(high[1], widened(grads[1]), high_states[1], lr=1e-3)
+            indices = [1]
+        for index in indices:
+            j = index if k < 3 else 0  # a step call's tensor is tensor 0 of its call
+            expected = _rounded_randomly(high[index].ravel(), 11, steps[index], j).reshape(high[index].shape)
+            _assert_bits_equal(low[index], expected, f"param {index} after step {k}")
+            for name in module.STATES:
+                _assert_bits_equal(states[index][name], rounded(high_states[index][name], "bfloat16"), name)
+
+
+def test_stochastic_rounding_is_unbiased():
+    """Each of 2,000 float32 values, stored 4,000 times with the bits of other seeds, steps and tensors (the compiled
+    rounding): the mean of the bfloat16 results is the float32 value within 4 standard errors of the two-point
+    distribution between its neighbours (0 where the value is a bfloat16 number)."""
+    values = np.random.default_rng(5).standard_normal(2_000).astype(np.float32)
+    trials = 4_000
+    total = np.zeros(values.size)
+    for t in range(trials):
+        total += widened(_rounded_randomly_compiled(values, seed=t % 97, step=1 + t // 97, j=t % 3))
+    mean = total / trials
+    kept = values.view(np.uint32) >> 16  # the neighbours: truncated, and one ulp further from zero
+    down, up = (widened(bits.astype(np.uint16).view(np.int16)) for bits in (kept, kept + 1))
+    p = (values - down) / (up - down)
+    standard_error = np.abs(up - down) * np.sqrt(p * (1 - p) / trials)
+    assert np.all(np.abs(mean - values) <= 4 * standard_error + 1e-12), np.max(np.abs(mean - values) / standard_error)
+
+
+@numba.njit
+def _round_randomly_all(values, out, seed, step, j):
+    for i in range(values.shape[0]):
+        out[i] = storage._stored_randomly(values[i], out, seed, step, j, i)
+
+
+def _rounded_randomly_compiled(values, seed, step, j):
+    out = np.empty(values.size, np.int16)
+    _round_randomly_all(values, out, np.float32(seed), np.float32(step), j)
+    return out
+
+
+def test_stochastic_rounding_compiled_and_python_forms_agree_with_numpy():
+    values = _patterns(200_000)
+    values = values[~np.isnan(values)]
+    expected = _rounded_randomly(values, 3, 17, 2)
+    _assert_bits_equal(_rounded_randomly_compiled(values, 3, 17, 2), expected, "compiled")
+    python = np.array([storage._stored_randomly(v, expected, np.float32(3), np.float32(17), 2, i)
+                       for i, v in enumerate(values[:5000])], np.int16)
+    _assert_bits_equal(python, expected[:5000], "python")
+
+
+def test_stochastic_rounding_and_kahan_do_not_go_together():
+    with pytest.raises(adamgen.GenerateError, match="options stochastic_rounding and kahan both decide how the "
+                                                    "parameter's store rounds; choose one"):
+        adamgen.load("adamw", stochastic_rounding=True, kahan=True)

@@ -42,12 +42,15 @@ OPTIONS = {
     "corrected_weight_decay": transforms.corrected_weight_decay,
     "cautious_weight_decay": transforms.cautious_weight_decay,
     "clip_grad_norm": transforms.clip_grad_norm,
+    "stochastic_rounding": transforms.stochastic_rounding,
     "kahan": transforms.kahan,  # last: it compensates the update the other options made
 }
 
 # options that no built-in lists (so none is shipped in generated/): generated on demand for any variant they fit
 ON_DEMAND = tuple(option for option in OPTIONS if not any(option in listed for listed in BUILTINS.values()))
-EXCLUSIVE = [("decouple_lr", "corrected_weight_decay")]  # options that each rescale the same term
+# options that cannot go together, and why
+EXCLUSIVE = [("decouple_lr", "corrected_weight_decay", "both rescale the weight decay"),
+             ("stochastic_rounding", "kahan", "both decide how the parameter's store rounds")]
 
 
 def as_variant(spec) -> Variant:
@@ -71,9 +74,9 @@ def with_options(variant: Variant, **options) -> Variant:
     unknown = sorted(set(options) - set(OPTIONS))
     if unknown:
         raise GenerateError(f"unknown option(s) {', '.join(unknown)}; options: {', '.join(OPTIONS)}")
-    for first, second in EXCLUSIVE:
+    for first, second, why in EXCLUSIVE:
         if options.get(first) and options.get(second):
-            raise GenerateError(f"options {first} and {second} both rescale the weight decay; choose one")
+            raise GenerateError(f"options {first} and {second} {why}; choose one")
     for name, transform in OPTIONS.items():
         if options.get(name):
             variant = transform(variant)

@@ -247,6 +247,26 @@ def _f16_round(value, array):
     return np.uint16(_u32(h | sign))
 
 
+def _bf16_round_randomly(value, array, seed, step, j, index):
+    """The float32 ``value`` rounded stochastically to bfloat16, as int16 bits: 16 random bits added below the kept
+    ones, then truncated, so it rounds up with a probability equal to the dropped fraction (away from zero for a
+    negative value; NaN gives a quiet NaN). The bits hash (seed, step, tensor ``j``, element ``index``) with
+    multiply-xorshift rounds (MurmurHash3's finalizer), in 32-bit lanes. (``array`` as for ``_bf16_round``.)"""
+    h = _u32(_u32(np.int64(seed)) * _u32(0x9E3779B1))
+    h = _u32(h ^ _u32(_u32(np.int64(step)) * _u32(0x85EBCA77)))
+    h = _u32(h ^ _u32(_u32(j) * _u32(0xC2B2AE3D)))
+    h = _u32(h ^ _u32(index))
+    h = _u32(h ^ _u32(h >> _u32(16)))
+    h = _u32(h * _u32(0x85EBCA6B))
+    h = _u32(h ^ _u32(h >> _u32(13)))
+    h = _u32(h * _u32(0xC2B2AE35))
+    h = _u32(h ^ _u32(h >> _u32(16)))
+    b = np.float32(value).view(np.uint32)
+    up = _u32(_u32(b + _u32(h & _u32(0xFFFF))) >> _u32(16))
+    quiet = _u32(_u32(b >> _u32(16)) | _u32(0x40))
+    return np.uint16(quiet if value != value else up).view(np.int16)
+
+
 def _load(x):
     """One stored element in the compute dtype (Python body: NumPy scalars)."""
     if isinstance(x, np.int16):
@@ -265,6 +285,15 @@ def _stored(value, array):
     return value
 
 
+def _stored_randomly(value, array, seed, step, j, index):
+    """``value`` rounded stochastically (``_bf16_round_randomly``) where ``array`` holds bfloat16, else as ``_stored``
+    (Python body: NumPy scalars, whose uint32 products wrap as the compiled ones do)."""
+    if array.dtype == np.int16:
+        with np.errstate(over="ignore"):
+            return _bf16_round_randomly(value, array, seed, step, j, index)
+    return _stored(value, array)
+
+
 def _load_typed(x):
     if isinstance(x, _types.Integer):
         return _bf16_widen if x.signed else _f16_widen
@@ -277,9 +306,16 @@ def _stored_typed(value, array):
     return lambda value, array: value
 
 
+def _stored_randomly_typed(value, array, seed, step, j, index):
+    if isinstance(array.dtype, _types.Integer) and array.dtype.signed:
+        return _bf16_round_randomly
+    return lambda value, array, seed, step, j, index: _stored(value, array)
+
+
 # The compiled forms, for the target's compiler (the generated module imports its `overload` as `_overload`).
 _overload(_load)(_load_typed)
 _overload(_stored)(_stored_typed)
+_overload(_stored_randomly)(_stored_randomly_typed)
 
 
 def _format(value):
@@ -503,6 +539,7 @@ def _reduce0_parallel(param, grad, exp_avg, exp_avg_sq, partials, scalars, flags
     c4 = scalars[8]
     n = param.shape[0]
     for c in numba.prange(-(-n // CHUNK)):
+        j = 0  # the tensor's index in the call, as in the kernels over tables
         start = c * CHUNK
         stop = min(start + CHUNK, n)
         param_block = param[start:stop]
@@ -537,6 +574,7 @@ def _reduce0_serial(param, grad, exp_avg, exp_avg_sq, partials, scalars, flags):
     c4 = scalars[8]
     n = param.shape[0]
     for c in numba.prange(-(-n // CHUNK)):
+        j = 0  # the tensor's index in the call, as in the kernels over tables
         start = c * CHUNK
         stop = min(start + CHUNK, n)
         param_block = param[start:stop]
@@ -639,6 +677,7 @@ def _update_parallel(param, grad, exp_avg, exp_avg_sq, scalars, flags):
     c5 = scalars[8]
     n = param.shape[0]
     for c in numba.prange(-(-n // CHUNK)):
+        j = 0  # the tensor's index in the call, as in the kernels over tables
         start = c * CHUNK
         stop = min(start + CHUNK, n)
         param_block = param[start:stop]
@@ -671,6 +710,7 @@ def _update_serial(param, grad, exp_avg, exp_avg_sq, scalars, flags):
     c5 = scalars[8]
     n = param.shape[0]
     for c in numba.prange(-(-n // CHUNK)):
+        j = 0  # the tensor's index in the call, as in the kernels over tables
         start = c * CHUNK
         stop = min(start + CHUNK, n)
         param_block = param[start:stop]

@@ -248,6 +248,26 @@ def _f16_round(value, array):
     return np.uint16(_u32(h | sign))
 
 
+def _bf16_round_randomly(value, array, seed, step, j, index):
+    """The float32 ``value`` rounded stochastically to bfloat16, as int16 bits: 16 random bits added below the kept
+    ones, then truncated, so it rounds up with a probability equal to the dropped fraction (away from zero for a
+    negative value; NaN gives a quiet NaN). The bits hash (seed, step, tensor ``j``, element ``index``) with
+    multiply-xorshift rounds (MurmurHash3's finalizer), in 32-bit lanes. (``array`` as for ``_bf16_round``.)"""
+    h = _u32(_u32(np.int64(seed)) * _u32(0x9E3779B1))
+    h = _u32(h ^ _u32(_u32(np.int64(step)) * _u32(0x85EBCA77)))
+    h = _u32(h ^ _u32(_u32(j) * _u32(0xC2B2AE3D)))
+    h = _u32(h ^ _u32(index))
+    h = _u32(h ^ _u32(h >> _u32(16)))
+    h = _u32(h * _u32(0x85EBCA6B))
+    h = _u32(h ^ _u32(h >> _u32(13)))
+    h = _u32(h * _u32(0xC2B2AE35))
+    h = _u32(h ^ _u32(h >> _u32(16)))
+    b = np.float32(value).view(np.uint32)
+    up = _u32(_u32(b + _u32(h & _u32(0xFFFF))) >> _u32(16))
+    quiet = _u32(_u32(b >> _u32(16)) | _u32(0x40))
+    return np.uint16(quiet if value != value else up).view(np.int16)
+
+
 def _load(x):
     """One stored element in the compute dtype (Python body: NumPy scalars)."""
     if isinstance(x, np.int16):
@@ -266,6 +286,15 @@ def _stored(value, array):
     return value
 
 
+def _stored_randomly(value, array, seed, step, j, index):
+    """``value`` rounded stochastically (``_bf16_round_randomly``) where ``array`` holds bfloat16, else as ``_stored``
+    (Python body: NumPy scalars, whose uint32 products wrap as the compiled ones do)."""
+    if array.dtype == np.int16:
+        with np.errstate(over="ignore"):
+            return _bf16_round_randomly(value, array, seed, step, j, index)
+    return _stored(value, array)
+
+
 def _load_typed(x):
     if isinstance(x, _types.Integer):
         return _bf16_widen if x.signed else _f16_widen
@@ -278,9 +307,16 @@ def _stored_typed(value, array):
     return lambda value, array: value
 
 
+def _stored_randomly_typed(value, array, seed, step, j, index):
+    if isinstance(array.dtype, _types.Integer) and array.dtype.signed:
+        return _bf16_round_randomly
+    return lambda value, array, seed, step, j, index: _stored(value, array)
+
+
 # The compiled forms, for the target's compiler (the generated module imports its `overload` as `_overload`).
 _overload(_load)(_load_typed)
 _overload(_stored)(_stored_typed)
+_overload(_stored_randomly)(_stored_randomly_typed)
 
 
 def _format(value):
@@ -639,6 +675,7 @@ def _reduce0(param, grad, exp_avg, exp_avg_sq, partials, beta2_hat, c0, c1, c2, 
     scratch = cuda.shared.array((THREADS_PER_BLOCK, 1), partials.dtype)
     thread = cuda.threadIdx.x
     for c in range(cuda.blockIdx.x, (n + CHUNK - 1) // CHUNK, cuda.gridDim.x):
+        j = 0  # the tensor's index in the call, as in the kernels over tables
         start = c * CHUNK
         stop = min(start + CHUNK, n)
         grad_block = grad
@@ -702,6 +739,7 @@ def _reduce0_tables(addresses, chunks, partials, scalars, flags, storage):
 def _update(param, grad, exp_avg, exp_avg_sq, eps, beta1_hat, beta2_hat, c1, c4, c5, c6):
     n = param.shape[0]
     for c in range(cuda.blockIdx.x, (n + CHUNK - 1) // CHUNK, cuda.gridDim.x):
+        j = 0  # the tensor's index in the call, as in the kernels over tables
         start = c * CHUNK
         stop = min(start + CHUNK, n)
         param_block = param
