@@ -73,9 +73,9 @@ class Stored(sympy.Function):
 
 
 class RandomlyStored(sympy.Function):
-    """``RandomlyStored(x, seed, step)``: x rounded stochastically to the parameter array's format where that is bfloat16 (16
-    random bits added below the kept ones, then truncated: rounded up with a probability equal to the fraction of an
-    ulp that x lies above the lower neighbour), as ``Stored`` for any other format. The bits are a hash of (seed,
+    """``RandomlyStored(x, seed, step)``: x rounded stochastically to the parameter array's format where that is
+    bfloat16 (16 random bits added below the kept ones, then truncated: rounded up with a probability equal to the
+    fraction of an ulp that x lies above the lower neighbour), as ``Stored`` for any other format. The bits are a hash of (seed,
     step, the tensor's index in the call, the element's index), the same on every target. Exact arithmetic (the
     float64 oracle) sees x."""
 

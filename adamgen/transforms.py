@@ -298,15 +298,19 @@ def kahan(variant: Variant) -> Variant:
         (new, Stored(param + total)),
         (comp_new, total - Evaluated(new - param)),
     )
-    updates = tuple((target, new if target == param else value) for target, value in variant.updates)
     return check_transformed(dataclasses.replace(
         variant,
         name=f"{variant.name}_kahan",
         states=variant.states + ((KAHAN_COMP, 0.0),),
         definitions=definitions,
-        updates=updates + ((KAHAN_COMP, comp_new),),
+        updates=_param_update(variant, new) + ((KAHAN_COMP, comp_new),),
         doc=variant.doc + " With Kahan-compensated parameter updates.",
     ), "kahan", variant.name)
+
+
+def _param_update(variant: Variant, new) -> tuple:
+    """The variant's updates with the parameter's new value taken from the definition ``new``."""
+    return tuple((target, new if target == param else value) for target, value in variant.updates)
 
 
 def _change(expr):
@@ -328,12 +332,11 @@ def stochastic_rounding(variant: Variant) -> Variant:
     p_new = variant.new_value(param)
     seed, rounded = sympy.Symbol("seed", real=True), sympy.Symbol("param_rounded", real=True)
     _refuse_taken(variant, "stochastic_rounding", {"seed": "hyperparameter", "param_rounded": "definition"})
-    updates = tuple((target, rounded if target == param else value) for target, value in variant.updates)
     return check_transformed(dataclasses.replace(
         variant,
         name=f"{variant.name}_stochastic_rounding",
         hyperparameters=variant.hyperparameters + ((seed, 0.0),),
         definitions=variant.definitions + ((rounded, RandomlyStored(p_new, seed, step)),),
-        updates=updates,
+        updates=_param_update(variant, rounded),
         doc=variant.doc + " With stochastic rounding of bfloat16 parameters.",
     ), "stochastic_rounding", variant.name)

@@ -15,6 +15,7 @@ import pytest
 import adamgen
 from adamgen.runtime import storage
 from adamgen.variants import builtin_variants
+from cuda_reduction_specs import two_pass_spec  # a user's spec with two reduce passes
 
 torch = pytest.importorskip("torch")
 import adamgen.torch  # noqa: E402  (after the check that torch is installed)
@@ -112,19 +113,6 @@ def test_rounding_is_to_nearest_even_as_torch_and_numpy_cast(form):
 
 # --- every variant: 16-bit arrays against float32 arrays of the same values ------------------------------------------
 
-def _user_spec():
-    from adamgen.spec import Spec, grad, param, sqrt
-
-    spec = Spec("centred_norm_sgd", doc="Momentum SGD scaled by the gradient's spread around its mean (a test spec).")
-    lr, beta1 = spec.hyperparameters(lr=1e-2, beta1=0.9)
-    (exp_avg,) = spec.states("exp_avg")
-    m = spec.update(exp_avg, beta1 * exp_avg + (1 - beta1) * grad)
-    mean = spec.mean("grad_mean", grad)
-    variance = spec.mean("grad_variance", (grad - mean) ** 2)
-    spec.update(param, param - lr * sqrt(variance) / (1 + spec.norm("param_norm", param)) * m)
-    return spec
-
-
 CASES = [pytest.param(name, options, "bfloat16", id=f"{variant.name}-bfloat16")
          for name, options, variant in builtin_variants() if not options]
 CASES += [pytest.param(name, {}, form, id=f"{name}-{form}") for name in REPRESENTATIVE
@@ -144,7 +132,7 @@ def test_16_bit_step_is_the_float32_step_rounded(name, options, form):
     reads exact ones. Its parameters then differ from the rounded float32 run's by at most the 16-bit format's ulp
     plus 2**-7 of the step's change (the rounded moments' relative error, 2**-8 at most for bfloat16, enters the
     update once through the moment and once through its square root)."""
-    module = adamgen.load(_user_spec() if name == "user" else name, **options)
+    module = adamgen.load(two_pass_spec() if name == "user" else name, **options)
     param_form, state_form, state_dtype = STORAGE[form]
     rng = np.random.default_rng(1)
     low = [rounded(rng.standard_normal(shape), param_form) for shape in SHAPES]
@@ -342,7 +330,7 @@ def test_kahan_keeps_bfloat16_parameters_on_the_float32_trajectory(name):
     """60 steps with a small learning rate (1e-4: most updates are below half a bfloat16 ulp of the parameter): with
     ``kahan=True`` the bfloat16 parameters (plus their compensation) stay at least 5x closer to the same variant's
     float32 run than plain bfloat16 parameters do."""
-    variant = _user_spec() if name == "user" else name
+    variant = two_pass_spec() if name == "user" else name
     plain, compensated = adamgen.load(variant), adamgen.load(variant, kahan=True)
     assert compensated.STATES == plain.STATES + ("kahan_comp",)
     rng = np.random.default_rng(2)

@@ -12,7 +12,7 @@ import numpy as np
 from numba.core import types as _types
 from numba.core.extending import intrinsic as _intrinsic
 
-from .storage import _checked_formats, _fill_value, _format, _kernel_view, _state_format
+from .storage import _checked_formats, _filled, _format, _kernel_view, _state_format
 from .tables import _overlap, _scalar_state, _step_count
 
 VARIANT = "runtime"  # the generated module's own constants replace these stand-ins
@@ -57,11 +57,20 @@ def _address(array):
     return array.ctypes.data
 
 
-def _array_problem(name, array, shape, written):
-    """What is wrong with ``array`` as the kernel's ``name`` array, or None (its format is checked apart)."""
+def _not_stored(name, array):
+    """A TypeError if ``array`` is not a numpy array of a storage format, else None."""
     if not isinstance(array, np.ndarray) or _format(array.dtype) is None:
         return TypeError(f"{name} must be a numpy array of float64, float32, float16 or bfloat16 (int16 bits), got "
                          f"{type(array).__name__} {getattr(array, 'dtype', '')}".rstrip())
+    return None
+
+
+def _array_problem(name, array, shape, written):
+    """What is wrong with ``array`` as the kernel's ``name`` array, or None (how its format goes with the others' is
+    checked apart)."""
+    problem = _not_stored(name, array)
+    if problem is not None:
+        return problem
     if array.shape != shape:
         return ValueError(f"{name} has shape {array.shape}, param has shape {shape}")
     if not array.flags.c_contiguous:
@@ -83,9 +92,9 @@ def _checked_arrays(function, params, grads, states, tables):
     many = function.endswith("_many")
     for k, (param, grad, state) in enumerate(zip(params, grads, states)):
         where, state_name = (f"params[{k}]", f"states[{k}]") if many else ("param", "state")
-        if not isinstance(param, np.ndarray) or _format(param.dtype) is None:
-            raise TypeError(f"{VARIANT}.{function}: {where} must be a numpy array of float64, float32, float16 or "
-                            f"bfloat16 (int16 bits), got {type(param).__name__} {getattr(param, 'dtype', '')}".rstrip())
+        problem = _not_stored(where, param)  # first: the others' shapes are compared with the parameter's
+        if problem is not None:
+            raise TypeError(f"{VARIANT}.{function}: {problem}")
         if not isinstance(state, dict):
             raise TypeError(f"{VARIANT}.{function}: {state_name} must be the dict that init returns, got "
                             f"{type(state).__name__}")
@@ -122,12 +131,10 @@ def _checked_arrays(function, params, grads, states, tables):
 
 def _full(function, param, value, state_dtype):
     """A new state array shaped like ``param``, filled with ``value``, in ``param``'s format or ``state_dtype``'s."""
-    if not isinstance(param, np.ndarray) or _format(param.dtype) is None:
-        raise TypeError(f"{VARIANT}.{function}: param must be a numpy array of float64, float32, float16 or bfloat16 "
-                        f"(int16 bits), got {type(param).__name__} {getattr(param, 'dtype', '')}".rstrip())
-    form = _state_format(function, _format(param.dtype), state_dtype)
-    dtype = np.int16 if form == "bfloat16" else form
-    return np.full(param.shape, _fill_value(form, value), dtype)
+    problem = _not_stored("param", param)
+    if problem is not None:
+        raise TypeError(f"{VARIANT}.{function}: {problem}")
+    return _filled(param.shape, value, _state_format(function, _format(param.dtype), state_dtype))
 
 
 def _overlapping(function, first, second):

@@ -18,7 +18,7 @@ from numba import cuda
 from numba.cuda import types as _types
 from numba.cuda.extending import intrinsic as _intrinsic
 
-from .storage import _checked_formats, _fill_value, _format, _kernel_view, _state_format
+from .storage import _NUMPY_DTYPES, _checked_formats, _fill_value, _filled, _format, _kernel_view, _state_format
 from .tables import _overlap, _scalar_state, _step_count
 
 VARIANT = "runtime"  # the generated module's own constants replace these stand-ins
@@ -210,7 +210,7 @@ def _launch_stream(function, stream, like):
 def _full(function, what, like, value, state_dtype=None):
     """An array shaped like ``like``, filled with ``value``, in ``like``'s format or ``state_dtype``'s, on its device
     and of its kind: a torch tensor for a torch tensor, a numba device array for a numba device array, else from
-    ``like``'s own library (CuPy's ``full``; it has no bfloat16)."""
+    ``like``'s own library (CuPy's ``full``; bfloat16 as int16 bits)."""
     torch = _torch(like)
     if torch is not None:
         if not like.is_cuda:
@@ -222,13 +222,12 @@ def _full(function, what, like, value, state_dtype=None):
     if _format(like.dtype) is None:
         raise TypeError(f"{VARIANT}.{function}: {what} must be float64, float32, float16 or bfloat16, got {like.dtype}")
     form = _state_format(function, _format(like.dtype), state_dtype)
-    dtype = np.int16 if form == "bfloat16" else np.dtype(form)
     if cuda.devicearray.is_cuda_ndarray(like):
-        return cuda.to_device(np.full(like.shape, _fill_value(form, value), dtype))
+        return cuda.to_device(_filled(like.shape, value, form))
     library = sys.modules.get(type(like).__module__.partition(".")[0])
     if not hasattr(library, "full"):
         raise _not_cuda(function, what, like)
-    return library.full(like.shape, _fill_value(form, value), dtype=dtype)
+    return library.full(like.shape, _fill_value(form, value), dtype=_NUMPY_DTYPES[form])
 
 
 def _host(array, stream):

@@ -177,11 +177,7 @@ _KERNEL_DTYPES = {"float64": np.dtype(np.float64), "float32": np.dtype(np.float3
                   "bfloat16": np.dtype(np.int16)}
 _FORMATS = {np.dtype(np.float64): "float64", np.dtype(np.float32): "float32", np.dtype(np.float16): "float16",
             np.dtype(np.int16): "bfloat16"}  # a NumPy array's dtype -> the format it holds
-
-
-def _format_of(dtype):
-    """The storage format of arrays of NumPy ``dtype`` (int16 holds bfloat16 bits), or None for any other dtype."""
-    return _FORMATS.get(np.dtype(dtype))
+_NUMPY_DTYPES = {form: dtype for dtype, form in _FORMATS.items()}  # a format -> the NumPy dtype of its arrays
 
 
 def _kernel_view(array):
@@ -319,20 +315,27 @@ def _format(value):
     if isinstance(value, str) and value in _KERNEL_DTYPES:
         return value
     if type(value).__module__ == "torch":
-        return str(value).removeprefix("torch.") if str(value).removeprefix("torch.") in _KERNEL_DTYPES else None
+        name = str(value).removeprefix("torch.")
+        return name if name in _KERNEL_DTYPES else None
     try:
         return _FORMATS.get(np.dtype(value))
     except TypeError:
         return None
 
 
+def _state_formats(param_format):
+    """The formats a state of a parameter of ``param_format`` may have: float64 for a float64 parameter (the kernels
+    compute in float64), else any of float32, float16 and bfloat16 (the kernels compute in float32)."""
+    return ("float64",) if param_format == "float64" else ("float32", "float16", "bfloat16")
+
+
 def _state_format(function, param_format, state_dtype):
-    """The format of new state arrays for a parameter of ``param_format``: its own, or ``state_dtype`` if given (any
-    of float32, float16 and bfloat16 for a parameter that is not float64). A TypeError names a wrong one."""
+    """The format of new state arrays for a parameter of ``param_format``: its own, or ``state_dtype`` if given (one of
+    ``_state_formats``). A TypeError names a wrong one."""
     if state_dtype is None:
         return param_format
     chosen = _format(state_dtype)
-    allowed = ("float64",) if param_format == "float64" else ("float32", "float16", "bfloat16")
+    allowed = _state_formats(param_format)
     if chosen not in allowed:
         raise TypeError(f"{VARIANT}.{function}: state_dtype {state_dtype!r} is not a state format for a {param_format} "
                         f"parameter; choose {', '.join(allowed)}")
@@ -341,16 +344,15 @@ def _state_format(function, param_format, state_dtype):
 
 def _formats_problem(names, formats):
     """What is wrong with the formats of one tensor's arrays (``[param, grad, *states]``, named ``names``), or None:
-    the gradient has the parameter's format; states are float64 with a float64 parameter (the kernels compute in
-    float64), else any of float32, float16 and bfloat16 (the kernels compute in float32)."""
+    the gradient has the parameter's format, each state one of ``_state_formats``."""
     param = formats[0]
     if formats[1] != param:
         return f"{names[1]} is {formats[1]}, {names[0]} is {param}"
-    allowed = ("float64",) if param == "float64" else ("float32", "float16", "bfloat16")
+    *others, last = allowed = _state_formats(param)
     for name, form in zip(names[2:], formats[2:]):
         if form not in allowed:
             return f"{name} is {form}; with a {param} parameter, states are " + \
-                ("float64" if param == "float64" else "float32, float16 or bfloat16")
+                (f"{', '.join(others)} or {last}" if others else last)
     return None
 
 
@@ -368,10 +370,11 @@ def _checked_formats(function, where, names, dtypes, formats):
     return found
 
 
-def _table_formats(function, dtype, width):
-    """``step_tables``' ``dtype`` as one format per array: a dtype (or format name) for all ``width`` arrays, or a
-    sequence of one per array; a TypeError names a wrong one."""
+def _table_formats(function, dtype):
+    """``step_tables``' ``dtype`` as one format per array: a dtype (or format name) for all the arrays, or a sequence
+    of one per array; a TypeError names a wrong one."""
     names = ["param", "grad", *STATES]
+    width = len(names)
     given = list(dtype) if isinstance(dtype, (list, tuple)) else [dtype]
     formats = [_format(f) for f in ([dtype] * width if _format(dtype) is not None else given)]
     if len(formats) != width or None in formats:
@@ -401,6 +404,11 @@ def _witnesses(formats):
 def _fill_value(form, value):
     """``value`` as an element of an array of format ``form`` holds it (bfloat16: its bits, rounded to nearest even)."""
     return _bf16_round(np.float32(value), None) if form == "bfloat16" else value
+
+
+def _filled(shape, value, form):
+    """A new NumPy array of ``shape`` and format ``form``, every element ``value``."""
+    return np.full(shape, _fill_value(form, value), _NUMPY_DTYPES[form])
 
 
 # Inlined from adamgen/runtime/cpu.py.
@@ -440,11 +448,20 @@ def _address(array):
     return array.ctypes.data
 
 
-def _array_problem(name, array, shape, written):
-    """What is wrong with ``array`` as the kernel's ``name`` array, or None (its format is checked apart)."""
+def _not_stored(name, array):
+    """A TypeError if ``array`` is not a numpy array of a storage format, else None."""
     if not isinstance(array, np.ndarray) or _format(array.dtype) is None:
         return TypeError(f"{name} must be a numpy array of float64, float32, float16 or bfloat16 (int16 bits), got "
                          f"{type(array).__name__} {getattr(array, 'dtype', '')}".rstrip())
+    return None
+
+
+def _array_problem(name, array, shape, written):
+    """What is wrong with ``array`` as the kernel's ``name`` array, or None (how its format goes with the others' is
+    checked apart)."""
+    problem = _not_stored(name, array)
+    if problem is not None:
+        return problem
     if array.shape != shape:
         return ValueError(f"{name} has shape {array.shape}, param has shape {shape}")
     if not array.flags.c_contiguous:
@@ -466,9 +483,9 @@ def _checked_arrays(function, params, grads, states, tables):
     many = function.endswith("_many")
     for k, (param, grad, state) in enumerate(zip(params, grads, states)):
         where, state_name = (f"params[{k}]", f"states[{k}]") if many else ("param", "state")
-        if not isinstance(param, np.ndarray) or _format(param.dtype) is None:
-            raise TypeError(f"{VARIANT}.{function}: {where} must be a numpy array of float64, float32, float16 or "
-                            f"bfloat16 (int16 bits), got {type(param).__name__} {getattr(param, 'dtype', '')}".rstrip())
+        problem = _not_stored(where, param)  # first: the others' shapes are compared with the parameter's
+        if problem is not None:
+            raise TypeError(f"{VARIANT}.{function}: {problem}")
         if not isinstance(state, dict):
             raise TypeError(f"{VARIANT}.{function}: {state_name} must be the dict that init returns, got "
                             f"{type(state).__name__}")
@@ -505,12 +522,10 @@ def _checked_arrays(function, params, grads, states, tables):
 
 def _full(function, param, value, state_dtype):
     """A new state array shaped like ``param``, filled with ``value``, in ``param``'s format or ``state_dtype``'s."""
-    if not isinstance(param, np.ndarray) or _format(param.dtype) is None:
-        raise TypeError(f"{VARIANT}.{function}: param must be a numpy array of float64, float32, float16 or bfloat16 "
-                        f"(int16 bits), got {type(param).__name__} {getattr(param, 'dtype', '')}".rstrip())
-    form = _state_format(function, _format(param.dtype), state_dtype)
-    dtype = np.int16 if form == "bfloat16" else form
-    return np.full(param.shape, _fill_value(form, value), dtype)
+    problem = _not_stored("param", param)
+    if problem is not None:
+        raise TypeError(f"{VARIANT}.{function}: {problem}")
+    return _filled(param.shape, value, _state_format(function, _format(param.dtype), state_dtype))
 
 
 def _overlapping(function, first, second):
@@ -746,7 +761,8 @@ def step_tables(addresses, sizes, steps, scalar_states, dtype, *, lr=0.001, beta
     addresses: int64 array, row k: the addresses of tensor k's param, grad, exp_avg, exp_avg_sq, each C-contiguous.
     sizes: int64 array, the element count of each tensor; steps: float64 array, the steps each tensor has taken.
     scalar_states: {} (this variant has none).
-    dtype: the arrays' dtype (float64, float32, float16, "bfloat16"), or one per array in the order above. Returns the new steps and scalar states; the arrays are updated in place.
+    dtype: the arrays' dtype (float64, float32, float16, "bfloat16"), or one per array in the order above.
+    Returns the new steps and scalar states; the arrays are updated in place.
     """
     lr = _number('step_tables', 'lr', lr)
     beta1 = _number('step_tables', 'beta1', beta1)
@@ -759,7 +775,7 @@ def step_tables(addresses, sizes, steps, scalar_states, dtype, *, lr=0.001, beta
     step = np.asarray(steps, np.float64) + 1
     numel = np.maximum(sizes, 1).astype(np.float64)
     addresses = np.ascontiguousarray(addresses, np.int64)
-    formats = _table_formats("step_tables", dtype, 4)
+    formats = _table_formats("step_tables", dtype)
     dtype = _compute_dtype(formats)
     storage = _witnesses(formats)
     chunks = _chunk_table(sizes, CHUNK)

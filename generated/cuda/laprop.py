@@ -183,11 +183,7 @@ _KERNEL_DTYPES = {"float64": np.dtype(np.float64), "float32": np.dtype(np.float3
                   "bfloat16": np.dtype(np.int16)}
 _FORMATS = {np.dtype(np.float64): "float64", np.dtype(np.float32): "float32", np.dtype(np.float16): "float16",
             np.dtype(np.int16): "bfloat16"}  # a NumPy array's dtype -> the format it holds
-
-
-def _format_of(dtype):
-    """The storage format of arrays of NumPy ``dtype`` (int16 holds bfloat16 bits), or None for any other dtype."""
-    return _FORMATS.get(np.dtype(dtype))
+_NUMPY_DTYPES = {form: dtype for dtype, form in _FORMATS.items()}  # a format -> the NumPy dtype of its arrays
 
 
 def _kernel_view(array):
@@ -325,20 +321,27 @@ def _format(value):
     if isinstance(value, str) and value in _KERNEL_DTYPES:
         return value
     if type(value).__module__ == "torch":
-        return str(value).removeprefix("torch.") if str(value).removeprefix("torch.") in _KERNEL_DTYPES else None
+        name = str(value).removeprefix("torch.")
+        return name if name in _KERNEL_DTYPES else None
     try:
         return _FORMATS.get(np.dtype(value))
     except TypeError:
         return None
 
 
+def _state_formats(param_format):
+    """The formats a state of a parameter of ``param_format`` may have: float64 for a float64 parameter (the kernels
+    compute in float64), else any of float32, float16 and bfloat16 (the kernels compute in float32)."""
+    return ("float64",) if param_format == "float64" else ("float32", "float16", "bfloat16")
+
+
 def _state_format(function, param_format, state_dtype):
-    """The format of new state arrays for a parameter of ``param_format``: its own, or ``state_dtype`` if given (any
-    of float32, float16 and bfloat16 for a parameter that is not float64). A TypeError names a wrong one."""
+    """The format of new state arrays for a parameter of ``param_format``: its own, or ``state_dtype`` if given (one of
+    ``_state_formats``). A TypeError names a wrong one."""
     if state_dtype is None:
         return param_format
     chosen = _format(state_dtype)
-    allowed = ("float64",) if param_format == "float64" else ("float32", "float16", "bfloat16")
+    allowed = _state_formats(param_format)
     if chosen not in allowed:
         raise TypeError(f"{VARIANT}.{function}: state_dtype {state_dtype!r} is not a state format for a {param_format} "
                         f"parameter; choose {', '.join(allowed)}")
@@ -347,16 +350,15 @@ def _state_format(function, param_format, state_dtype):
 
 def _formats_problem(names, formats):
     """What is wrong with the formats of one tensor's arrays (``[param, grad, *states]``, named ``names``), or None:
-    the gradient has the parameter's format; states are float64 with a float64 parameter (the kernels compute in
-    float64), else any of float32, float16 and bfloat16 (the kernels compute in float32)."""
+    the gradient has the parameter's format, each state one of ``_state_formats``."""
     param = formats[0]
     if formats[1] != param:
         return f"{names[1]} is {formats[1]}, {names[0]} is {param}"
-    allowed = ("float64",) if param == "float64" else ("float32", "float16", "bfloat16")
+    *others, last = allowed = _state_formats(param)
     for name, form in zip(names[2:], formats[2:]):
         if form not in allowed:
             return f"{name} is {form}; with a {param} parameter, states are " + \
-                ("float64" if param == "float64" else "float32, float16 or bfloat16")
+                (f"{', '.join(others)} or {last}" if others else last)
     return None
 
 
@@ -374,10 +376,11 @@ def _checked_formats(function, where, names, dtypes, formats):
     return found
 
 
-def _table_formats(function, dtype, width):
-    """``step_tables``' ``dtype`` as one format per array: a dtype (or format name) for all ``width`` arrays, or a
-    sequence of one per array; a TypeError names a wrong one."""
+def _table_formats(function, dtype):
+    """``step_tables``' ``dtype`` as one format per array: a dtype (or format name) for all the arrays, or a sequence
+    of one per array; a TypeError names a wrong one."""
     names = ["param", "grad", *STATES]
+    width = len(names)
     given = list(dtype) if isinstance(dtype, (list, tuple)) else [dtype]
     formats = [_format(f) for f in ([dtype] * width if _format(dtype) is not None else given)]
     if len(formats) != width or None in formats:
@@ -407,6 +410,11 @@ def _witnesses(formats):
 def _fill_value(form, value):
     """``value`` as an element of an array of format ``form`` holds it (bfloat16: its bits, rounded to nearest even)."""
     return _bf16_round(np.float32(value), None) if form == "bfloat16" else value
+
+
+def _filled(shape, value, form):
+    """A new NumPy array of ``shape`` and format ``form``, every element ``value``."""
+    return np.full(shape, _fill_value(form, value), _NUMPY_DTYPES[form])
 
 
 # Inlined from adamgen/runtime/cuda.py.
@@ -592,7 +600,7 @@ def _launch_stream(function, stream, like):
 def _full(function, what, like, value, state_dtype=None):
     """An array shaped like ``like``, filled with ``value``, in ``like``'s format or ``state_dtype``'s, on its device
     and of its kind: a torch tensor for a torch tensor, a numba device array for a numba device array, else from
-    ``like``'s own library (CuPy's ``full``; it has no bfloat16)."""
+    ``like``'s own library (CuPy's ``full``; bfloat16 as int16 bits)."""
     torch = _torch(like)
     if torch is not None:
         if not like.is_cuda:
@@ -604,13 +612,12 @@ def _full(function, what, like, value, state_dtype=None):
     if _format(like.dtype) is None:
         raise TypeError(f"{VARIANT}.{function}: {what} must be float64, float32, float16 or bfloat16, got {like.dtype}")
     form = _state_format(function, _format(like.dtype), state_dtype)
-    dtype = np.int16 if form == "bfloat16" else np.dtype(form)
     if cuda.devicearray.is_cuda_ndarray(like):
-        return cuda.to_device(np.full(like.shape, _fill_value(form, value), dtype))
+        return cuda.to_device(_filled(like.shape, value, form))
     library = sys.modules.get(type(like).__module__.partition(".")[0])
     if not hasattr(library, "full"):
         raise _not_cuda(function, what, like)
-    return library.full(like.shape, _fill_value(form, value), dtype=dtype)
+    return library.full(like.shape, _fill_value(form, value), dtype=_NUMPY_DTYPES[form])
 
 
 def _host(array, stream):
@@ -837,7 +844,8 @@ def step_tables(addresses, sizes, steps, scalar_states, dtype, *, lr=0.0004, bet
     addresses: int64 array, row k: the addresses of tensor k's param, grad, exp_avg, exp_avg_sq, each C-contiguous.
     sizes: int64 array, the element count of each tensor; steps: float64 array, the steps each tensor has taken.
     scalar_states: float64 array per scalar state, one value per tensor.
-    dtype: the arrays' dtype (float64, float32, float16, "bfloat16"), or one per array in the order above. Returns the new steps and scalar states; the arrays are updated in place.
+    dtype: the arrays' dtype (float64, float32, float16, "bfloat16"), or one per array in the order above.
+    Returns the new steps and scalar states; the arrays are updated in place.
     """
     lr = _number('step_tables', 'lr', lr)
     beta1 = _number('step_tables', 'beta1', beta1)
@@ -852,7 +860,7 @@ def step_tables(addresses, sizes, steps, scalar_states, dtype, *, lr=0.0004, bet
     exp_avg_lr_1 = np.asarray(scalar_states['exp_avg_lr_1'], np.float64)
     exp_avg_lr_2 = np.asarray(scalar_states['exp_avg_lr_2'], np.float64)
     addresses = np.ascontiguousarray(addresses, np.int64)
-    formats = _table_formats("step_tables", dtype, 4)
+    formats = _table_formats("step_tables", dtype)
     dtype = _compute_dtype(formats)
     storage = _witnesses(formats)
     stream = _launch_stream("step_tables", stream, None)
