@@ -73,6 +73,8 @@ OPTION_HELP = {
     "clip_grad_norm": "clip the gradients to a global norm of max_grad_norm (over every tensor stepped together)",
     "stochastic_rounding": "stochastic rounding of bfloat16 parameters (hyperparameter seed)",
     "kahan": "Kahan-compensated parameter updates (a kahan_comp state) for bfloat16 and float16 parameters",
+    "master_weights": "exact float32 master weights as bfloat16 parameters plus int16 remainders (a param_remainder "
+                      "state)",
 }
 
 

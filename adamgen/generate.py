@@ -41,6 +41,7 @@ class Module:
     reference: str
     states: tuple[tuple[str, float], ...]         # state arrays and their initial values
     scalar_states: tuple[tuple[str, float], ...]  # per-tensor host scalars and their initial values
+    remainders: tuple[str, ...]                   # states holding the low halves of float32 parameters (LowHalf)
     hyperparameters: tuple[tuple[str, object], ...]  # names and defaults (a bool default makes a flag)
     printed: Printed
 
@@ -98,6 +99,7 @@ def _module(variant: Variant, hyperparameters, printed: Printed, target: Target,
         reference=variant.reference,
         states=tuple((s.name, init) for s, init in variant.states),
         scalar_states=tuple((s.name, init) for s, init in variant.scalar_states),
+        remainders=tuple(s.name for s in variant.remainders),
         hyperparameters=tuple((h.name, d) for h, d in hyperparameters),
         printed=printed,
     )

@@ -34,6 +34,8 @@ class Oracle:
         functions = {"ReduceSum": lambda values: np.sum(np.broadcast_to(values, self._shape), dtype=np.float64),
                      "Stored": lambda value: value, "Evaluated": lambda value: value,  # exact arithmetic
                      "RandomlyStored": lambda value, seed, step: value,
+                     "HighHalf": lambda value: value,
+                     "LowHalf": lambda value: np.zeros_like(value),
                      # SymPy prints And/Or as logical_and.reduce((a, b)), which fails on a scalar next to an array
                      "logical_and": _Logical(np.logical_and), "logical_or": _Logical(np.logical_or)}
         known = list(self._inputs)

@@ -16,7 +16,7 @@ from sympy.printing.pycode import PythonCodePrinter
 
 from .errors import SpecError
 from .lower import GroupTotal, Lowered
-from .spec import Evaluated, RandomlyStored, Stored
+from .spec import Evaluated, HighHalf, LowHalf, RandomlyStored, Stored
 
 _SETTINGS = {"strict": True, "fully_qualified_modules": True, "standard": "python3"}
 
@@ -118,7 +118,8 @@ class ElementPrinter(PythonCodePrinter):
     functions (``math.gamma``, ...) would run in float64 and are refused."""
 
     FUNCTIONS = (sympy.Abs, sympy.Max, sympy.Min, sympy.exp, sympy.log, sympy.atan2, sympy.Piecewise,
-                 sympy.And, sympy.Or, sympy.Not, sympy.logic.boolalg.ITE, Stored, RandomlyStored, Evaluated)
+                 sympy.And, sympy.Or, sympy.Not, sympy.logic.boolalg.ITE, Stored, RandomlyStored, Evaluated,
+                 HighHalf, LowHalf)
     INDEX = "i"  # the element's index in its tensor, in the kernels' loops
 
     def __init__(self):
@@ -169,6 +170,12 @@ class ElementPrinter(PythonCodePrinter):
         value, seed, step = (self._print(arg) for arg in expr.args)
         return f"_load(_stored_randomly({value}, param_block, {seed}, {step}, j, {self.INDEX}))"
 
+    def _print_HighHalf(self, expr):
+        return f"_high_half({self._print(expr.args[0])}, param_block)"
+
+    def _print_LowHalf(self, expr):
+        return f"_low_half({self._print(expr.args[0])}, param_block)"
+
     def _print_Evaluated(self, expr):
         return f"({self._print(expr.args[0])})"
 
@@ -196,13 +203,16 @@ class PrintedPhase:
     """One pass over the elements as source fragments.
 
     scalars:    the kernel's host values, in argument order, each (name, whether it is a flag).
-    loads:      (local, array) reads at the start of each element; element: ``t<k> = ...`` lines;
+    views:      the arrays whose elements the pass reads or writes (each a ``<array>_block`` in the kernels).
+    loads:      (local, value) reads at the start of each element (``_load(<array>_block[i])``; the parameter with
+                a remainder, the float32 value the two hold); element: ``t<k> = ...`` lines;
     stores:     (array, value) writes at the end of each element.
     sums:       (``r<k>``, per-element value) summed over each tensor (reduce phases only), from the typed zero ``zero``.
     host_after: host lines that run once the sums are known (reduce phases only).
     """
 
     scalars: tuple[tuple[str, bool], ...]
+    views: tuple[str, ...]
     loads: tuple[tuple[str, str], ...]
     element: tuple[str, ...]
     stores: tuple[tuple[str, str], ...]
@@ -248,15 +258,29 @@ class Printed:
 def print_lowered(lowered: Lowered, element_printer: type[ElementPrinter] = ElementPrinter) -> Printed:
     """Print every block of a lowered variant. Raises ``SpecError`` if anything cannot be printed."""
     host, element = HostPrinter(), element_printer()
+    remainder = next((str(s) for s in lowered.variant.remainders), None)
 
     def host_lines(block):
         return tuple(f"{s} = {host.doprint(e)}" for s, e in block)
 
+    def load(array):
+        """The value of an element of ``array`` in the compute dtype: the parameter with a remainder (master weights)
+        as the float32 value the two hold together."""
+        value = f"_load({array}_block[i])"
+        if array == "param" and remainder is not None:
+            value = f"_joined({value}, _load({remainder}_block[i]), param_block)"
+        return value
+
     def phase(k, lowered_phase):
         last = k == len(lowered.phases) - 1
+        read = [str(array) for _, array in lowered_phase.loads]
+        if "param" in read and remainder is not None:
+            read.append(remainder)
+        written = [str(array) for array, _ in lowered_phase.stores]
         return PrintedPhase(
             scalars=tuple((str(s), s in lowered.flags) for s in lowered_phase.kernel_scalars),
-            loads=tuple((str(local), str(array)) for local, array in lowered_phase.loads),
+            views=tuple(dict.fromkeys(read + written)),
+            loads=tuple((str(local), load(str(array))) for local, array in lowered_phase.loads),
             element=tuple(f"{s} = {element.doprint(e)}" for s, e in lowered_phase.element),
             stores=tuple((str(array), element.doprint(value)) for array, value in lowered_phase.stores),
             sums=tuple((str(r), element.doprint(v)) for r, v in lowered_phase.sums),

@@ -82,6 +82,24 @@ class RandomlyStored(sympy.Function):
     nargs = 3
 
 
+class HighHalf(sympy.Function):
+    """``HighHalf(x)``: what a bfloat16 parameter keeps of the float32 x when a remainder state keeps the rest
+    (``master_weights``): x's high 16 bits, rounded up where the low 16 bits are 0x8000 or more (so that the parameter
+    is x to nearest, ties away from zero). x itself for a parameter of any other format, and in exact arithmetic.
+
+    A state whose new value is a ``LowHalf`` is a remainder (``Variant.remainders``): the kernels then read the
+    parameter as the float32 value that it and the remainder hold together, wherever the rule reads ``param``."""
+
+    nargs = 1
+
+
+class LowHalf(sympy.Function):
+    """``LowHalf(x)``: the remainder state's new value, the low 16 bits of the float32 x as an int16, where the parameter
+    is bfloat16 (``HighHalf`` keeps the rest); zero otherwise, and in exact arithmetic."""
+
+    nargs = 1
+
+
 class Evaluated(sympy.Function):
     """Its argument, computed on its own before the terms around it: the kernels keep its parentheses where SymPy
     would merge a sum into the sum around it. Exact arithmetic does not see it."""
@@ -153,6 +171,7 @@ MAX_EXPONENT = 1024       # numerator and denominator of a rational exponent (Sy
 SUPPORTED_NODES = (
     sympy.Symbol, sympy.Integer, sympy.Rational, sympy.Float, sympy.Add, sympy.Mul, sympy.Pow, Abs, Max, Min, sign,
     exp, log, atan2, sympy.atan, Piecewise, ReduceSum, Stored, RandomlyStored, Evaluated,
+    HighHalf, LowHalf,
     sympy.core.relational.Relational,
     sympy.logic.boolalg.BooleanTrue, sympy.logic.boolalg.BooleanFalse, sympy.And, sympy.Or, sympy.Not,
     sympy.functions.elementary.piecewise.ExprCondPair,
@@ -185,6 +204,13 @@ class Variant:
     def host_symbols(self) -> frozenset:
         """Symbols with one value per tensor and step: hyperparameters, the step, numel and the scalar states."""
         return frozenset([step, numel, *(h for h, _ in self.hyperparameters), *(s for s, _ in self.scalar_states)])
+
+    @property
+    def remainders(self) -> tuple[sympy.Symbol, ...]:
+        """The states that hold the low halves of float32 parameters kept as bfloat16 (``HighHalf``): those whose new
+        value is a ``LowHalf``."""
+        definitions = dict(self.definitions)
+        return tuple(s for s, new in self.updates if isinstance(definitions[new], LowHalf))
 
     def definition(self, symbol: sympy.Symbol) -> sympy.Expr:
         return dict(self.definitions)[symbol]

@@ -10,8 +10,8 @@ import dataclasses
 import sympy
 
 from .errors import SpecError
-from .spec import Evaluated, GroupSum, Max, RandomlyStored, Stored, Variant, check_transformed, grad, param, \
-    reserved, step
+from .spec import Evaluated, GroupSum, HighHalf, LowHalf, Max, RandomlyStored, Stored, Variant, \
+    check_transformed, grad, param, reserved, step
 
 EXP_AVG_SQ = sympy.Symbol("exp_avg_sq", real=True)
 MAX_EXP_AVG_SQ = sympy.Symbol("max_exp_avg_sq", real=True)
@@ -340,3 +340,29 @@ def stochastic_rounding(variant: Variant) -> Variant:
         updates=_param_update(variant, rounded),
         doc=variant.doc + " With stochastic rounding of bfloat16 parameters.",
     ), "stochastic_rounding", variant.name)
+
+
+PARAM_REMAINDER = sympy.Symbol("param_remainder", real=True)
+
+
+def master_weights(variant: Variant) -> Variant:
+    """Exact float32 master weights in bfloat16 parameters: a state ``param_remainder`` (int16) holds the low 16 bits
+    of each float32 value, the bfloat16 parameter its high 16 bits rounded up where the low ones are 0x8000 or more (so
+    the parameter is the float32 value to nearest, ties away from zero, for the forward pass): the new value is split
+    with ``HighHalf`` and ``LowHalf``, and the kernels read the parameter as the float32 value the two hold (the rule
+    itself is unchanged, so they compute exactly what they compute for a float32 parameter). The trajectory is bit for
+    bit the one float32 parameters take, with 4 bytes per parameter instead of the 6 of a float32 copy beside a
+    bfloat16 one (TransformerEngine's ``store_param_remainders``). For bfloat16 parameters only; the other states
+    default to float32."""
+    p_new = variant.new_value(param)
+    names = {"param_remainder": "state", "param_high": "definition", "param_remainder_new": "definition"}
+    _refuse_taken(variant, "master_weights", names, arrays=[PARAM_REMAINDER.name])
+    high, low = (sympy.Symbol(name, real=True) for name in list(names)[1:])
+    return check_transformed(dataclasses.replace(
+        variant,
+        name=f"{variant.name}_master_weights",
+        states=variant.states + ((PARAM_REMAINDER, 0.0),),
+        definitions=variant.definitions + ((high, HighHalf(p_new)), (low, LowHalf(p_new))),
+        updates=_param_update(variant, high) + ((PARAM_REMAINDER, low),),
+        doc=variant.doc + " With float32 master weights kept as bfloat16 parameters and int16 remainders.",
+    ), "master_weights", variant.name)

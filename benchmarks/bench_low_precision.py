@@ -10,6 +10,8 @@ Layouts (parameter and gradient / states), with the bytes each step moves per pa
   float16            float16 / float16     14
   bfloat16+kahan     bfloat16 / bfloat16   18  (kahan=True: a bfloat16 compensation state read and written)
   bfloat16+stochastic bfloat16 / bfloat16  14  (stochastic_rounding=True: random bits hashed per element)
+  bfloat16+master    bfloat16 / float32    26  (master_weights=True: an int16 remainder read and written; the
+                                               float32 trajectory, compared with torch's fused float32 step)
 
 adamgen runs the generated module's `step` on NumPy arrays (bfloat16 as int16 bits); torch runs
 `torch.optim.AdamW(fused=True)` on tensors of the same layout where it has one (float32, bfloat16, float16: states in the
@@ -39,7 +41,10 @@ LAYOUTS = {  # name -> (parameter and gradient dtype, state dtype or None for th
     "float16": (torch.float16, None, 14),
     "bfloat16+kahan": (torch.bfloat16, None, 18),
     "bfloat16+stochastic": (torch.bfloat16, None, 14),
+    "bfloat16+master": (torch.bfloat16, None, 26),
 }
+# layouts that torch has no path for, compared with the torch layout of the same trajectory
+TORCH_TWINS = {"bfloat16+master": "float32"}
 TORCH_LAYOUTS = ("float32", "bfloat16", "float16", "bfloat16+kahan")  # torch fused AdamW's, and optimi's Kahan one
 HYPERPARAMETERS = {"lr": 1e-3, "weight_decay": 1e-2}
 
@@ -52,7 +57,7 @@ def adamgen_step(layout, n, seed=0):
     """A closure running one adamgen step of ``layout`` on fresh arrays."""
     dtype, state_dtype, _ = LAYOUTS[layout]
     module = adamgen.load("adamw", target="cpu", kahan=layout.endswith("+kahan"),
-                          stochastic_rounding=layout.endswith("+stochastic"))
+                          stochastic_rounding=layout.endswith("+stochastic"), master_weights=layout.endswith("+master"))
     generator = torch.Generator().manual_seed(seed)
     param = numpy_view(torch.randn(n, generator=generator).to(dtype))
     grad = numpy_view((torch.randn(n, generator=generator) * 1e-2).to(dtype))
@@ -111,9 +116,10 @@ def main() -> None:
         time_ = median[f"adamgen {layout}"]
         row = {"bytes_per_parameter": nbytes, "adamgen_ms": 1e3 * time_, "adamgen_GBps": nbytes * n / time_ / 1e9,
                "speedup_vs_adamgen_float32": median["adamgen float32"] / time_}
-        if layout in theirs:
-            row["torch_fused_ms"] = 1e3 * median[f"torch fused {layout}"]
-            row["speedup_vs_torch_fused"] = median[f"torch fused {layout}"] / time_
+        twin = TORCH_TWINS.get(layout, layout)
+        if twin in theirs:
+            row["torch_fused_ms"] = 1e3 * median[f"torch fused {twin}"]
+            row["speedup_vs_torch_fused"] = median[f"torch fused {twin}"] / time_
         rows[layout] = row
     report = {"elements": n, "rows": rows, "samples_s": samples, "machine": platform.processor() or platform.machine(),
               "threads": {"numba": __import__("numba").get_num_threads(), "torch": torch.get_num_threads()},

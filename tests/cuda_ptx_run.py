@@ -33,13 +33,27 @@ STORAGE = {
     "bfloat16": ("float32", "bfloat16", "bfloat16"),
     "float16": ("float32", "float16", "float16"),
     "float32+bfloat16": ("float32", "float32", "bfloat16"),  # float32 parameters, bfloat16 moments
+    "master_weights": ("float32", "bfloat16", "float32"),  # bfloat16 parameters, int16 remainders, float32 moments
 }
 COMPUTE_CAPABILITIES = {"float32": [(7, 5), (8, 0), (9, 0)], "float64": [(8, 0)], "bfloat16": [(8, 0), (9, 0)],
-                        "float16": [(8, 0), (9, 0)], "float32+bfloat16": [(8, 0), (9, 0)]}
+                        "float16": [(8, 0), (9, 0)], "float32+bfloat16": [(8, 0), (9, 0)],
+                        "master_weights": [(8, 0), (9, 0)]}
 # The variants whose kernels are also compiled for 16-bit storage: the same template code for every variant, so a
 # representative set (elementwise with 2 to 4 states, a reduction, a user's spec with a group reduction).
 LOW_PRECISION = ("adamw", "lion", "adan", "ademamix", "lamb", "centred_norm_sgd", "lamb_clip_grad_norm", "adamw_kahan",
-                 "adamw_stochastic_rounding")
+                 "adamw_stochastic_rounding", "adamw_master_weights", "lamb_master_weights")
+
+
+def remainders(variant) -> tuple:
+    """The states of ``variant`` that hold remainders of float32 parameters (``master_weights``), or ()."""
+    return tuple(s.name for s in variant.remainders)
+
+
+def storages(variant) -> tuple:
+    """The STORAGE keys a variant's kernels run on: master weights on bfloat16 parameters only, the others on any."""
+    if remainders(variant):
+        return ("master_weights",)
+    return tuple(storage for storage in STORAGE if storage != "master_weights")
 
 
 def ptx_problems(ptx: str, float32: bool = True) -> list[str]:
@@ -93,7 +107,7 @@ def kernel_forms(variant, storage):
     scalar = kinds[compute]
     lines = printed(variant)
     arrays = list(lines.arrays)
-    elements = [kinds[params]] * 2 + [kinds[states]] * (len(arrays) - 2)
+    elements = [kinds[params]] * 2 + [int16 if name in remainders(variant) else kinds[states] for name in arrays[2:]]
     forms = []
     for name, phase in zip(kernel_names(lines.phases), lines.phases):
         partials = ["partials"] if phase.sums else []
@@ -141,7 +155,7 @@ def main() -> None:
     import adamgen
 
     jobs = [(name, load, storage, form) for name, (variant, *load) in variants().items()
-            for storage in COMPUTE_CAPABILITIES if storage in ("float32", "float64") or name in LOW_PRECISION
+            for storage in storages(variant) if storage in ("float32", "float64") or name in LOW_PRECISION
             for form in kernel_forms(variant, storage)]
     findings, path, modules = {}, None, {}
     for name, (loaded, options), storage, (kernel, _, types) in jobs[shard::count]:

@@ -63,8 +63,10 @@ _MISSING = object()  # a state entry left out
 TOLERANCE = {"float64": (1e-12, 1e-15), "float32": (1e-5, 1e-6)}
 # The modules whose kernels also run on 16-bit arrays here: elementwise ones, a reduction, a compensated update,
 # stochastic rounding (the same random bits as the CPU kernels').
-LOW_PRECISION = ("adamw", "lion", "lamb", "adamw_kahan", "adamw_stochastic_rounding")
-# storage -> (NumPy dtype of the parameter and gradient, state_dtype for init)
+LOW_PRECISION = ("adamw", "lion", "lamb", "adamw_kahan", "adamw_stochastic_rounding", "adamw_master_weights",
+                 "lamb_master_weights")
+# storage -> (NumPy dtype of the parameter and gradient, state_dtype for init); master weights (modules with
+# REMAINDERS) take bfloat16 parameters only, and refuse float32 and float64 ones: only this check runs them
 STORAGE = {"bfloat16": (np.int16, None), "float16": (np.float16, None), "float32+bfloat16": (np.float32, "bfloat16")}
 
 
@@ -441,6 +443,13 @@ def _stored_as(values, dtype):
     return np.asarray((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16, np.uint16).view(np.int16)
 
 
+def _master(param, remainder):
+    """The float32 values that bfloat16 parameter bits and int16 remainders hold together (master_weights): the
+    parameter's bits, less one where the remainder is negative, as the high half, the remainder as the low half."""
+    high = (param.view(np.uint16).astype(np.uint32) - (remainder < 0)) & 0xFFFF
+    return ((high << 16) | remainder.view(np.uint16).astype(np.uint32)).view(np.float32)
+
+
 def _low_precision(variant, module):
     """The CUDA module on 16-bit arrays against the CPU module on copies of the same arrays (both compute in float32
     and round once per store: equal but for the order of a reduction's sums)."""
@@ -450,6 +459,8 @@ def _low_precision(variant, module):
     cpu = adamgen.load(variant, target="cpu")
     found = {}
     for storage, (dtype, state_dtype) in STORAGE.items():
+        if module.REMAINDERS and storage != "bfloat16":
+            continue
         rng = np.random.default_rng(_seed(module.VARIANT, storage))
         shapes = [shape for shape in SHAPES if np.prod(shape)]
         host = [_stored_as(np.asarray(rng.standard_normal(shape), np.float32), dtype) for shape in shapes]
@@ -465,7 +476,11 @@ def _low_precision(variant, module):
                 cpu.step(host[0], grads[0], host_states[0], **hyper)
                 module.step(device[0], cuda.to_device(grads[0]), device_states[0], **hyper)
         pairs = [(h, _host(d)) for h, d in zip(host, device)]
-        pairs += [(hs[name], _host(ds[name])) for hs, ds in zip(host_states, device_states) for name in module.STATES]
+        pairs += [(hs[name], _host(ds[name])) for hs, ds in zip(host_states, device_states) for name in module.STATES
+                  if name not in module.REMAINDERS]
+        for name in module.REMAINDERS:  # the float32 values that parameters and remainders hold, compared in ulps
+            pairs += [(_master(h, hs[name]), _master(_host(d), _host(ds[name])))
+                      for h, d, hs, ds in zip(host, device, host_states, device_states)]
         differing, ulps = 0, 0
         for a, b in pairs:
             if a.dtype == np.float32:
@@ -503,19 +518,21 @@ def main() -> None:
         # Small blocks hand over the GIL often: the simulator's threads wait on each other at every syncthreads.
         sys.setswitchinterval(1e-4)
         module.THREADS_PER_BLOCK, module.CHUNK, module.MAX_BLOCKS = SIM_THREADS, SIM_CHUNK, SIM_BLOCKS
-        findings["oracle"][key], findings["many_vs_step"][key] = {}, {}
-        for dtype in ("float64", "float32"):
-            step, step_many, nonfinite, compared = _run(variant, module, dtype)
-            findings["oracle"][key][dtype] = {"step": step, "step_many": step_many, "nonfinite": nonfinite}
-            findings["many_vs_step"][key][dtype] = compared
-        findings["launches"][key] = _launches(module)
-        findings["init_many"][key] = _init_many(module)
-        findings["errors"][key] = _errors(module)
+        if not module.REMAINDERS:  # master weights refuse float32 and float64 parameters: only low_precision runs them
+            findings["oracle"][key], findings["many_vs_step"][key] = {}, {}
+            for dtype in ("float64", "float32"):
+                step, step_many, nonfinite, compared = _run(variant, module, dtype)
+                findings["oracle"][key][dtype] = {"step": step, "step_many": step_many, "nonfinite": nonfinite}
+                findings["many_vs_step"][key][dtype] = compared
+            findings["launches"][key] = _launches(module)
+            findings["init_many"][key] = _init_many(module)
+            findings["errors"][key] = _errors(module)
         if key in LOW_PRECISION:
             findings["low_precision"][key] = _low_precision(variant, module)
         sys.setswitchinterval(5e-3)
         module.THREADS_PER_BLOCK, module.CHUNK, module.MAX_BLOCKS = own
-        findings["default"][key] = _default_launch(variant, module)
+        if not module.REMAINDERS:
+            findings["default"][key] = _default_launch(variant, module)
     json.dump(findings, sys.stdout)
 
 

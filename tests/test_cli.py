@@ -24,7 +24,8 @@ def test_list(capsys):
     assert "also (generated on first use): --corrected-weight-decay, --cautious-weight-decay, --clip-grad-norm" \
         in entry["lion"]
     # adam's decay is L2 in the gradient: neither decay option fits; clipping fits every variant
-    assert "also (generated on first use): --clip-grad-norm, --stochastic-rounding, --kahan\n" in entry["adam"]
+    assert "also (generated on first use): --clip-grad-norm, --stochastic-rounding, --kahan, --master-weights\n" \
+        in entry["adam"]
 
 
 def test_show_plain_and_latex(capsys):

@@ -45,12 +45,14 @@ import variants
 pytestmark = pytest.mark.cuda
 
 try:
-    from .cuda_ptx_run import LOW_PRECISION, kernel_forms, kernel_names, printed, ptx_by_capability, ptx_problems
+    from .cuda_ptx_run import LOW_PRECISION, kernel_forms, kernel_names, printed, ptx_by_capability, ptx_problems, \
+        remainders, storages
     from .cuda_reduction_specs import extra_variants
     from .cuda_simulator_run import CALLS, FIRST_STEPS, JOINS, SHAPES, SIM_BLOCKS, SIM_CHUNK, SIM_THREADS
     from .cuda_simulator_run import LOW_PRECISION as SIMULATED_LOW_PRECISION
 except ImportError:  # tests/ is not a package: pytest put it on sys.path
-    from cuda_ptx_run import LOW_PRECISION, kernel_forms, kernel_names, printed, ptx_by_capability, ptx_problems
+    from cuda_ptx_run import LOW_PRECISION, kernel_forms, kernel_names, printed, ptx_by_capability, ptx_problems, \
+        remainders, storages
     from cuda_reduction_specs import extra_variants
     from cuda_simulator_run import CALLS, FIRST_STEPS, JOINS, SHAPES, SIM_BLOCKS, SIM_CHUNK, SIM_THREADS
     from cuda_simulator_run import LOW_PRECISION as SIMULATED_LOW_PRECISION
@@ -72,6 +74,8 @@ reads_background_runs = pytest.mark.slow
 BUILTINS = {variant.name: (name, options, variant) for name, options, variant in builtin_variants()}
 EXTRA = {variant.name: variant for variant in extra_variants()}
 ALL = list(BUILTINS) + list(EXTRA)
+# the modules that step float32 and float64 parameters: all but master weights (bfloat16 parameters only)
+FLOAT = [key for key in ALL if not remainders(BUILTINS[key][2] if key in BUILTINS else EXTRA[key])]
 
 
 def _load_all(target, cache):
@@ -267,7 +271,7 @@ GPU_TOLERANCE = {"float32": (1e-5, 1e-6), "float64": (1e-12, 1e-14)}
 
 @needs_gpu
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("key", ALL)
+@pytest.mark.parametrize("key", FLOAT)
 def test_gpu_matches_cpu_kernels_on_numba_device_arrays(modules, cpu_modules, key, dtype):
     """Same starting values, same gradients, 12 steps: the GPU's `step` per tensor and `step_many` over all tensors
     (the last joining after 4 steps) against the CPU kernels' `step` and `step_many`. The GPU contracts multiply-adds
@@ -764,7 +768,7 @@ def test_ptx_scan_compiles_what_compile_ptx_compiles():
 
 @reads_background_runs
 @pytest.mark.parametrize("cc", COMPUTE_CAPABILITIES, ids=lambda cc: f"sm_{cc[0]}{cc[1]}")
-@pytest.mark.parametrize("key", ALL)
+@pytest.mark.parametrize("key", FLOAT)
 def test_float32_ptx_has_no_float64_and_no_local_memory(ptx_scans, key, cc):
     for name, _, _ in kernel_forms(_variant(key), "float32"):
         found = ptx_scans[f"{key}|float32|{name}|sm_{cc[0]}{cc[1]}"]
@@ -773,7 +777,7 @@ def test_float32_ptx_has_no_float64_and_no_local_memory(ptx_scans, key, cc):
 
 
 @reads_background_runs
-@pytest.mark.parametrize("key", ALL)
+@pytest.mark.parametrize("key", FLOAT)
 def test_float64_ptx_has_no_local_memory(ptx_scans, key):
     for name, _, _ in kernel_forms(_variant(key), "float64"):
         found = ptx_scans[f"{key}|float64|{name}|sm_80"]
@@ -782,7 +786,7 @@ def test_float64_ptx_has_no_local_memory(ptx_scans, key):
 
 
 LOW_PRECISION_FORMS = [(key, storage) for key in LOW_PRECISION if key in ALL
-                       for storage in ("bfloat16", "float16", "float32+bfloat16")]
+                       for storage in storages(_variant(key)) if storage not in ("float32", "float64")]
 
 
 @pytest.mark.parametrize("key, storage", LOW_PRECISION_FORMS)
@@ -833,7 +837,7 @@ def test_simulator_settings_exercise_chunks_blocks_and_step_counts():
 
 
 @reads_background_runs
-@pytest.mark.parametrize("key", ALL)
+@pytest.mark.parametrize("key", FLOAT)
 def test_simulator_matches_float64_oracle(simulated, key):
     """`step` per tensor and `step_many` over all tensors against the float64 oracle, float32 and float64, worst error
     in units of the tolerance; the oracle's values are all finite, so each comparison compares numbers. Then both
@@ -847,7 +851,7 @@ def test_simulator_matches_float64_oracle(simulated, key):
 
 
 @reads_background_runs
-@pytest.mark.parametrize("key", ALL)
+@pytest.mark.parametrize("key", FLOAT)
 def test_simulator_step_many_equals_step(simulated, key):
     """Every array, step count and scalar state, reductions included (both add the same per-chunk partial sums in the
     same order): float32 arrays to the bit, step counts equal. float64 values to the bit where NumPy's vectorised
@@ -866,7 +870,7 @@ def test_simulator_step_many_equals_step(simulated, key):
 
 
 @reads_background_runs
-@pytest.mark.parametrize("key", ALL)
+@pytest.mark.parametrize("key", FLOAT)
 def test_simulator_launches_one_kernel_per_pass(simulated, modules, key):
     """`step` launches each pass's kernel once over the tensor, `step_many` each pass's table kernel once over all
     tensors, on SIM_BLOCKS blocks (fewer than the chunks); nothing launches for empty tensors, and their step counts
@@ -891,20 +895,23 @@ def test_simulator_launches_one_kernel_per_pass(simulated, modules, key):
 def test_simulator_16_bit_storage_matches_the_cpu_kernels(simulated, key):
     """bfloat16, float16, and float32 parameters with bfloat16 states: the CUDA kernels (their Python form, the
     storage conversions included) leave every array equal to the CPU kernels' to the bit on the same 16-bit inputs;
-    a reduction variant within 1 ulp (its sums are added in another order). Measured: lamb, 3 float32 elements 1 ulp
-    apart with bfloat16 states; everything else to the bit."""
+    a reduction variant within 1 ulp (its sums are added in another order), or 4 float32 ulps of the values that
+    master weights hold (float32 values: a trust ratio 1 ulp apart moves them by an ulp or two per step). Measured:
+    lamb, 3 float32 elements 1 ulp apart with bfloat16 states; lamb_master_weights, 15 elements up to 2 ulps apart
+    after 4 steps; everything else to the bit (adamw_master_weights included)."""
     found = simulated["low_precision"][key]
-    assert sorted(found) == ["bfloat16", "float16", "float32+bfloat16"]
+    master = bool(remainders(_variant(key)))
+    assert sorted(found) == (["bfloat16"] if master else ["bfloat16", "float16", "float32+bfloat16"])
     for storage, result in found.items():
         assert result["dtypes"], storage
         if len(_printed(key).phases) > 1:  # reduce passes before the update
-            assert result["ulps"] <= 1, (storage, result)
+            assert result["ulps"] <= (4 if master else 1), (storage, result)
         else:
             assert result["differing"] == 0, (storage, result)
 
 
 @reads_background_runs
-@pytest.mark.parametrize("key", ALL)
+@pytest.mark.parametrize("key", FLOAT)
 def test_simulator_init_many(simulated, key):
     """One fresh state per tensor (own arrays shaped and typed like it, initial values, step 0, scalar states);
     `init_many([])` is []."""
@@ -964,7 +971,7 @@ VALID = {"step: valid": True, "step_many: valid, no tensors": False, "step_many:
 
 
 @reads_background_runs
-@pytest.mark.parametrize("key", ALL)
+@pytest.mark.parametrize("key", FLOAT)
 def test_simulator_bad_input_writes_nothing(simulated, modules, key):
     findings, module = simulated["errors"][key], modules[key]
     expected = {check: rule for check, rule in ERRORS.items() if "scalar state" not in check or module.SCALAR_STATES}

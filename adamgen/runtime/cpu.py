@@ -129,12 +129,12 @@ def _checked_arrays(function, params, grads, states, tables):
     return rows, np.array(starts, np.int64).reshape(len(rows), 2 + len(STATES)), formats
 
 
-def _full(function, param, value, state_dtype):
-    """A new state array shaped like ``param``, filled with ``value``, in ``param``'s format or ``state_dtype``'s."""
+def _full(function, param, value, state_dtype, remainder=False):
+    """A new state array shaped like ``param``, filled with ``value``, in the format ``_state_format`` gives."""
     problem = _not_stored("param", param)
     if problem is not None:
         raise TypeError(f"{VARIANT}.{function}: {problem}")
-    return _filled(param.shape, value, _state_format(function, _format(param.dtype), state_dtype))
+    return _filled(param.shape, value, _state_format(function, _format(param.dtype), state_dtype, remainder))
 
 
 def _overlapping(function, first, second):

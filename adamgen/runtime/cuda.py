@@ -207,21 +207,22 @@ def _launch_stream(function, stream, like):
                     f"handle (int), got {type(stream).__name__}")
 
 
-def _full(function, what, like, value, state_dtype=None):
-    """An array shaped like ``like``, filled with ``value``, in ``like``'s format or ``state_dtype``'s, on its device
-    and of its kind: a torch tensor for a torch tensor, a numba device array for a numba device array, else from
-    ``like``'s own library (CuPy's ``full``; bfloat16 as int16 bits)."""
+def _full(function, what, like, value, state_dtype=None, remainder=False):
+    """An array shaped like ``like``, filled with ``value``, in the format ``_state_format`` gives, on its device
+    and of its kind: a torch tensor for a torch tensor (a remainder: int16), a numba device array for a numba device
+    array, else from ``like``'s own library (CuPy's ``full``; bfloat16 as int16 bits)."""
     torch = _torch(like)
     if torch is not None:
         if not like.is_cuda:
             raise _not_cuda(function, what, like)
-        form = _state_format(function, _format(like.dtype) or str(like.dtype), state_dtype)
-        return torch.full_like(like, value, dtype=getattr(torch, form), memory_format=torch.contiguous_format).detach()
+        form = _state_format(function, _format(like.dtype) or str(like.dtype), state_dtype, remainder)
+        return torch.full_like(like, value, dtype=getattr(torch, "int16" if remainder else form),
+                               memory_format=torch.contiguous_format).detach()
     if not cuda.devicearray.is_cuda_ndarray(like) and not hasattr(like, "__cuda_array_interface__"):
         raise _not_cuda(function, what, like)
     if _format(like.dtype) is None:
         raise TypeError(f"{VARIANT}.{function}: {what} must be float64, float32, float16 or bfloat16, got {like.dtype}")
-    form = _state_format(function, _format(like.dtype), state_dtype)
+    form = _state_format(function, _format(like.dtype), state_dtype, remainder)
     if cuda.devicearray.is_cuda_ndarray(like):
         return cuda.to_device(_filled(like.shape, value, form))
     library = sys.modules.get(type(like).__module__.partition(".")[0])

@@ -38,7 +38,7 @@ class Target:
 # metadata and functions, and the locals of the host functions of templates/base.py.j2 (step, step_many, step_tables).
 SHARED_RESERVED = frozenset({
     "math", "np", "numba",
-    "VARIANT", "TARGET", "STATES", "STATE_INIT", "SCALAR_STATES", "HYPERPARAMETERS", "REFERENCE", "SPEC_HASH",
+    "VARIANT", "TARGET", "STATES", "REMAINDERS", "STATE_INIT", "SCALAR_STATES", "HYPERPARAMETERS", "REFERENCE", "SPEC_HASH",
     "REDUCE_PHASES", "ELEMENTWISE", "GROUPED", "init", "step", "init_many", "step_many", "step_tables",
     "param", "grad", "state", "params", "grads", "states", "steps", "scalar_states", "sizes", "addresses", "chunks",
     "partials", "scalars", "flags", "dtype", "count", "numel", "unknown", "rows", "row", "arrays", "k", "name", "values",

@@ -131,14 +131,17 @@ class Call:
         kind = _IS_CPU if cpu else _IS_CUDA
         index = self.device.index  # what get_device() says of the call's CUDA tensors (every CPU tensor says -1)
         shapes = list(map(_SHAPE, columns[0]))
+        remainders = {2 + self.module.STATES.index(name) for name in self.module.REMAINDERS}
         try:  # a sparse tensor raises for is_contiguous(): the detailed checks name it
-            for column in columns:
+            for position, column in enumerate(columns):
                 if not set(map(type, column)) <= _PLAIN or not all(map(torch.Tensor.is_contiguous, column)):
                     return False
                 if column is columns[0] and self.placed:  # device and dtype: seen by ``plan``
                     continue
                 dtypes = set(map(_DTYPE, column))
-                if dtypes != {self.dtype} and (column is columns[1] or len(dtypes) != 1 or not dtypes <= self.states) \
+                allowed = {torch.int16} if position in remainders else {self.dtype} if position < 2 \
+                    else {self.dtype} | self.states
+                if len(dtypes) != 1 or not dtypes <= allowed \
                         or not all(map(kind, column)) \
                         or not cpu and set(map(torch.Tensor.get_device, column)) != {index} \
                         or list(map(_SHAPE, column)) != shapes:
@@ -163,7 +166,7 @@ class Call:
                 raise ValueError(f"{here}: its state lacks {', '.join(missing)} (was it loaded from another "
                                  "optimizer?)")
             for name in module.STATES:
-                check_state(p, entry[name], here, name)
+                check_state(p, entry[name], here, name, name in module.REMAINDERS)
                 check_placed_like(p, entry[name], here, f"state {name!r}")
             check_placed_like(p, g, here, "gradient", UnsupportedTensorError)
             if not module.ELEMENTWISE:
@@ -279,6 +282,9 @@ def _new_call(p, modules, where, k) -> Call:
     module = modules(p.device.type)
     if module is None:
         _unsupported_device(p, modules, f"{where}, parameter {k}")
+    if module.REMAINDERS and p.dtype != torch.bfloat16:
+        raise UnsupportedTensorError(f"{where}, parameter {k} is {p.dtype}; master_weights keeps bfloat16 parameters "
+                                     "(with int16 remainders that make them float32 values)")
     return Call(module, p.device, p.dtype, where)
 
 
@@ -298,14 +304,24 @@ def _unsupported_device(p, modules, where):
                                  f"{', '.join(modules.device_types)}")
 
 
+def state_dtype_of(p, module, state_dtype=None):
+    """The dtype of a new state tensor of ``p`` (other than a remainder, int16): ``state_dtype`` if given and the
+    parameter is not float64, else float32 for master weights (their states follow the float32 values), else the
+    parameter's own."""
+    if state_dtype is not None and p.dtype != torch.float64:
+        return state_dtype
+    return torch.float32 if module.REMAINDERS else p.dtype
+
+
 def _fresh_state(p, module, init_values, state_dtype=None) -> dict:
     """A parameter's state on its first step, in torch.optim's layout: ``step`` a float32 0-d CPU tensor, each state
-    tensor like the parameter (same memory format; a DTensor for a DTensor; its dtype unless ``state_dtype`` is given
-    and the parameter is not float64), each scalar state a float64 0-d tensor."""
+    tensor like the parameter (same memory format; a DTensor for a DTensor; of ``state_dtype_of``, a remainder int16),
+    each scalar state a float64 0-d tensor."""
     fresh = {"step": torch.tensor(0.0, dtype=torch.float32)}
-    dtype = p.dtype if state_dtype is None or p.dtype == torch.float64 else state_dtype
+    dtype = state_dtype_of(p, module, state_dtype)
     for name in module.STATES:
-        fresh[name] = torch.full_like(p, init_values[name], dtype=dtype, memory_format=torch.preserve_format)
+        fresh[name] = torch.full_like(p, init_values[name], dtype=torch.int16 if name in module.REMAINDERS else dtype,
+                                      memory_format=torch.preserve_format)
     for name, value in module.SCALAR_STATES.items():
         fresh[name] = torch.tensor(float(value), dtype=torch.float64)
     return fresh

@@ -24,7 +24,9 @@ class Optimizer(torch.optim.Optimizer):
     spec names are accepted too) and its options (``amsgrad``, ``decoupled_weight_decay``, ...), all of which can be
     set per param group. ``state_dtype`` (``torch.float32``, ``torch.bfloat16`` or ``torch.float16``; per param group)
     makes new state tensors of that dtype instead of their parameter's (float64 parameters keep float64 states):
-    float32 parameters with bfloat16 moments, for example. The kernels compute in float32 for float32, bfloat16 and
+    float32 parameters with bfloat16 moments, for example; ``load_state_dict`` keeps them in it. With the option
+    ``master_weights`` (bfloat16 parameters only) states default to float32 and an int16 ``param_remainder`` makes
+    each parameter an exact float32 value. The kernels compute in float32 for float32, bfloat16 and
     float16 parameters (float64 for float64 ones) and round what they store to each tensor's dtype.
 
     Each step reads the parameters, gradients and state tensors where their owners put them and updates them in
@@ -162,11 +164,21 @@ class Optimizer(torch.optim.Optimizer):
         state.update(_variant=self._variant, _option_names=self._option_names, _names=self._names)
         return state
 
+    def load_state_dict(self, state_dict):
+        self._loading = state_dict  # what __setstate__ takes states from that keep a dtype of their own
+        try:
+            super().load_state_dict(state_dict)
+        finally:
+            del self._loading
+
     def __setstate__(self, state):
         if "defaults" not in state:
             # load_state_dict hands the loaded state (cast to the parameters) and param groups over here, after its
             # hooks and before anything of the optimizer changes: the place to refuse a checkpoint that does not fit
-            _state.check_loaded(state["state"], state["param_groups"], lambda group: self._modules_for(group)("cpu"))
+            module_of = lambda group: self._modules_for(group)("cpu")  # noqa: E731
+            _state.check_loaded(state["state"], state["param_groups"], module_of)
+            if getattr(self, "_loading", None) is not None:
+                _state.keep_state_dtypes(state["state"], state["param_groups"], self._loading, module_of)
         super().__setstate__(state)
         for name in ("_modules", "_hyperparameter_plans"):
             if not hasattr(self, name):

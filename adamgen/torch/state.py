@@ -69,6 +69,28 @@ def check_loaded(state, param_groups, module_of):
             entry[name] = torch.tensor(number, dtype=dtype)
 
 
+def keep_state_dtypes(state, param_groups, saved, module_of):
+    """torch's ``load_state_dict`` has cast every state tensor to its parameter's dtype (by value: an int16 remainder
+    too); where a param group keeps its states in another dtype (``state_dtype``, or master weights' float32 states:
+    ``state_dtype_of``; a remainder int16), take the tensor from the checkpoint ``saved`` (the state_dict given to
+    ``load_state_dict``, its parameters in the loaded groups' order) cast to that dtype instead, so that a float32
+    moment does not pass through bfloat16 on the way, and a remainder keeps its bits."""
+    from .dispatch import state_dtype_of
+
+    for group, saved_group in zip(param_groups, saved["param_groups"]):
+        module = None
+        for param, key in zip(group["params"], saved_group["params"]):
+            entry, original = dict.get(state, param), saved["state"].get(key)
+            if not entry or not isinstance(original, dict):
+                continue
+            module = module or module_of(group)
+            wanted = state_dtype_of(param, module, group.get("state_dtype"))
+            for name in module.STATES:
+                value, dtype = original.get(name), torch.int16 if name in module.REMAINDERS else wanted
+                if isinstance(value, torch.Tensor) and entry[name].dtype != dtype:
+                    entry[name] = value.to(device=entry[name].device, dtype=dtype)
+
+
 def _number(value, where, whole=False):
     """The saved number if ``value`` is a Python number (to become a tensor), None if it is a 1-element tensor (kept);
     anything else, a non-finite value, or a ``step`` that is not a whole number >= 0 raises."""

@@ -69,12 +69,13 @@ def check_grad(p, g, where: str) -> None:
                                      f"{g.dtype} {tuple(g.shape)} on {g.device}")
 
 
-def check_state(p, value, where: str, name: str) -> None:
+def check_state(p, value, where: str, name: str, remainder: bool = False) -> None:
     """A state tensor must be a tensor like its parameter (as torch.optim's own states are), in its dtype or another
-    one of ``state_dtypes(p.dtype)``."""
+    one of ``state_dtypes(p.dtype)``; a ``remainder`` (master_weights) int16."""
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"{where}: state {name!r} must be a tensor like the parameter, got {type(value).__name__}")
-    if value.shape != p.shape or value.dtype not in (p.dtype, *state_dtypes(p.dtype)) or value.device != p.device:
+    dtypes = (torch.int16,) if remainder else (p.dtype, *state_dtypes(p.dtype))
+    if value.shape != p.shape or value.dtype not in dtypes or value.device != p.device:
         raise ValueError(f"{where}: state {name!r} is {value.dtype} {tuple(value.shape)} on {value.device}, the "
                          f"parameter is {p.dtype} {tuple(p.shape)} on {p.device}")
 

@@ -43,14 +43,17 @@ OPTIONS = {
     "cautious_weight_decay": transforms.cautious_weight_decay,
     "clip_grad_norm": transforms.clip_grad_norm,
     "stochastic_rounding": transforms.stochastic_rounding,
-    "kahan": transforms.kahan,  # last: it compensates the update the other options made
+    "kahan": transforms.kahan,  # after the others: it compensates the update they made
+    "master_weights": transforms.master_weights,  # last: every read of the parameter becomes the float32 value
 }
 
 # options that no built-in lists (so none is shipped in generated/): generated on demand for any variant they fit
 ON_DEMAND = tuple(option for option in OPTIONS if not any(option in listed for listed in BUILTINS.values()))
 # options that cannot go together, and why
 EXCLUSIVE = [("decouple_lr", "corrected_weight_decay", "both rescale the weight decay"),
-             ("stochastic_rounding", "kahan", "both decide how the parameter's store rounds")]
+             ("stochastic_rounding", "kahan", "both decide how the parameter's store rounds"),
+             ("stochastic_rounding", "master_weights", "both decide how the parameter's store rounds"),
+             ("kahan", "master_weights", "both decide how the parameter's store rounds")]
 
 
 def as_variant(spec) -> Variant:

@@ -32,6 +32,8 @@ from numba.cuda.extending import overload as _overload
 VARIANT = 'lion_decouple_lr'
 TARGET = 'cuda'
 STATES = ('exp_avg',)
+# States that hold the low halves of float32 parameters kept as bfloat16 (master_weights): int16 arrays.
+REMAINDERS = ()
 STATE_INIT = {'exp_avg': 0.0}
 SCALAR_STATES = {}
 HYPERPARAMETERS = {'lr': 0.0001, 'beta1': 0.9, 'beta2': 0.99, 'weight_decay': 0.0, 'max_lr': 0.0001, 'maximize': False}
@@ -258,6 +260,33 @@ def _bf16_round_randomly(value, array, seed, step, j, index):
     return np.uint16(quiet if value != value else up).view(np.int16)
 
 
+# master_weights: a bfloat16 parameter and an int16 remainder state hold a float32 value exactly, as its high and low
+# halves; the high half is rounded up where the low half is negative as an int16 (0x8000 or more), so that the
+# parameter is the float32 value to nearest (ties away from zero), and joining takes the rounding back. Both directions
+# are bit operations: the float32 trajectory is the one a float32 parameter would take, bit for bit.
+
+
+def _bf16_joined(param, remainder, array):
+    """The float32 that the bfloat16 ``param`` and its ``remainder`` hold together, both as ``_load`` widened them
+    (their bits in the high half of a float32). (``array``, unused, is the parameter's array: the signature of
+    ``_joined``.)"""
+    high = _u32(np.float32(param).view(np.uint32) >> _u32(16))
+    low = _u32(np.float32(remainder).view(np.uint32) >> _u32(16))
+    return _u32(_u32(_u32(high - _u32(low >> _u32(15))) << _u32(16)) | low).view(np.float32)
+
+
+def _bf16_high_half(value, array):
+    """The float32 ``value``'s high 16 bits, plus one where its low 16 bits are 0x8000 or more, as a float32 (which a
+    bfloat16 array stores exactly; ``array`` as for ``_bf16_joined``)."""
+    b = np.float32(value).view(np.uint32)
+    return _u32(_u32(_u32(b + _u32(0x8000)) >> _u32(16)) << _u32(16)).view(np.float32)
+
+
+def _bf16_low_half(value, array):
+    """The float32 ``value``'s low 16 bits as an int16 (``array`` as for ``_bf16_joined``)."""
+    return np.uint16(_u32(np.float32(value).view(np.uint32) & _u32(0xFFFF))).view(np.int16)
+
+
 def _load(x):
     """One stored element in the compute dtype (Python body: NumPy scalars)."""
     if isinstance(x, np.int16):
@@ -268,7 +297,10 @@ def _load(x):
 
 
 def _stored(value, array):
-    """``value`` (in the compute dtype) rounded to the format of ``array``'s elements (Python body: NumPy arrays)."""
+    """``value`` (in the compute dtype) rounded to the format of ``array``'s elements; an int16 ``value`` (a remainder's
+    bits) as it is (Python body: NumPy arrays)."""
+    if isinstance(value, np.integer):
+        return value
     if array.dtype == np.int16:
         return _bf16_round(value, array)
     if array.dtype == np.uint16:
@@ -285,6 +317,27 @@ def _stored_randomly(value, array, seed, step, j, index):
     return _stored(value, array)
 
 
+def _joined(param, remainder, array):
+    """``_bf16_joined`` where the parameter's ``array`` holds bfloat16, else ``param`` itself (Python body)."""
+    if array.dtype == np.int16:
+        with np.errstate(over="ignore"):
+            return _bf16_joined(param, remainder, array)
+    return param
+
+
+def _high_half(value, array):
+    """``_bf16_high_half`` where the parameter's ``array`` holds bfloat16, else ``value`` itself (Python body)."""
+    if array.dtype == np.int16:
+        with np.errstate(over="ignore"):
+            return _bf16_high_half(value, array)
+    return value
+
+
+def _low_half(value, array):
+    """``_bf16_low_half`` where the parameter's ``array`` holds bfloat16, else 0 (Python body)."""
+    return _bf16_low_half(value, array) if array.dtype == np.int16 else np.int16(0)
+
+
 def _load_typed(x):
     if isinstance(x, _types.Integer):
         return _bf16_widen if x.signed else _f16_widen
@@ -292,6 +345,8 @@ def _load_typed(x):
 
 
 def _stored_typed(value, array):
+    if isinstance(value, _types.Integer):
+        return lambda value, array: value
     if isinstance(array.dtype, _types.Integer):
         return _bf16_round if array.dtype.signed else _f16_round
     return lambda value, array: value
@@ -303,10 +358,29 @@ def _stored_randomly_typed(value, array, seed, step, j, index):
     return lambda value, array, seed, step, j, index: _stored(value, array)
 
 
+def _is_bfloat16(array):
+    return isinstance(array.dtype, _types.Integer) and array.dtype.signed
+
+
+def _joined_typed(param, remainder, array):
+    return _bf16_joined if _is_bfloat16(array) else lambda param, remainder, array: param
+
+
+def _high_half_typed(value, array):
+    return _bf16_high_half if _is_bfloat16(array) else lambda value, array: value
+
+
+def _low_half_typed(value, array):
+    return _bf16_low_half if _is_bfloat16(array) else lambda value, array: np.int16(0)
+
+
 # The compiled forms, for the target's compiler (the generated module imports its `overload` as `_overload`).
 _overload(_load)(_load_typed)
 _overload(_stored)(_stored_typed)
 _overload(_stored_randomly)(_stored_randomly_typed)
+_overload(_joined)(_joined_typed)
+_overload(_high_half)(_high_half_typed)
+_overload(_low_half)(_low_half_typed)
 
 
 def _format(value):
@@ -315,7 +389,7 @@ def _format(value):
         return value
     if type(value).__module__ == "torch":
         name = str(value).removeprefix("torch.")
-        return name if name in _KERNEL_DTYPES else None
+        return "bfloat16" if name == "int16" else name if name in _KERNEL_DTYPES else None  # int16: bits, as NumPy's
     try:
         return _FORMATS.get(np.dtype(value))
     except TypeError:
@@ -328,11 +402,17 @@ def _state_formats(param_format):
     return ("float64",) if param_format == "float64" else ("float32", "float16", "bfloat16")
 
 
-def _state_format(function, param_format, state_dtype):
-    """The format of new state arrays for a parameter of ``param_format``: its own, or ``state_dtype`` if given (one of
-    ``_state_formats``). A TypeError names a wrong one."""
+def _state_format(function, param_format, state_dtype, remainder=False):
+    """The format of a new state array for a parameter of ``param_format``: its own (float32 if the module keeps
+    remainders: master weights are float32 values), or ``state_dtype`` if given (one of ``_state_formats``); a
+    ``remainder``'s is bfloat16, int16 bits, for a bfloat16 parameter only. A TypeError names a wrong one."""
+    if remainder or REMAINDERS and param_format != "bfloat16":
+        if param_format != "bfloat16":
+            raise TypeError(f"{VARIANT}.{function}: master_weights keeps bfloat16 parameters (with int16 remainders that "
+                            f"make them float32 values), not {param_format} ones")
+        return "bfloat16"
     if state_dtype is None:
-        return param_format
+        return "float32" if REMAINDERS else param_format
     chosen = _format(state_dtype)
     allowed = _state_formats(param_format)
     if chosen not in allowed:
@@ -347,6 +427,12 @@ def _formats_problem(names, formats):
     param = formats[0]
     if formats[1] != param:
         return f"{names[1]} is {formats[1]}, {names[0]} is {param}"
+    if REMAINDERS and param != "bfloat16":
+        return (f"{names[0]} is {param}; master_weights keeps bfloat16 parameters (with int16 remainders that make "
+                "them float32 values)")
+    for k in (2 + STATES.index(name) for name in REMAINDERS):
+        if formats[k] != "bfloat16":
+            return f"{names[k]} is {formats[k]}; a remainder is int16 (the low bits of a float32 value)"
     *others, last = allowed = _state_formats(param)
     for name, form in zip(names[2:], formats[2:]):
         if form not in allowed:
@@ -590,21 +676,22 @@ def _launch_stream(function, stream, like):
                     f"handle (int), got {type(stream).__name__}")
 
 
-def _full(function, what, like, value, state_dtype=None):
-    """An array shaped like ``like``, filled with ``value``, in ``like``'s format or ``state_dtype``'s, on its device
-    and of its kind: a torch tensor for a torch tensor, a numba device array for a numba device array, else from
-    ``like``'s own library (CuPy's ``full``; bfloat16 as int16 bits)."""
+def _full(function, what, like, value, state_dtype=None, remainder=False):
+    """An array shaped like ``like``, filled with ``value``, in the format ``_state_format`` gives, on its device
+    and of its kind: a torch tensor for a torch tensor (a remainder: int16), a numba device array for a numba device
+    array, else from ``like``'s own library (CuPy's ``full``; bfloat16 as int16 bits)."""
     torch = _torch(like)
     if torch is not None:
         if not like.is_cuda:
             raise _not_cuda(function, what, like)
-        form = _state_format(function, _format(like.dtype) or str(like.dtype), state_dtype)
-        return torch.full_like(like, value, dtype=getattr(torch, form), memory_format=torch.contiguous_format).detach()
+        form = _state_format(function, _format(like.dtype) or str(like.dtype), state_dtype, remainder)
+        return torch.full_like(like, value, dtype=getattr(torch, "int16" if remainder else form),
+                               memory_format=torch.contiguous_format).detach()
     if not cuda.devicearray.is_cuda_ndarray(like) and not hasattr(like, "__cuda_array_interface__"):
         raise _not_cuda(function, what, like)
     if _format(like.dtype) is None:
         raise TypeError(f"{VARIANT}.{function}: {what} must be float64, float32, float16 or bfloat16, got {like.dtype}")
-    form = _state_format(function, _format(like.dtype), state_dtype)
+    form = _state_format(function, _format(like.dtype), state_dtype, remainder)
     if cuda.devicearray.is_cuda_ndarray(like):
         return cuda.to_device(_filled(like.shape, value, form))
     library = sys.modules.get(type(like).__module__.partition(".")[0])

@@ -64,4 +64,4 @@ VARIANT = VariantTests("adamw", cases=(
          reason=EACH_ON_ITS_OWN),
     Case("cadamw_amsgrad_decouple_lr", None, dict(max_lr=2e-3, **DECOUPLE_LR_DECAY),
          options={"amsgrad": True, **CAUTIOUS, **DECOUPLE}, reason=EACH_ON_ITS_OWN),
-), on_demand=({"kahan": True}, {"stochastic_rounding": True}))  # checked in test_low_precision.py
+), on_demand=({"kahan": True}, {"stochastic_rounding": True}, {"master_weights": True}))  # test_low_precision.py

@@ -43,4 +43,4 @@ VARIANT = VariantTests("lamb", cases=(
     Case("lamb-decay", Lamb, dict(lr=3e-3, beta1=0.8, weight_decay=0.1, maximize=True), schedule=True),
     Case("clamb-defaults", CautiousLamb, {}, options=CAUTIOUS, ties=CautiousLamb),
     Case("clamb-decay", CautiousLamb, dict(weight_decay=0.1, maximize=True), options=CAUTIOUS, ties=CautiousLamb),
-), on_demand=({"clip_grad_norm": True},))
+), on_demand=({"clip_grad_norm": True}, {"master_weights": True}))
