@@ -220,10 +220,45 @@ def _cheap_lattices(expr, memo=None):
 
 
 def _inline(expr, definitions: dict):
-    """``expr`` with every per-element definition replaced by its expression, recursively."""
+    """``expr`` with every per-element definition replaced by its expression, recursively; a comparison that comes to
+    hold a Piecewise becomes the logic of one comparison per branch (``_comparison``)."""
     while expr.free_symbols & definitions.keys():
-        expr = expr.xreplace(definitions)
+        expr = _replaced(expr, definitions, {})
     return expr
+
+
+def _replaced(expr, mapping: dict, memo: dict):
+    """``expr.xreplace(mapping)``, rebuilt bottom-up, with each comparison rebuilt through ``_comparison``."""
+    if expr in mapping:
+        return mapping[expr]
+    if expr.is_Atom:
+        return expr
+    if expr not in memo:
+        args = [_replaced(arg, mapping, memo) for arg in expr.args]
+        if args == list(expr.args):
+            memo[expr] = expr
+        elif isinstance(expr, sympy.core.relational.Relational):
+            memo[expr] = _comparison(expr.func(*args))
+        else:
+            memo[expr] = expr.func(*args)
+    return memo[expr]
+
+
+def _comparison(relation):
+    """A comparison of values that hold a Piecewise, as ``(c1 & v1) | (~c1 & c2 & v2) | ...`` over the branches of the
+    folded comparison ``Piecewise((v1, c1), (v2, c2), ...)``. SymPy itself folds such a comparison into a Piecewise of
+    conditions when it becomes a condition, and rewrites that as ITE, which drops every branch after one whose condition
+    is a bare symbol (a flag, a condition definition): Piecewise((a, flag), (b, True)) > 0 would read a > 0."""
+    if not relation.has(sympy.Piecewise):
+        return relation
+    folded = sympy.piecewise_fold(relation)
+    if not isinstance(folded, sympy.Piecewise):
+        return folded
+    terms, earlier = [], []
+    for value, condition in folded.args:
+        terms.append(sympy.And(*(sympy.Not(c) for c in earlier), condition, value))
+        earlier.append(condition)
+    return sympy.Or(*terms)
 
 
 def _phase(hoist, arrays, stores, sums) -> Phase:
@@ -282,7 +317,8 @@ def _kernel_forms(expr):
     ITE(a, b, c) -> (a & b) | (~a & c): SymPy makes an ITE when inlining puts a Piecewise into a comparison, and prints
     it with literal booleans."""
     expr = _without_ite(expr)
-    expr = expr.replace(sympy.sign, lambda a: sympy.Piecewise((1, a > 0), (-1, a < 0), (a, True)))
+    expr = expr.replace(sympy.sign, lambda a: sympy.Piecewise((1, _comparison(a > 0)), (-1, _comparison(a < 0)),
+                                                              (a, True)))
     return expr.replace(sympy.atan, lambda a: sympy.atan2(a, sympy.S.One, evaluate=False))  # last: nothing rebuilds it
 
 

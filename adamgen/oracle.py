@@ -66,7 +66,9 @@ class Oracle:
             raise TypeError(f"{self.name}: unknown hyperparameter(s) {', '.join(sorted(unknown))}")
         arguments = [self._arguments(*row, hyperparameters) for row in zip(params, grads, states)]
         shapes = [np.shape(param) for param in params]
-        with np.errstate(invalid="ignore", divide="ignore"):  # Piecewise evaluates its branches everywhere
+        # Piecewise evaluates its branches everywhere; a product may overflow to an infinity that Min then drops (as in
+        # the generated host code, which ignores these too)
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
             for symbol, function, groups in self._functions:
                 totals = []
                 for _, summand in groups:

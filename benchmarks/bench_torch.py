@@ -17,7 +17,9 @@ call costs a switch each time, so blocks never interleave):
   torch_fused, torch_foreach   torch.optim.AdamW(fused=True) / (foreach=True).
 Reduction variants on the model: adamgen.torch's lamb and stableadamw against the best installable peer:
   pytorch_optimizer.Lamb (foreach and per tensor) and optimi.StableAdamW (foreach and per tensor), when installed;
-  lamb with clip_grad_norm (global gradient-norm clipping, one more pass) against pytorch_optimizer.Lamb(pre_norm=True).
+  lamb with clip_grad_norm (global gradient-norm clipping, one more pass) against pytorch_optimizer.Lamb(pre_norm=True);
+  prodigy and dadapt_adam (a step size estimated over the param group) against prodigyopt.Prodigy and
+  dadaptation.DAdaptAdam.
 
 Every block is warmed up, then timed step by step; --rounds repeats all blocks (the order rotating). The headline
 figures are medians over rounds of the ratios within each round (peer time / adamgen time: > 1 means adamgen is
@@ -41,7 +43,8 @@ import adamgen
 import adamgen.torch
 
 TARGETS = {"model: torch_fused/adamgen": 1.25, "small: torch_fused/adamgen": 3.0, "model: wrapper overhead": 0.05,
-           "lamb: best peer/adamgen": 3.0, "stableadamw: best peer/adamgen": 3.0}
+           "lamb: best peer/adamgen": 3.0, "stableadamw: best peer/adamgen": 3.0, "prodigy: best peer/adamgen": 3.0,
+           "dadapt_adam: best peer/adamgen": 3.0}
 HYPERPARAMETERS = {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 1e-2}
 
 
@@ -145,7 +148,8 @@ def block_peer(problem, make, steps, warmup):
 
 # adamgen forms with reductions, by benchmark name: (variant, options and hyperparameters beyond lr and weight_decay)
 REDUCTION_FORMS = {"lamb": ("lamb", {}), "stableadamw": ("stableadamw", {}),
-                   "lamb_clip": ("lamb", {"clip_grad_norm": True, "max_grad_norm": 1.0})}
+                   "lamb_clip": ("lamb", {"clip_grad_norm": True, "max_grad_norm": 1.0}),
+                   "prodigy": ("prodigy", {}), "dadapt_adam": ("dadapt_adam", {})}
 
 
 def reduction_peers() -> dict:
@@ -169,6 +173,17 @@ def reduction_peers() -> dict:
                 p, lr=1e-3, weight_decay=1e-2, foreach=f))
     except ImportError:
         print("torch-optimi is not installed: no stableadamw peer (pip install torch-optimi)")
+    try:
+        import prodigyopt
+        peers["prodigyopt.Prodigy"] = ("prodigy", lambda p: prodigyopt.Prodigy(p, lr=1e-3, weight_decay=1e-2))
+    except ImportError:
+        print("prodigyopt is not installed: no prodigy peer (pip install prodigyopt)")
+    try:
+        import dadaptation
+        peers["dadaptation.DAdaptAdam"] = ("dadapt_adam", lambda p: dadaptation.DAdaptAdam(p, lr=1e-3,
+                                                                                             weight_decay=1e-2))
+    except ImportError:
+        print("dadaptation is not installed: no dadapt_adam peer (pip install dadaptation)")
     return peers
 
 

@@ -235,10 +235,14 @@ def test_no_writable_home(reference, place, bound):
 
 
 def test_full_disk_with_room_for_the_module_but_not_for_compiled_kernels(reference, place, bound):
-    """A file size limit of 40 KiB: the spec's module (about 35 KiB) fits, a compiled kernel (44 KiB and more) does
-    not."""
+    """A file size limit halfway between the sizes the warm run wrote: the spec's module (about 42 KB) fits, a compiled
+    kernel (45 KB and more) does not."""
+    module = max((p for p in (reference[0] / "modules").iterdir() if p.suffix == ".py"), key=lambda p: p.stat().st_size)
+    kernels = [p.stat().st_size for p in (reference[0] / "numba").rglob("*.nbc")]
+    assert module.stat().st_size < min(kernels), (module.stat().st_size, kernels)
     folder = place / "cache"
-    report = run(place, bound, {"ADAMGEN_CACHE_DIR": str(folder)}, file_size_limit=40 * 1024)
+    report = run(place, bound, {"ADAMGEN_CACHE_DIR": str(folder)},
+                 file_size_limit=(module.stat().st_size + min(kernels)) // 2)
     assert report["params"] == reference[1]["params"]
     assert len(report["warnings"]) == 1 and "cannot write to its cache folder" in report["warnings"][0]
     assert report["files"][1].startswith(str(folder / "modules"))

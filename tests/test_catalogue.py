@@ -49,12 +49,17 @@ def _seed(*parts) -> int:
 
 
 def _schedule(case: Case, hyperparameters: dict, defaults: dict) -> list[dict]:
-    """The hyperparameters of every step: fixed, or with a cosine learning rate from lr down to lr/10."""
-    if not case.schedule:
-        return [hyperparameters] * STEPS
-    lr = hyperparameters.get("lr", defaults["lr"])
-    return [{**hyperparameters, "lr": lr * (0.55 + 0.45 * math.cos(math.pi * (t - 1) / (STEPS - 1)))}
-            for t in range(1, STEPS + 1)]
+    """The hyperparameters of every step: fixed, or with a cosine learning rate from lr down to lr/10; the case's
+    periodic flags on every k-th step."""
+    schedule = [dict(hyperparameters) for _ in range(STEPS)]
+    if case.schedule:
+        lr = hyperparameters.get("lr", defaults["lr"])
+        for t, step in enumerate(schedule, start=1):
+            step["lr"] = lr * (0.55 + 0.45 * math.cos(math.pi * (t - 1) / (STEPS - 1)))
+    for flag, period in case.periodic.items():
+        for t, step in enumerate(schedule, start=1):
+            step[flag] = t % period == 0
+    return schedule
 
 
 def _problem(case: Case):

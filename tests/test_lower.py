@@ -194,3 +194,35 @@ def test_a_piecewise_inlined_into_a_comparison_leaves_no_ite():
     lowered = lower(maximize(variant))
     assert not any(e.has(sympy.logic.boolalg.ITE) for e in _element_exprs(lowered))
     assert "_update" in generate(variant, "cpu")
+
+
+@pytest.mark.parametrize("flag", [False, True])
+def test_a_piecewise_on_a_flag_compared_after_inlining_keeps_both_branches(flag):
+    """SymPy folds a comparison of a Piecewise into a Piecewise of conditions and rewrites that as ITE, dropping every
+    branch after one whose condition is a bare symbol: ``sign(m_new)`` with ``m_new = Piecewise((m, flag), (...))``
+    would read the sign of the old ``m`` whatever the flag (SophiaG's Hessian step did). Lowering builds such
+    comparisons branch by branch: the float64 kernel agrees with the oracle, which evaluates the definitions one by
+    one, for either value of the flag."""
+    import numpy as np
+
+    import adamgen
+    from adamgen.oracle import Oracle
+    from adamgen.spec import Piecewise, sign
+
+    spec = Spec("flag_sign_sgd")
+    lr = spec.hyperparameter("lr", 0.1)
+    frozen = spec.hyperparameter("frozen", False)
+    (momentum,) = spec.states("momentum")
+    m = spec.update(momentum, Piecewise((momentum, frozen), (0.5 * momentum + grad, True)))
+    spec.update(param, param - lr * sign(m))
+    module, oracle = adamgen.load(spec), Oracle(spec)
+    rng = np.random.default_rng(0)
+    param_values = rng.standard_normal(64)
+    ours, exact = param_values.copy(), param_values.copy()
+    state, exact_state = module.init(ours), oracle.init(exact)
+    for k in range(6):
+        g = rng.standard_normal(64)
+        module.step(ours, g, state, frozen=flag and k > 0)
+        oracle.step(exact, g, exact_state, frozen=flag and k > 0)
+    np.testing.assert_array_equal(ours, exact)
+    np.testing.assert_array_equal(state["momentum"], exact_state["momentum"])

@@ -42,6 +42,15 @@ TOLERANCES = {"float64": FLOAT64, "float32": FLOAT32}
 # element in 10 000 may fall outside the tolerance; float64 allows none, and it runs the same generated code.
 JUMP_OUTLIERS = 1e-4
 
+# prodigy and dadapt_adam estimate their step size d from sums over the parameters' displacement (Prodigy's
+# <g, p0 - p>, D-Adaptation's s): from their default d0 = 1e-6, parameters move ~1e-4 in 50 steps, which float32
+# parameters of size 1 hold to ~1e-3 relative (measured: d 2e-3 off the oracle's, as the reference's own float32 run).
+# They start from d0 = 1e-2 here, where they move by ~1 and float32 resolves the displacement. Their scalar states (d,
+# its numerator) are float64 host values computed from float32 sums in a float32 run, whose rounding (and the
+# cancellation between the numerator's terms) they carry: held to 1e-3 relative there (measured: up to 2.2e-4).
+STARTS = {"prodigy": {"d0": 1e-2}, "dadapt_adam": {"d0": 1e-2}}
+ESTIMATE_RTOL = 1e-3
+
 SIZES = {"serial": (25, 40), "parallel": (problems.PARALLEL_SIZE,)}  # 1000 elements (2-D), and above PARALLEL_THRESHOLD
 # (size, hyperparameters): "random" draws them without weight decay, "decay-maximize" with weight decay > 0 and
 # maximize=True. The parallel size runs only the last setting: it is the slow one, and its kernel is the same code.
@@ -66,6 +75,7 @@ def run_both(name, options, variant, dtype, shape, setting, *, lr_error=0.0):
     rng = np.random.default_rng(zlib.crc32(f"{variant.name}/{dtype}/{shape}/{setting}".encode()))
     hyperparameters = {} if setting == "defaults" else problems.sample_hyperparameters(
         oracle.defaults, rng, weight_decay=setting == "decay-maximize", maximize=setting == "decay-maximize")
+    hyperparameters.update(STARTS.get(name, {}))
     lr = hyperparameters.get("lr", module.HYPERPARAMETERS["lr"])
     perturbed = {**hyperparameters, "lr": lr * (1 + lr_error)}
 
@@ -124,8 +134,9 @@ def test_kernel_matches_oracle(name, options, variant, dtype, size, setting):
     for state_name in state_names:
         assert state[state_name].dtype == np.dtype(dtype) and state[state_name].shape == shape
         assert_close(state[state_name], exact_state[state_name], tolerance, f"{where}: {state_name}", outliers)
+    rel = ESTIMATE_RTOL if dtype == "float32" and name in STARTS else FLOAT64.rtol
     for symbol, _ in variant.scalar_states:  # host scalars are float64 in both, whatever the arrays' dtype
-        assert state[symbol.name] == pytest.approx(exact_state[symbol.name], rel=FLOAT64.rtol, abs=0.0), where
+        assert state[symbol.name] == pytest.approx(exact_state[symbol.name], rel=rel, abs=0.0), where
     # Not a vacuous agreement: the run moved the parameters far beyond the tolerance.
     assert np.abs(param - initial).max() > 100 * tolerance.atol
 

@@ -133,10 +133,12 @@ def test_add_param_group_is_checked():
     with pytest.raises(ValueError, match="param group 1: capturable=True is not supported"):
         optimizer.add_param_group({"params": model[2].parameters(), "capturable": True})
     with pytest.raises(ValueError, match=r"param group 1: betas must be a tuple of 2 decay rates, got \(0.8,\)"):
-        optimizer.add_param_group({"params": model[2].parameters(), "beta1": 0.8})
+        optimizer.add_param_group({"params": model[2].parameters(), "betas": (0.8,)})
     assert len(optimizer.param_groups) == 1
     optimizer.add_param_group({"params": model[2].parameters(), "beta1": 0.8, "beta2": 0.9, "lr": torch.tensor(1e-2)})
     assert optimizer.param_groups[1]["betas"] == (0.8, 0.9)
+    optimizer.add_param_group({"params": model[1].parameters(), "beta2": 0.95})  # the other beta: the default's
+    assert optimizer.param_groups[2]["betas"] == (0.9, 0.95)
     train(model, optimizer, 1)
 
 

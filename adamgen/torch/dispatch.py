@@ -202,7 +202,8 @@ class Call:
         row, index = divmod(flat_index, self.addresses.shape[1])
         return f"{self.here(row)} ({('parameter', 'gradient', *self.module.STATES)[index]})"
 
-    def run(self, hyperparameters: dict) -> None:
+    def run(self, hyperparameters: dict, advance: bool = True) -> None:
+        """Run the kernels over the call's tables; without ``advance`` the step counters are left as they were."""
         extra = {}
         if self.device.type == "cuda":
             extra["stream"] = torch.cuda.current_stream(self.device).cuda_stream
@@ -211,7 +212,8 @@ class Call:
             [str(dtype).replace("torch.", "") for dtype in self.dtypes], **hyperparameters, **extra)
         for staged in self.staged:
             staged.write_back()
-        self.steps.write(new_steps)
+        if advance:
+            self.steps.write(new_steps)
         for name, values in new_scalars.items():
             self.scalars[name].write(values)
 

@@ -70,14 +70,17 @@ def torch_names(hyperparameters: dict) -> dict:
     return names
 
 
-def translate(hyperparameters, where):
-    """Spec names to torch names: ``beta1=``, ``beta2=`` become ``betas``."""
+def translate(hyperparameters, where, default_betas=None):
+    """Spec names to torch names: ``beta1=``, ``beta2=`` become ``betas``; betas not given by name keep their values in
+    ``default_betas`` (``beta3=0.99`` alone, as prodigyopt takes it)."""
     hyperparameters = dict(hyperparameters)
     betas = {int(m.group(1)): hyperparameters.pop(name) for name in list(hyperparameters)
              if (m := BETA.match(name))}
     if betas:
         if "betas" in hyperparameters:
             raise TypeError(f"{where}: give either betas or beta1, beta2, ..., not both")
+        if isinstance(default_betas, tuple) and max(betas) <= len(default_betas):
+            betas = {**dict(enumerate(default_betas, start=1)), **betas}
         if sorted(betas) != list(range(1, len(betas) + 1)):
             raise TypeError(f"{where}: betas must be given as beta1, beta2, ... without gaps")
         hyperparameters["betas"] = tuple(betas[i] for i in sorted(betas))

@@ -53,7 +53,7 @@ class Optimizer(torch.optim.Optimizer):
         self._hyperparameter_plans = {}
         self._names = torch_names(base.HYPERPARAMETERS)
         defaults = dict(self._names)
-        given = translate(hyperparameters, "adamgen.torch.Optimizer()")
+        given = translate(hyperparameters, "adamgen.torch.Optimizer()", self._names.get("betas"))
         # torch's argument checks, then torch.optim's implementation switches: adamgen's kernel is always one fused
         # call over a tensor list, so foreach and fused change nothing; capturable and differentiable are refused
         check_torch_arguments(variant if isinstance(variant, str) else None, given)
@@ -78,7 +78,7 @@ class Optimizer(torch.optim.Optimizer):
     def add_param_group(self, param_group):
         if not isinstance(param_group, dict):
             raise TypeError(f"param_group must be a dict, got {type(param_group).__name__}")
-        param_group = translate(param_group, "add_param_group")
+        param_group = translate(param_group, "add_param_group", self.defaults.get("betas"))
         params = param_group.get("params")
         if isinstance(params, torch.Tensor):
             params = [params]
@@ -138,6 +138,12 @@ class Optimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        self._step_groups({})
+        return loss
+
+    def _step_groups(self, overrides: dict, advance: bool = True) -> None:
+        """Run the kernels over every param group, with ``overrides`` in place of the groups' hyperparameters; without
+        ``advance``, the step counters stay as they are (a call that is not a step, such as a Hessian update)."""
         # the values a scheduler or user set in the param groups since: checked before anything is written
         for index, group in enumerate(self.param_groups):
             check_values(group, self.defaults, f"adamgen.torch.Optimizer.step: param group {index}")
@@ -149,15 +155,14 @@ class Optimizer(torch.optim.Optimizer):
                 calls = dispatch.plan(group_params, self.state, modules, f"adamgen.torch.Optimizer: group {index}",
                                       group.get("state_dtype"))
                 if calls:
-                    hyperparameters = self._hyperparameters(group, calls[0].module)
+                    hyperparameters = {**self._hyperparameters(group, calls[0].module), **overrides}
                     work += [(call, hyperparameters) for call in calls]
             for call, hyperparameters in work:
                 if call.device.type == "cuda":
                     with torch.cuda.device(call.device):
-                        call.run(hyperparameters)
+                        call.run(hyperparameters, advance)
                 else:
-                    call.run(hyperparameters)
-        return loss
+                    call.run(hyperparameters, advance)
 
     def __getstate__(self):
         state = super().__getstate__()
@@ -267,6 +272,29 @@ def _named(name, variant):
     cls.__doc__ = (f"torch.optim.{name}'s interface and state layout, updated by adamgen's generated {variant} kernel "
                    f"(options {', '.join(BUILTINS[variant]) or 'none'} per param group).")
     return cls
+
+
+class SophiaG(optimizer_class("sophia")):
+    """SophiaG with the reference's interface (``sophia_opt.SophiaG``): ``step(closure=None, bs=None)`` takes the
+    number of tokens per step ``bs`` (default: the param group's ``bs``, 5120), and ``update_hessian()``, called every
+    k steps once the gradients hold the gradient of the loss on labels sampled from the model's own outputs, moves
+    each parameter's ``hessian`` state toward their square without changing anything else (the step counters
+    included)."""
+
+    @torch.compiler.disable
+    @torch.no_grad()
+    def step(self, closure=None, bs=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        self._step_groups({} if bs is None else {"bs": float(bs)})
+        return loss
+
+    @torch.compiler.disable
+    @torch.no_grad()
+    def update_hessian(self):
+        self._step_groups({"hessian_step": True}, advance=False)
 
 
 Adam = _named("Adam", "adam")

@@ -32,6 +32,9 @@ BUILTINS: dict[str, tuple[str, ...]] = {
     "stableadamw": ("decouple_lr",),
     "mars": (),
     "schedulefree_adamw": (),
+    "prodigy": (),
+    "dadapt_adam": (),
+    "sophia": (),
 }
 
 OPTIONS = {

@@ -135,6 +135,7 @@ class Case:
     schedule: bool = False         # cosine learning-rate schedule from lr to lr/10 over the run
     tolerance: Mapping = dataclasses.field(default_factory=lambda: VS_REFERENCE)  # dtype name -> Tolerance of arrays
     ties: type | None = None       # a NumPy reference that marks near-tied sign decisions (_references.TIE)
+    periodic: Mapping = dataclasses.field(default_factory=dict)  # flag -> k: the flag is on every k-th step
     reason: str = ""               # why there is no reference (only without one)
     variant: str = ""              # the built-in's name: set from the file that declares the case
 
