@@ -5,7 +5,7 @@ each variant with reductions against its elementwise base.
     python benchmarks/bench_catalogue.py [--sizes 20,24] [--rounds 5] [--out bench-catalogue.json]
 
 Peers, on CPU torch tensors viewing the same float32 data: optimi's Lion, Adan and StableAdamW, the official
-adabelief-pytorch package, adam-atan2-pytorch, schedulefree, prodigyopt, dadaptation and sophia-opt (timm cannot be imported without torchvision, which has
+adabelief-pytorch package, adam-atan2-pytorch, schedulefree, prodigyopt, dadaptation, sophia-opt and adam-mini (timm cannot be imported without torchvision, which has
 no CPU build here). Variants without an installable peer are timed for the base comparison only. Every implementation
 runs in its own block (numba and torch each bring an OpenMP runtime; alternating them costs a switch per call), warmed
 up first; a round times every implementation of one size once, and the reported figures are medians over the rounds of
@@ -26,11 +26,12 @@ import adamgen
 
 # adamgen variant (name, options) -> the elementwise variant it extends, for "reductions within 1.5x of their base"
 BASES = {"lamb": "adam", "stableadamw": "adamw", "mars": "adamw", "cadamw": "adamw", "clion": "lion", "clamb": "lamb",
-         "prodigy": "adamw", "dadapt_adam": "adamw"}
+         "prodigy": "adamw", "dadapt_adam": "adamw", "adam_mini": "adamw"}
 VARIANTS = [("adabelief", {}), ("yogi", {}), ("qhadam", {}), ("laprop", {}), ("adan", {}), ("lion", {}), ("adopt", {}),
             ("ademamix", {}), ("adam_atan2", {}), ("adam", {}), ("adamw", {}), ("lamb", {}), ("stableadamw", {}),
             ("mars", {}), ("adamw", {"cautious": True}), ("lion", {"cautious": True}), ("lamb", {"cautious": True}),
-            ("schedulefree_adamw", {}), ("prodigy", {}), ("dadapt_adam", {}), ("sophia", {})]
+            ("schedulefree_adamw", {}), ("prodigy", {}), ("dadapt_adam", {}), ("sophia", {}),
+            ("adam_mini", {})]
 
 
 def peers():
@@ -63,6 +64,11 @@ def peers():
     try:
         import prodigyopt
         found["prodigy"] = lambda p: prodigyopt.Prodigy(p, weight_decay=1e-2)
+    except ImportError:
+        pass
+    try:
+        import adam_mini
+        found["adam_mini"] = lambda p: adam_mini.Adam_mini([("block", q) for q in p], verbose=False)  # one block
     except ImportError:
         pass
     try:

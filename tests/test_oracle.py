@@ -15,7 +15,7 @@ import sympy
 
 import adamgen
 from adamgen.oracle import Oracle
-from adamgen.spec import outer_symbols
+from adamgen.spec import ReduceSum, outer_symbols
 from adamgen.variants import builtin_variants
 
 import problems
@@ -134,8 +134,11 @@ def test_kernel_matches_oracle(name, options, variant, dtype, size, setting):
     for state_name in state_names:
         assert state[state_name].dtype == np.dtype(dtype) and state[state_name].shape == shape
         assert_close(state[state_name], exact_state[state_name], tolerance, f"{where}: {state_name}", outliers)
-    rel = ESTIMATE_RTOL if dtype == "float32" and name in STARTS else FLOAT64.rtol
-    for symbol, _ in variant.scalar_states:  # host scalars are float64 in both, whatever the arrays' dtype
+    # host scalars are float64 in both, whatever the arrays' dtype; one that reads a sum (adam_mini's vmean) carries the
+    # float32 rounding of the sum in a float32 run
+    sums = any(expr.has(ReduceSum) for _, expr in variant.definitions)
+    rel = FLOAT64.rtol if dtype == "float64" or not sums else ESTIMATE_RTOL if name in STARTS else FLOAT32.rtol
+    for symbol, _ in variant.scalar_states:
         assert state[symbol.name] == pytest.approx(exact_state[symbol.name], rel=rel, abs=0.0), where
     # Not a vacuous agreement: the run moved the parameters far beyond the tolerance.
     assert np.abs(param - initial).max() > 100 * tolerance.atol

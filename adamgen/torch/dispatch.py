@@ -43,52 +43,76 @@ def _store(addresses, like, values):
 
 
 class Counters:
-    """The step counters (or one scalar state) of the tensors of a call: one-element float tensors, read and written
-    in place. CPU float32 (or float64) ones go through their addresses; anything else (a counter a checkpoint put on a
-    GPU, a float16 one) one at a time."""
+    """The step counters (or one scalar state) of the tensors of a call, read and written in place, one value per row
+    of the call's table. ``widths[k]`` (None: 1 each) is how many rows tensor k has (its blocks); the step counter is
+    ``shared`` by a tensor's rows (a 0-d tensor), a block's scalar state is its own element of a tensor of
+    ``widths[k]`` elements (one element: a 0-d tensor, as torch.optim keeps it). CPU float32 (or float64) ones go
+    through their addresses; anything else (a counter a checkpoint put on a GPU, a float16 one) one at a time."""
 
-    def __init__(self, tensors, name: str, where):
+    def __init__(self, tensors, name: str, where, widths=None, shared=True):
         self.tensors = tensors
+        self.counts = [1] * len(tensors) if widths is None else [int(w) for w in widths]  # rows per tensor
+        self.shared = shared
         self._fast = self._addresses()
         if self._fast is None:
             for k, tensor in enumerate(tensors):
-                if not isinstance(tensor, torch.Tensor) or tensor.numel() != 1 or not tensor.dtype.is_floating_point:
-                    raise TypeError(f"{where(k)}: state {name!r} must be a one-element float tensor, as torch.optim "
-                                    f"keeps it, got {tensor!r}")
+                elements = 1 if shared else self.counts[k]
+                if not isinstance(tensor, torch.Tensor) or tensor.numel() != elements \
+                        or not tensor.dtype.is_floating_point:
+                    kind = "a one-element float tensor, as torch.optim keeps it" if elements == 1 else \
+                        f"a float tensor of {elements} elements, one per block"
+                    raise TypeError(f"{where(k)}: state {name!r} must be {kind}, got {tensor!r}")
 
     def _addresses(self):
         tensors = self.tensors
         if not set(map(type, tensors)) <= _PLAIN:
             return None
         dtypes = set(map(_DTYPE, tensors))
-        if len(dtypes) != 1 or not dtypes <= {torch.float32, torch.float64} or not all(map(_IS_CPU, tensors)) \
-                or set(map(torch.Tensor.numel, tensors)) != {1}:
+        if len(dtypes) != 1 or not dtypes <= {torch.float32, torch.float64} or not all(map(_IS_CPU, tensors)):
+            return None
+        if list(map(torch.Tensor.numel, tensors)) != ([1] * len(tensors) if self.shared else self.counts):
             return None
         addresses = np.fromiter(map(torch.Tensor.data_ptr, tensors), np.int64, len(tensors))
-        return addresses, np.empty(0, np.float32 if torch.float32 in dtypes else np.float64)
+        like = np.empty(0, np.float32 if torch.float32 in dtypes else np.float64)
+        if self.counts != [1] * len(tensors):
+            rows = np.repeat(np.arange(len(tensors)), self.counts)
+            addresses = addresses[rows]
+            if not self.shared:  # a block's own element
+                addresses += (np.arange(len(rows)) - np.repeat(np.cumsum(self.counts) - self.counts, self.counts)) \
+                    * like.itemsize
+        return addresses, like
 
     def read(self) -> np.ndarray:
-        values = np.empty(len(self.tensors), np.float64)
+        values = np.empty(sum(self.counts), np.float64)
         if self._fast is not None:
             _load(*self._fast, values)
+        elif self.shared:
+            values[:] = np.repeat([float(t) for t in self.tensors], self.counts)
         else:
-            values[:] = [float(t) for t in self.tensors]
+            values[:] = [v for t in self.tensors for v in t.reshape(-1).tolist()]
         return values
 
     def write(self, values) -> None:
+        values = np.asarray(values, np.float64)
         if self._fast is not None:
-            _store(*self._fast, np.asarray(values, np.float64))
-        else:
-            for tensor, value in zip(self.tensors, np.asarray(values, np.float64).tolist()):
-                tensor.fill_(value)
+            _store(*self._fast, values)
+            return
+        starts = np.cumsum(self.counts) - self.counts
+        for tensor, start, count in zip(self.tensors, starts.tolist(), self.counts):
+            if self.shared:
+                tensor.fill_(float(values[start]))
+            else:
+                tensor.copy_(torch.from_numpy(values[start:start + count].copy()).reshape(tensor.shape))
 
 
 class Call:
     """The parameters of one param group on one device with one dtype, and what ``module.step_tables`` needs to step
     them: the address table (row: parameter, gradient, states), the sizes, the step counters and scalar states."""
 
-    def __init__(self, module, device, dtype, where):
+    def __init__(self, module, device, dtype, where, block_size=None):
         self.module, self.device, self.dtype, self.where = module, device, dtype, where
+        self.block_size = block_size  # None: one row per tensor; else each tensor's blocks of that many elements
+        self.row_tensor = None  # with blocks: the tensor of each row
         self.states = set(state_dtypes(dtype))  # the dtypes its states may have besides the parameters' own
         # the call's parameters as columns: index in the group, parameter, gradient, state dict (set by ``plan``)
         self.indices, self.params, self.grads, self.entries = [], [], [], []
@@ -118,8 +142,30 @@ class Call:
             self.addresses[:, index] = np.fromiter(map(torch.Tensor.data_ptr, column), np.int64, count)
         self.sizes = np.fromiter(map(torch.Tensor.numel, columns[0]), np.int64, count)
         self.columns = columns  # keeps the staging copies alive while the tables point into them
-        self.steps = Counters(counters.pop("step"), "step", self.here)
-        self.scalars = {name: Counters(values, name, self.here) for name, values in counters.items()}
+        widths = None if self.block_size is None else self._split()
+        self.steps = Counters(counters.pop("step"), "step", self.here, widths)
+        self.scalars = {name: Counters(values, name, self.here, widths, shared=False)
+                        for name, values in counters.items()}
+
+    def _split(self) -> np.ndarray:
+        """The table's rows as blocks: tensor k's ``numel // block_size`` blocks of ``block_size`` elements (one,
+        empty, for an empty tensor), each a row, so that per-tensor sums and scalar states act per block. Returns the
+        number of rows of each tensor."""
+        size = self.block_size
+        uneven = np.flatnonzero(self.sizes % size)
+        if uneven.size:
+            row = int(uneven[0])
+            raise ValueError(f"{self.here(row)} has {self.sizes[row]} elements, not a multiple of its param group's "
+                             f"block_size {size}")
+        widths = np.maximum(self.sizes // size, 1)
+        rows = np.repeat(np.arange(len(widths)), widths)
+        within = np.arange(len(rows)) - np.repeat(np.cumsum(widths) - widths, widths)
+        blocks = np.minimum(self.sizes, size)[rows]
+        itemsizes = np.array([dtype.itemsize for dtype in self.dtypes], np.int64)
+        self.addresses = self.addresses[rows] + (within * blocks)[:, None] * itemsizes[None, :]
+        self.sizes = blocks
+        self.row_tensor = rows
+        return widths
 
     def _plain(self, columns) -> bool:
         """Whether every tensor is a plain contiguous strided tensor of the call's dtype and device, shaped like its
@@ -200,6 +246,7 @@ class Call:
 
     def name(self, flat_index: int) -> str:
         row, index = divmod(flat_index, self.addresses.shape[1])
+        row = row if self.row_tensor is None else int(self.row_tensor[row])
         return f"{self.here(row)} ({('parameter', 'gradient', *self.module.STATES)[index]})"
 
     def run(self, hyperparameters: dict, advance: bool = True) -> None:
@@ -218,11 +265,12 @@ class Call:
             self.scalars[name].write(values)
 
 
-def plan(params, state, modules, where: str, state_dtype=None) -> list[Call]:
+def plan(params, state, modules, where: str, state_dtype=None, block_size=None) -> list[Call]:
     """The calls that step every parameter of ``params`` that has a gradient; ``modules(device_type)`` is the
     generated module for tensors on that device type, ``modules.init_values`` its states' initial values. Creates
     missing state (as torch.optim does, on a parameter's first step; in ``state_dtype`` if given, else in the
-    parameter's dtype) and checks every tensor; raises before any kernel runs."""
+    parameter's dtype) and checks every tensor; raises before any kernel runs. ``block_size``: per-tensor sums and
+    scalar states act on each tensor's blocks of that many elements (a param group's ``block_size``)."""
     params = list(params)
     grads = list(map(_GRAD, params))
     indices = [k for k, g in enumerate(grads) if g is not None]
@@ -241,7 +289,7 @@ def plan(params, state, modules, where: str, state_dtype=None) -> list[Call]:
         groups, placed = list(keyed.values()), False
     # a device that no target serves is refused here, before any state is made
     firsts = [0 if rows is None else rows[0] for rows in groups]
-    calls = [_new_call(params[r], modules, where, indices[r]) for r in firsts]
+    calls = [_new_call(params[r], modules, where, indices[r], block_size) for r in firsts]
     if len(calls) > 1 and calls[0].module.GROUPED:
         kinds = ", ".join(sorted({f"{call.device} {str(call.dtype).replace('torch.', '')}" for call in calls}))
         raise UnsupportedTensorError(f"{where}: variant {calls[0].module.VARIANT} reduces over every tensor of a param "
@@ -253,7 +301,7 @@ def plan(params, state, modules, where: str, state_dtype=None) -> list[Call]:
         for row, entry in enumerate(entries):
             if type(entry) is not dict or not entry:  # a parameter's first step: its state, as torch.optim makes it
                 entries[row] = _first_state(params[row], entry, modules, f"{where}, parameter {indices[row]}",
-                                            state_dtype)
+                                            state_dtype, block_size)
     columns = (indices, params, grads, entries)
     for call, rows in zip(calls, groups):
         call.indices, call.params, call.grads, call.entries = columns if rows is None else \
@@ -279,7 +327,7 @@ def plan(params, state, modules, where: str, state_dtype=None) -> list[Call]:
     return calls
 
 
-def _new_call(p, modules, where, k) -> Call:
+def _new_call(p, modules, where, k, block_size=None) -> Call:
     check_param(p, f"{where}, parameter {k}")
     module = modules(p.device.type)
     if module is None:
@@ -287,17 +335,17 @@ def _new_call(p, modules, where, k) -> Call:
     if module.REMAINDERS and p.dtype != torch.bfloat16:
         raise UnsupportedTensorError(f"{where}, parameter {k} is {p.dtype}; master_weights keeps bfloat16 parameters "
                                      "(with int16 remainders that make them float32 values)")
-    return Call(module, p.device, p.dtype, where)
+    return Call(module, p.device, p.dtype, where, block_size)
 
 
-def _first_state(p, entry, modules, where, state_dtype) -> dict:
+def _first_state(p, entry, modules, where, state_dtype, block_size=None) -> dict:
     if not isinstance(entry, dict):
         raise TypeError(f"{where}: optimizer.state holds {type(entry).__name__} for it, not a dict")
     if not entry:
         module = modules(p.device.type)
         if module is None:
             _unsupported_device(p, modules, where)
-        entry.update(_fresh_state(p, module, modules.init_values, state_dtype))
+        entry.update(_fresh_state(p, module, modules.init_values, state_dtype, block_size))
     return entry
 
 
@@ -315,15 +363,17 @@ def state_dtype_of(p, module, state_dtype=None):
     return torch.float32 if module.REMAINDERS else p.dtype
 
 
-def _fresh_state(p, module, init_values, state_dtype=None) -> dict:
+def _fresh_state(p, module, init_values, state_dtype=None, block_size=None) -> dict:
     """A parameter's state on its first step, in torch.optim's layout: ``step`` a float32 0-d CPU tensor, each state
     tensor like the parameter (same memory format; a DTensor for a DTensor; of ``state_dtype_of``, a remainder int16),
-    each scalar state a float64 0-d tensor."""
+    each scalar state a float64 0-d tensor (with ``block_size``: one element per block)."""
     fresh = {"step": torch.tensor(0.0, dtype=torch.float32)}
     dtype = state_dtype_of(p, module, state_dtype)
     for name in module.STATES:
         fresh[name] = torch.full_like(p, init_values[name], dtype=torch.int16 if name in module.REMAINDERS else dtype,
                                       memory_format=torch.preserve_format)
+    blocks = None if block_size is None else max(p.numel() // block_size, 1)
     for name, value in module.SCALAR_STATES.items():
-        fresh[name] = torch.tensor(float(value), dtype=torch.float64)
+        fresh[name] = torch.tensor(float(value), dtype=torch.float64) if blocks is None else \
+            torch.full((blocks,), float(value), dtype=torch.float64)
     return fresh

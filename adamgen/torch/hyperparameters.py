@@ -121,7 +121,7 @@ def check_torch_arguments(variant, arguments):
 
 
 # param group entries that are not numbers, checked where they are set (adamgen.torch.Optimizer)
-NOT_NUMBERS = frozenset({"state_dtype"})
+NOT_NUMBERS = frozenset({"state_dtype", "block_size"})
 
 
 def check_values(values, names, where=""):

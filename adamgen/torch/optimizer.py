@@ -94,6 +94,11 @@ class Optimizer(torch.optim.Optimizer):
         where = f"adamgen.torch.Optimizer: param group {len(self.param_groups)}"
         if "state_dtype" in param_group:
             _checked_state_dtype(param_group["state_dtype"], where)
+        block_size = param_group.get("block_size")
+        if block_size is not None and (isinstance(block_size, bool) or not isinstance(block_size, int)
+                                       or block_size < 1):
+            raise TypeError(f"{where}: block_size must be None (one block per tensor) or a whole number >= 1, got "
+                            f"{block_size!r}")
         check_switches(param_group, where)
         check_values(param_group, self.defaults, where)
         super().add_param_group(param_group)
@@ -153,7 +158,7 @@ class Optimizer(torch.optim.Optimizer):
             for index, group, group_params in params:
                 modules = self._modules_for(group)
                 calls = dispatch.plan(group_params, self.state, modules, f"adamgen.torch.Optimizer: group {index}",
-                                      group.get("state_dtype"))
+                                      group.get("state_dtype"), group.get("block_size"))
                 if calls:
                     hyperparameters = {**self._hyperparameters(group, calls[0].module), **overrides}
                     work += [(call, hyperparameters) for call in calls]
@@ -295,6 +300,52 @@ class SophiaG(optimizer_class("sophia")):
     @torch.no_grad()
     def update_hessian(self):
         self._step_groups({"hessian_step": True}, advance=False)
+
+
+class AdamMini(Optimizer):
+    """Adam-mini with the reference's interface (``adam_mini.Adam_mini``): ``named_parameters`` are sorted into blocks
+    by name as the reference sorts them, one second moment per block: per element for biases (Adam), per attention head
+    (``dim * dim // n_heads`` elements) for queries and keys, per output neuron (a row) for embeddings, output layers,
+    values, attention projections and MLPs, per tensor otherwise; no weight decay for norms and biases. Parameters of
+    one kind share a param group (``block_size`` and ``weight_decay``; ``param_names`` lists them), stepped by one
+    kernel call per pass."""
+
+    EMBEDDINGS = ("embed", "embd", "wte")
+    OUTPUTS = ("lm_head", "output", "final_layer")
+    QUERIES_AND_KEYS = ("k_proj", "q_proj", "wq", "wk", "query", "key")
+    VALUES = ("v_proj", "wv", "value")
+    PROJECTIONS = ("o_proj", "wo", "attn.proj")
+    MLPS = ("feed_forward", "linear", "mlp")
+
+    def __init__(self, named_parameters, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, *, dim=2048,
+                 n_heads=32, n_kv_heads=None):
+        if n_kv_heads is not None and n_heads % n_kv_heads:
+            raise ValueError(f"adamgen.torch.AdamMini: n_heads {n_heads} is not a multiple of n_kv_heads {n_kv_heads}")
+        groups: dict = {}
+        for name, p in named_parameters:
+            if not p.requires_grad:
+                continue
+            key = self._kind(name.lower(), p, dim, n_heads, weight_decay)
+            group = groups.setdefault(key, {"params": [], "param_names": [], "block_size": key[0],
+                                            "weight_decay": key[1]})
+            group["params"].append(p)
+            group["param_names"].append(name)
+        super().__init__(list(groups.values()), "adam_mini", lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+
+    @classmethod
+    def _kind(cls, name, p, dim, n_heads, weight_decay):
+        """(block_size, weight_decay) of the parameter called ``name``, by the reference's rules."""
+        decay = 0.0 if "norm" in name or "ln" in name or "bias" in name else weight_decay
+        if "bias" in name:
+            return 1, decay
+        if any(key in name for key in cls.QUERIES_AND_KEYS):
+            if (dim * dim) % n_heads or p.numel() % (dim * dim // n_heads):
+                raise ValueError(f"adamgen.torch.AdamMini: {name} has {p.numel()} elements, not a multiple of a "
+                                 f"head's dim * dim // n_heads = {dim * dim // n_heads}")
+            return dim * dim // n_heads, decay
+        if any(key in name for key in cls.EMBEDDINGS + cls.OUTPUTS + cls.VALUES + cls.PROJECTIONS + cls.MLPS):
+            return (p.numel() // p.shape[0] if p.dim() >= 2 and p.shape[0] else 1), decay
+        return None, decay
 
 
 Adam = _named("Adam", "adam")

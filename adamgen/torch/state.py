@@ -52,7 +52,12 @@ def check_loaded(state, param_groups, module_of):
                 raise StateDictError(f"{where} has no {', '.join(missing)}; the {module.VARIANT} kernel keeps "
                                      f"{', '.join(('step', *arrays, *scalars))}")
             converted.append((entry, "step", _number(entry["step"], f"{where}: step", whole=True), torch.float32))
+            block_size = group.get("block_size")
+            blocks = 1 if block_size is None else max(param.numel() // block_size, 1)
             for name in scalars:
+                if blocks > 1:  # one value per block of the param group's block_size
+                    _blocks(entry[name], blocks, f"{where}: {name}")
+                    continue
                 converted.append((entry, name, _number(entry[name], f"{where}: {name}"), torch.float64))
             for name in arrays:
                 value = entry[name]
@@ -74,7 +79,8 @@ def keep_state_dtypes(state, param_groups, saved, module_of):
     too); where a param group keeps its states in another dtype (``state_dtype``, or master weights' float32 states:
     ``state_dtype_of``; a remainder int16), take the tensor from the checkpoint ``saved`` (the state_dict given to
     ``load_state_dict``, its parameters in the loaded groups' order) cast to that dtype instead, so that a float32
-    moment does not pass through bfloat16 on the way, and a remainder keeps its bits."""
+    moment does not pass through bfloat16 on the way, and a remainder keeps its bits. Scalar states saved as tensors
+    come back float64, as the kernels keep them (torch would have cast them to the parameter's dtype)."""
     from .dispatch import state_dtype_of
 
     for group, saved_group in zip(param_groups, saved["param_groups"]):
@@ -89,6 +95,19 @@ def keep_state_dtypes(state, param_groups, saved, module_of):
                 value, dtype = original.get(name), torch.int16 if name in module.REMAINDERS else wanted
                 if isinstance(value, torch.Tensor) and entry[name].dtype != dtype:
                     entry[name] = value.to(device=entry[name].device, dtype=dtype)
+            for name in module.SCALAR_STATES:
+                value = original.get(name)
+                if isinstance(value, torch.Tensor) and isinstance(entry[name], torch.Tensor) \
+                        and entry[name].dtype != torch.float64 and value.is_floating_point():
+                    entry[name] = value.to(device=entry[name].device, dtype=torch.float64)
+
+
+def _blocks(value, blocks, where):
+    """A scalar state of a parameter in blocks: a real tensor of one finite value per block."""
+    if not isinstance(value, torch.Tensor) or value.numel() != blocks or value.is_complex() \
+            or not bool(torch.isfinite(value).all()):
+        raise StateDictError(f"{where} must be a real tensor of {blocks} finite values (one per block of the param "
+                             f"group's block_size), got {value!r}")
 
 
 def _number(value, where, whole=False):

@@ -35,6 +35,7 @@ BUILTINS: dict[str, tuple[str, ...]] = {
     "prodigy": (),
     "dadapt_adam": (),
     "sophia": (),
+    "adam_mini": (),
 }
 
 OPTIONS = {
