@@ -44,7 +44,7 @@ def timm_lamb(params, grads_per_step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-6,
             v[...] = beta2 * v + (1 - beta2) * g * g
             update = (m / (1 - beta1**t)) / (np.sqrt(v / (1 - beta2**t)) + eps) + weight_decay * p
             w_norm, u_norm = np.linalg.norm(p), np.linalg.norm(update)
-            ratio = w_norm / u_norm if w_norm > 0 and u_norm > 0 else 1.0
+            ratio = w_norm / u_norm if weight_decay != 0 and w_norm > 0 and u_norm > 0 else 1.0
             p -= lr * ratio * update
     return params
 
