@@ -15,7 +15,7 @@ from .lower import lower
 from .printing import Printed, print_lowered
 from .render import render, write_if_changed
 from .resources import generated_dir
-from .spec import Variant
+from .spec import Variant, param
 from .targets import Target
 from .transforms import maximize
 from .variants import as_variant, builtin_variants
@@ -39,7 +39,7 @@ class Module:
     rule: tuple[str, ...]             # the update rule, one readable line per definition and update
     doc: str
     reference: str
-    states: tuple[tuple[str, float], ...]         # state arrays and their initial values
+    states: tuple[tuple[str, object], ...]        # state arrays and their initial values ("param": a copy of it)
     scalar_states: tuple[tuple[str, float], ...]  # per-tensor host scalars and their initial values
     remainders: tuple[str, ...]                   # states holding the low halves of float32 parameters (LowHalf)
     hyperparameters: tuple[tuple[str, object], ...]  # names and defaults (a bool default makes a flag)
@@ -97,7 +97,7 @@ def _module(variant: Variant, hyperparameters, printed: Printed, target: Target,
         rule=tuple(variant.rule()),
         doc=variant.doc or f"The {variant.name} optimizer.",
         reference=variant.reference,
-        states=tuple((s.name, init) for s, init in variant.states),
+        states=tuple((s.name, "param" if init is param else init) for s, init in variant.states),
         scalar_states=tuple((s.name, init) for s, init in variant.scalar_states),
         remainders=tuple(s.name for s in variant.remainders),
         hyperparameters=tuple((h.name, d) for h, d in hyperparameters),

@@ -121,7 +121,11 @@ def lower(variant: Variant) -> Lowered:
     # Every array is written by the update pass only: a reduce pass writes nothing (a step that stops between passes
     # leaves every array as it was), and the update reads each new state as computed, never as stored and read back
     # (a 16-bit state would come back rounded).
-    outputs = {target: new for target, new in variant.updates if target in arrays}
+    # A state whose new value is its old one (a state the rule only reads: Prodigy's p0) is not written at all; the
+    # parameter always is (so that the update pass has a store).
+    definitions = dict(variant.definitions)
+    outputs = {target: new for target, new in variant.updates
+               if target in arrays and (target == param or definitions[new] != target)}
 
     host_symbols = set(variant.host_symbols) | set(scalar_defs) | set(sums)
     hoist = _Hoister(host_symbols)

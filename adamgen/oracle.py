@@ -14,6 +14,7 @@ import numpy as np
 import sympy
 
 from .spec import GroupSum, ReduceSum
+from .spec import param as PARAM
 from .transforms import maximize
 from .variants import as_variant
 
@@ -51,7 +52,8 @@ class Oracle:
 
     def init(self, param) -> dict:
         state = {"step": 0}
-        state.update({s.name: np.full(np.shape(param), init, np.float64) for s, init in self.variant.states})
+        state.update({s.name: np.array(param, np.float64) if init is PARAM
+                      else np.full(np.shape(param), init, np.float64) for s, init in self.variant.states})
         state.update({s.name: init for s, init in self.variant.scalar_states})
         return state
 

@@ -257,8 +257,9 @@ class Spec:
         """Declare several hyperparameters at once, in keyword order."""
         return tuple(self.hyperparameter(name, default) for name, default in defaults.items())
 
-    def state(self, name: str, init: float = 0.0) -> sympy.Symbol:
-        """Declare a state tensor, one value per element, filled with ``init`` when the optimizer starts."""
+    def state(self, name: str, init=0.0) -> sympy.Symbol:
+        """Declare a state tensor, one value per element, filled with ``init`` when the optimizer starts; with
+        ``init=param``, a copy of the parameter (in the parameter's dtype: Prodigy's starting point ``p0``)."""
         symbol = _symbol("state", name, real=True)
         self._states.append((symbol, init))
         return symbol
@@ -354,7 +355,7 @@ def validate(spec: Spec) -> Variant:
         raise SpecError(f"{where}: {len(spec._states)} state tensors; adamgen takes at most {MAX_STATES} (MAX_STATES)")
 
     hyperparameters = tuple((h, _check_default(where, h, d)) for h, d in spec._hyperparameters)
-    states = tuple((s, _check_number(where, s, v, "initial value")) for s, v in spec._states)
+    states = tuple((s, v if v is param else _check_number(where, s, v, "initial value")) for s, v in spec._states)
     scalar_states = tuple((s, _check_number(where, s, v, "initial value")) for s, v in spec._scalar_states)
 
     declared = [param, grad, step, numel, *(s for s, _ in hyperparameters), *(s for s, _ in states),

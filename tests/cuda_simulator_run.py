@@ -312,7 +312,9 @@ def _init_many(module):
     for param, state in zip(params, states):
         fresh.append(state["step"] == 0
                      and all(state[name].shape == param.shape and state[name].dtype == param.dtype
-                             and (_host(state[name]) == module.STATE_INIT[name]).all() for name in module.STATES)
+                             and (_host(state[name]) == (_host(param) if module.STATE_INIT[name] == "param"
+                                                         else module.STATE_INIT[name])).all()
+                             for name in module.STATES)
                      and all(state[name] == value for name, value in module.SCALAR_STATES.items()))
     distinct = len({id(state[name]) for state in states for name in module.STATES}) == len(states) * len(module.STATES)
     return [len(states), all(fresh) and distinct, module.init_many([]) == []]

@@ -861,7 +861,10 @@ def test_simulator_step_many_equals_step(simulated, key):
     ulps. (A float32 kernel gets each host value rounded to float32, which a last-bit difference almost never moves.)"""
     found = simulated["many_vs_step"][key]
     if found["float32"]["grouped"]:  # a group sum: step_many is one step of the group, checked against the oracle's
-        assert found["float32"]["differing"] > 0 and found["float32"]["steps_equal"], found["float32"]
+        # (it differs from a step of each tensor in the arrays, or only in the scalar states that the sums feed:
+        # prodigy's d stays at d0 over these three calls, its numerator does not)
+        different = found["float32"]["differing"] > 0 or found["float32"]["scalar_ulps"] > 16
+        assert different and found["float32"]["steps_equal"], found["float32"]
         return
     assert found["float32"]["differing"] == 0, found["float32"]
     assert found["float64"]["ulps"] <= 16, found["float64"]

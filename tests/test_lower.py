@@ -226,3 +226,50 @@ def test_a_piecewise_on_a_flag_compared_after_inlining_keeps_both_branches(flag)
         oracle.step(exact, g, exact_state, frozen=flag and k > 0)
     np.testing.assert_array_equal(ours, exact)
     np.testing.assert_array_equal(state["momentum"], exact_state["momentum"])
+
+
+def test_a_state_made_from_the_parameter_that_the_rule_only_reads_is_never_written():
+    """``spec.state(name, init=param)`` starts as a copy of the parameter (its own memory); a state whose update is
+    itself (``spec.update(anchor, anchor)``) is read and never stored."""
+    import numpy as np
+
+    import adamgen
+
+    spec = Spec("anchored_sgd", doc="SGD pulled back toward the starting point (a test spec).")
+    lr, pull = spec.hyperparameters(lr=0.1, pull=0.5)
+    anchor = spec.state("anchor", init=param)
+    spec.update(anchor, anchor)
+    spec.update(param, param - lr * grad - pull * lr * (param - anchor))
+    lowered = lower(maximize(validate(spec)))
+    assert [str(array) for array, _ in lowered.update.stores] == ["param"]
+    assert "anchor" in [str(array) for _, array in lowered.update.loads]
+    module = adamgen.load(spec)
+    assert module.STATE_INIT == {"anchor": "param"}
+    p = np.arange(4.0, dtype=np.float32)
+    state = module.init(p)
+    np.testing.assert_array_equal(state["anchor"], p)
+    assert not np.shares_memory(state["anchor"], p) and state["anchor"].dtype == p.dtype
+    for _ in range(3):
+        module.step(p, np.ones_like(p), state)
+    np.testing.assert_array_equal(state["anchor"], np.arange(4.0))
+    assert np.all(p < np.arange(4.0))
+
+
+def test_a_rule_that_changes_nothing_still_compiles_and_writes_only_the_parameter():
+    """Every update the identity: the update pass still stores the parameter (a loop with a body), and no state."""
+    import numpy as np
+
+    import adamgen
+
+    spec = Spec("still", doc="Changes nothing (a test spec).")
+    (lr,) = spec.hyperparameters(lr=0.1)
+    (momentum,) = spec.states("momentum")
+    spec.update(momentum, momentum)
+    spec.update(param, param)
+    lowered = lower(maximize(validate(spec)))
+    assert [str(array) for array, _ in lowered.update.stores] == ["param"]
+    module = adamgen.load(spec)
+    p = np.arange(3.0)
+    state = module.init(p)
+    module.step(p, np.ones(3), state)
+    np.testing.assert_array_equal(p, np.arange(3.0))

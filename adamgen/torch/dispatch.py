@@ -370,6 +370,9 @@ def _fresh_state(p, module, init_values, state_dtype=None, block_size=None) -> d
     fresh = {"step": torch.tensor(0.0, dtype=torch.float32)}
     dtype = state_dtype_of(p, module, state_dtype)
     for name in module.STATES:
+        if init_values[name] == "param":  # a copy of the parameter, in its dtype
+            fresh[name] = p.detach().clone(memory_format=torch.preserve_format)
+            continue
         fresh[name] = torch.full_like(p, init_values[name], dtype=torch.int16 if name in module.REMAINDERS else dtype,
                                       memory_format=torch.preserve_format)
     blocks = None if block_size is None else max(p.numel() // block_size, 1)

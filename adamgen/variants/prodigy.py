@@ -8,8 +8,8 @@ together); the update pass applies Adam's step with the old ``dlr = d lr bias_co
 denominator's ``d eps``. Where ``||s_new||_1`` is 0 (every gradient so far zero) the moments move and nothing else, as
 the reference returns early.
 
-``p0`` (the parameters at the first step) starts as a copy of the parameter: on step 1 the rule reads the parameter in
-place of the (zero-filled) state. ``d`` and ``d_max`` start at 0, read as ``d0``. ``beta3``'s default is
+``p0`` (the parameter when its state was made) is a state made as a copy of the parameter, which the rule only reads:
+no pass writes it. ``d`` and ``d_max`` start at 0, read as ``d0``. ``beta3``'s default is
 ``sqrt(0.999)``, the reference's ``None`` (``sqrt(beta2)``) with its default ``beta2``: give ``beta3`` with another
 ``beta2``. ``growth_rate``'s default is the largest float64 (the reference's ``inf``: no limit). The reference keeps one ``d`` for all param groups (and steps with the largest lr); here each param
 group (each ``step_many`` call) has its own."""
@@ -29,7 +29,8 @@ lr, beta1, beta2, beta3, eps, weight_decay, d0, d_coef, growth_rate = spec.hyper
 decouple, use_bias_correction, safeguard_warmup = (
     spec.hyperparameter(name, default) for name, default in
     (("decouple", True), ("use_bias_correction", False), ("safeguard_warmup", False)))
-exp_avg, exp_avg_sq, s, p0 = spec.states("exp_avg", "exp_avg_sq", "s", "p0")
+exp_avg, exp_avg_sq, s = spec.states("exp_avg", "exp_avg_sq", "s")
+p0 = spec.state("p0", init=param)
 d, d_max, d_numerator = (spec.scalar_state(name, 0.0) for name in ("d", "d_max", "d_numerator"))
 
 d_old = spec.define("d_old", Piecewise((d0, d <= 0), (d, True)))
@@ -38,12 +39,11 @@ bias_correction = spec.define("bias_correction", Piecewise(
     (sqrt(1 - beta2**step) / (1 - beta1**step), use_bias_correction), (1, True)))
 dlr = spec.define("dlr", d_old * lr * bias_correction)
 g = Piecewise((grad + weight_decay * param, Not(decouple)), (grad, True))  # coupled decay: in the gradient
-start = Piecewise((param, step <= 1), (p0, True))  # p0 starts as a copy of the parameter
-delta_numerator = spec.group_sum("delta_numerator", d_old / d0 * dlr * g * (start - param))
+delta_numerator = spec.group_sum("delta_numerator", d_old / d0 * dlr * g * (p0 - param))
 m = spec.update(exp_avg, beta1 * exp_avg + d_old * (1 - beta1) * g)
 v = spec.update(exp_avg_sq, beta2 * exp_avg_sq + d_old**2 * (1 - beta2) * g**2)
 s_new = spec.update(s, beta3 * s + Piecewise((d_old / d0 * d_old, safeguard_warmup), (d_old / d0 * dlr, True)) * g)
-spec.update(p0, start)
+spec.update(p0, p0)
 d_denom = spec.group_sum("d_denom", Abs(s_new))
 
 moving = spec.define("moving", d_denom > 0)  # the reference returns before this when d_denom is 0

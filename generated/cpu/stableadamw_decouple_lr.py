@@ -615,6 +615,14 @@ def _full(function, param, value, state_dtype, remainder=False):
     return _filled(param.shape, value, _state_format(function, _format(param.dtype), state_dtype, remainder))
 
 
+def _copied(function, param):
+    """A new state array holding a copy of ``param`` (its format: the values exactly), C-contiguous."""
+    problem = _not_stored("param", param)
+    if problem is not None:
+        raise TypeError(f"{VARIANT}.{function}: {problem}")
+    return np.array(param, order="C")
+
+
 def _overlapping(function, first, second):
     raise ValueError(f"{VARIANT}.{function}: {second} overlaps {first} in memory, and one of them is written")
 

@@ -707,6 +707,19 @@ def _full(function, what, like, value, state_dtype=None, remainder=False):
     return library.full(like.shape, _fill_value(form, value), dtype=_NUMPY_DTYPES[form])
 
 
+def _copied(function, what, like):
+    """A copy of ``like`` (its format: the values exactly), on its device and of its kind, as ``_full`` makes arrays."""
+    torch = _torch(like)
+    copy = _full(function, what, like, 0.0, _format(like.dtype) or str(like.dtype))
+    if torch is not None:
+        copy.copy_(like.detach().reshape(copy.shape))
+    elif cuda.devicearray.is_cuda_ndarray(like):
+        copy.copy_to_device(like)
+    else:
+        copy[...] = like
+    return copy
+
+
 def _host(array, stream):
     """A device array's values on the host, once the work queued on ``stream`` before has finished."""
     if not isinstance(stream, int):
