@@ -20,8 +20,8 @@ import torch
 
 from ..runtime.cpu import _at
 from ..runtime.tables import _overlap
-from .tensors import Staged, UnsupportedTensorError, check_grad, check_param, check_placed_like, check_state, \
-    check_whole, is_dense, local, same_layout, state_dtypes
+from .tensors import Staged, UnsupportedTensorError, blocks_of, check_grad, check_param, check_placed_like, \
+    check_state, check_whole, is_dense, local, same_layout, state_dtype_of, state_dtypes
 
 _PLAIN = {torch.Tensor, torch.nn.Parameter}  # tensor types whose memory is their own (a DTensor's is its shard's)
 _DTYPE, _SHAPE, _GRAD = (operator.attrgetter(name) for name in ("dtype", "shape", "grad"))
@@ -40,6 +40,12 @@ def _store(addresses, like, values):
     """The number of ``like``'s dtype at ``addresses[k]`` = ``values[k]``."""
     for k in range(addresses.shape[0]):
         _at(addresses[k], 1, like.dtype)[0] = values[k]
+
+
+def _rows(counts):
+    """For tensors of ``counts[k]`` rows each: the tensor of every row, and the row's index within its tensor."""
+    rows = np.repeat(np.arange(len(counts)), counts)
+    return rows, np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts)
 
 
 class Counters:
@@ -75,11 +81,8 @@ class Counters:
         addresses = np.fromiter(map(torch.Tensor.data_ptr, tensors), np.int64, len(tensors))
         like = np.empty(0, np.float32 if torch.float32 in dtypes else np.float64)
         if self.counts != [1] * len(tensors):
-            rows = np.repeat(np.arange(len(tensors)), self.counts)
-            addresses = addresses[rows]
-            if not self.shared:  # a block's own element
-                addresses += (np.arange(len(rows)) - np.repeat(np.cumsum(self.counts) - self.counts, self.counts)) \
-                    * like.itemsize
+            rows, within = _rows(self.counts)
+            addresses = addresses[rows] + (0 if self.shared else within * like.itemsize)  # or a block's own element
         return addresses, like
 
     def read(self) -> np.ndarray:
@@ -157,9 +160,8 @@ class Call:
             row = int(uneven[0])
             raise ValueError(f"{self.here(row)} has {self.sizes[row]} elements, not a multiple of its param group's "
                              f"block_size {size}")
-        widths = np.maximum(self.sizes // size, 1)
-        rows = np.repeat(np.arange(len(widths)), widths)
-        within = np.arange(len(rows)) - np.repeat(np.cumsum(widths) - widths, widths)
+        widths = blocks_of(self.sizes, size)
+        rows, within = _rows(widths)
         blocks = np.minimum(self.sizes, size)[rows]
         itemsizes = np.array([dtype.itemsize for dtype in self.dtypes], np.int64)
         self.addresses = self.addresses[rows] + (within * blocks)[:, None] * itemsizes[None, :]
@@ -354,15 +356,6 @@ def _unsupported_device(p, modules, where):
                                  f"{', '.join(modules.device_types)}")
 
 
-def state_dtype_of(p, module, state_dtype=None):
-    """The dtype of a new state tensor of ``p`` (other than a remainder, int16): ``state_dtype`` if given and the
-    parameter is not float64, else float32 for master weights (their states follow the float32 values), else the
-    parameter's own."""
-    if state_dtype is not None and p.dtype != torch.float64:
-        return state_dtype
-    return torch.float32 if module.REMAINDERS else p.dtype
-
-
 def _fresh_state(p, module, init_values, state_dtype=None, block_size=None) -> dict:
     """A parameter's state on its first step, in torch.optim's layout: ``step`` a float32 0-d CPU tensor, each state
     tensor like the parameter (same memory format; a DTensor for a DTensor; of ``state_dtype_of``, a remainder int16),
@@ -375,8 +368,7 @@ def _fresh_state(p, module, init_values, state_dtype=None, block_size=None) -> d
             continue
         fresh[name] = torch.full_like(p, init_values[name], dtype=torch.int16 if name in module.REMAINDERS else dtype,
                                       memory_format=torch.preserve_format)
-    blocks = None if block_size is None else max(p.numel() // block_size, 1)
     for name, value in module.SCALAR_STATES.items():
-        fresh[name] = torch.tensor(float(value), dtype=torch.float64) if blocks is None else \
-            torch.full((blocks,), float(value), dtype=torch.float64)
+        fresh[name] = torch.tensor(float(value), dtype=torch.float64) if block_size is None else \
+            torch.full((int(blocks_of(p.numel(), block_size)),), float(value), dtype=torch.float64)
     return fresh

@@ -139,11 +139,15 @@ class Optimizer(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self, closure=None):
         """One optimizer step over every parameter that has a gradient; returns ``closure()``'s loss if given."""
+        return self._step(closure, {})
+
+    def _step(self, closure, overrides: dict):
+        """``closure()``'s loss (None without one), then a step with ``overrides`` (``_step_groups``)."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        self._step_groups({})
+        self._step_groups(overrides)
         return loss
 
     def _step_groups(self, overrides: dict, advance: bool = True) -> None:
@@ -289,12 +293,7 @@ class SophiaG(optimizer_class("sophia")):
     @torch.compiler.disable
     @torch.no_grad()
     def step(self, closure=None, bs=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        self._step_groups({} if bs is None else {"bs": float(bs)})
-        return loss
+        return self._step(closure, {} if bs is None else {"bs": float(bs)})
 
     @torch.compiler.disable
     @torch.no_grad()

@@ -14,7 +14,7 @@ import numbers
 import torch
 
 from ..errors import AdamgenError
-from .tensors import check_placed_like
+from .tensors import blocks_of, check_placed_like, state_dtype_of
 
 
 class StateDictError(AdamgenError, ValueError):
@@ -53,7 +53,7 @@ def check_loaded(state, param_groups, module_of):
                                      f"{', '.join(('step', *arrays, *scalars))}")
             converted.append((entry, "step", _number(entry["step"], f"{where}: step", whole=True), torch.float32))
             block_size = group.get("block_size")
-            blocks = 1 if block_size is None else max(param.numel() // block_size, 1)
+            blocks = 1 if block_size is None else blocks_of(param.numel(), block_size)
             for name in scalars:
                 if blocks > 1:  # one value per block of the param group's block_size
                     _blocks(entry[name], blocks, f"{where}: {name}")
@@ -81,8 +81,6 @@ def keep_state_dtypes(state, param_groups, saved, module_of):
     ``load_state_dict``, its parameters in the loaded groups' order) cast to that dtype instead, so that a float32
     moment does not pass through bfloat16 on the way, and a remainder keeps its bits. Scalar states saved as tensors
     come back float64, as the kernels keep them (torch would have cast them to the parameter's dtype)."""
-    from .dispatch import state_dtype_of
-
     for group, saved_group in zip(param_groups, saved["param_groups"]):
         module = None
         for param, key in zip(group["params"], saved_group["params"]):

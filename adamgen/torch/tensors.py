@@ -8,6 +8,7 @@ back after the kernel. Distributed tensors (DTensor, FSDP2) are updated through 
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from ..errors import AdamgenError
@@ -26,6 +27,21 @@ class UnsupportedTensorError(AdamgenError, TypeError):
 def state_dtypes(dtype) -> tuple:
     """The dtypes a state of a parameter of ``dtype`` may have."""
     return (torch.float64,) if dtype == torch.float64 else STATE_DTYPES
+
+
+def state_dtype_of(p, module, state_dtype=None):
+    """The dtype of a new state tensor of ``p`` (other than a remainder, int16): ``state_dtype`` if given and the
+    parameter is not float64, else float32 for master weights (their states follow the float32 values), else the
+    parameter's own."""
+    if state_dtype is not None and p.dtype != torch.float64:
+        return state_dtype
+    return torch.float32 if module.REMAINDERS else p.dtype
+
+
+def blocks_of(numel, block_size):
+    """How many blocks of ``block_size`` elements a tensor of ``numel`` elements has (one, empty, for an empty
+    tensor); ``numel`` may be a NumPy array of element counts."""
+    return np.maximum(numel // block_size, 1)
 
 
 def local(tensor):
