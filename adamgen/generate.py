@@ -42,6 +42,8 @@ class Module:
     states: tuple[tuple[str, object], ...]        # state arrays and their initial values ("param": a copy of it)
     scalar_states: tuple[tuple[str, float], ...]  # per-tensor host scalars and their initial values
     remainders: tuple[str, ...]                   # states holding the low halves of float32 parameters (LowHalf)
+    row_states: tuple[tuple[str, float], ...]     # host float64 states with one value per row, and initial values
+    col_states: tuple[tuple[str, float], ...]     # ... per column
     hyperparameters: tuple[tuple[str, object], ...]  # names and defaults (a bool default makes a flag)
     printed: Printed
 
@@ -61,7 +63,12 @@ class Module:
     @property
     def elementwise(self) -> bool:
         """Whether each element's update reads only that element: no reduction, no element count."""
-        return not self.printed.reductions and "numel" not in self.printed.host_inputs
+        return not self.printed.reductions and "numel" not in self.printed.host_inputs and not self.factored
+
+    @property
+    def factored(self) -> bool:
+        """Whether the rule has row or column states or reductions (host float64 row and column states, tiles)."""
+        return self.printed.factored
 
 
 def generate(spec, target: str = "cpu", command: str | None = None) -> str:
@@ -100,6 +107,8 @@ def _module(variant: Variant, hyperparameters, printed: Printed, target: Target,
         states=tuple((s.name, "param" if init is param else init) for s, init in variant.states),
         scalar_states=tuple((s.name, init) for s, init in variant.scalar_states),
         remainders=tuple(s.name for s in variant.remainders),
+        row_states=tuple((s.name, init) for s, init in variant.row_states),
+        col_states=tuple((s.name, init) for s, init in variant.col_states),
         hyperparameters=tuple((h.name, d) for h, d in hyperparameters),
         printed=printed,
     )

@@ -18,7 +18,16 @@ import dataclasses
 
 import sympy
 
-from .spec import GroupSum, ReduceSum, Variant, _without_ite, grad, numel, outer_symbols, param, step
+from .spec import COL, ELEMENT, HOST, ROW, ColsMean, ColSum, GroupSum, ReduceSum, RowsMean, RowSum, Variant, \
+    _without_ite, cols, grad, level, ndim, numel, param, rows, step
+
+
+class SliceMean(RowsMean):
+    """Host code: ``SliceMean(x, axis)``, the mean over each slice's rows (``axis`` 0) or columns (1) of ``x``, which
+    has one value per row (column) of every tensor stepped together: one value per slice (a ``RowsMean`` to
+    ``adamgen.spec.level``)."""
+
+    nargs = 2
 
 
 class GroupTotal(sympy.Function):
@@ -37,6 +46,7 @@ class Phase:
     stores:         (array, value) pairs written at the end of each element; all reads precede all writes.
     sums:           (reduction symbol ``r<k>``, per-element value) pairs summed over the tensor (reduce phases only).
     zero:           a host scalar holding 0 in the arrays' dtype, to start the sums (reduce phases only).
+    row_sums:       as ``sums``, summed along each row; col_sums: down each column.
     """
 
     kernel_scalars: tuple[sympy.Symbol, ...]
@@ -45,6 +55,8 @@ class Phase:
     stores: tuple[tuple[sympy.Symbol, sympy.Expr], ...]
     sums: tuple[tuple[sympy.Symbol, sympy.Expr], ...] = ()
     zero: sympy.Symbol | None = None
+    row_sums: tuple[tuple[sympy.Symbol, sympy.Expr], ...] = ()
+    col_sums: tuple[tuple[sympy.Symbol, sympy.Expr], ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +67,9 @@ class Lowered:
     phases:          reduce phases, then the update phase (always last).
     flags:           the boolean kernel scalars.
     arrays:          the kernels' array arguments: parameter, gradient, states.
-    scalar_updates:  (scalar state, host symbol holding its new value).
+    scalar_updates:  (scalar, row or column state, host symbol holding its new value).
+    levels:          the level (``adamgen.spec.SLICE``, ``ROW``, ``COL``) of every host symbol that has more than one
+                     value per tensor; the others have one.
     """
 
     variant: Variant
@@ -64,6 +78,7 @@ class Lowered:
     flags: frozenset
     arrays: tuple[sympy.Symbol, ...]
     scalar_updates: tuple[tuple[sympy.Symbol, sympy.Symbol], ...]
+    levels: dict = dataclasses.field(default_factory=dict)
 
     @property
     def update(self) -> Phase:
@@ -87,35 +102,49 @@ def lower(variant: Variant) -> Lowered:
     """
     arrays = (param, grad, *(s for s, _ in variant.states))
 
-    # Classify definitions: per-element ones (which read per-element values outside any reduction) are inlined where
-    # used; scalar ones stay named host values. Each reduction becomes a host symbol r<k>.
+    # Classify definitions: per-element ones (which read per-element values outside any reduction, or a row value and a
+    # column value) are inlined where used; the others stay named host values, of one value per tensor, slice, row or
+    # column. Each reduction becomes a host symbol r<k> of the level it gives.
+    levels = {a: ELEMENT for a in arrays}
+    levels.update({s: ROW for s, _ in variant.row_states})
+    levels.update({s: COL for s, _ in variant.col_states})
     element_defs, scalar_defs, sums = {}, {}, {}
-    per_element = set(arrays)
+    kinds = {ReduceSum: HOST, GroupSum: HOST, RowSum: ROW, ColSum: COL}
 
     def reduction(node):
-        argument = node.args[0]
-        if argument not in sums.values():
-            sums[sympy.Symbol(f"r{len(sums)}", real=True)] = argument
-        r = next(r for r, a in sums.items() if a == argument)
+        key = (kinds[type(node)], node.args[0])
+        if key not in sums.values():
+            r = sympy.Symbol(f"r{len(sums)}", real=True)
+            sums[r] = key
+            if key[0]:
+                levels[r] = key[0]
+        r = next(r for r, k in sums.items() if k == key)
         return GroupTotal(r) if isinstance(node, GroupSum) else r
 
     for symbol, expr in _live(variant):
-        if outer_symbols(expr) & per_element:
+        if level(expr, levels) == ELEMENT:
             element_defs[symbol] = expr
-            per_element.add(symbol)
+            levels[symbol] = ELEMENT
         else:
-            scalar_defs[symbol] = expr.replace(lambda e: isinstance(e, ReduceSum), reduction)
+            expr = expr.replace(lambda e: isinstance(e, (ReduceSum, RowSum, ColSum)), reduction)
+            expr = expr.replace(lambda e: isinstance(e, (RowsMean, ColsMean)),
+                                lambda e: SliceMean(e.args[0], sympy.Integer(isinstance(e, ColsMean))))
+            scalar_defs[symbol] = expr
+            found = level(expr, levels)
+            if found:
+                levels[symbol] = found
+    sums = {r: argument for r, (_, argument) in sums.items()}
 
     # When is each host value known? 0: before any pass; k: after the sums of phase k-1.
-    ready = {s: 0 for s in (*variant.host_symbols, *arrays)}
+    ready = {s: 0 for s in (*variant.host_symbols, *arrays, *(s for s, _ in variant.row_states + variant.col_states))}
 
-    def level(expr) -> int:
+    def known_after(expr) -> int:
         return max((ready[s] for s in _inline(expr, element_defs).free_symbols), default=0)
 
     for symbol, expr in scalar_defs.items():
         for r in sorted(expr.free_symbols & set(sums) - set(ready), key=str):
-            ready[r] = level(sums[r]) + 1
-        ready[symbol] = level(expr)
+            ready[r] = known_after(sums[r]) + 1
+        ready[symbol] = known_after(expr)
     reduce_phases = max((ready[r] for r in sums), default=0)
 
     # Every array is written by the update pass only: a reduce pass writes nothing (a step that stops between passes
@@ -128,7 +157,8 @@ def lower(variant: Variant) -> Lowered:
                if target in arrays and (target == param or definitions[new] != target)}
 
     host_symbols = set(variant.host_symbols) | set(scalar_defs) | set(sums)
-    hoist = _Hoister(host_symbols)
+    host_symbols |= {s for s, _ in variant.row_states + variant.col_states}
+    hoist = _Hoister(host_symbols, {s: lv for s, lv in levels.items() if lv != ELEMENT})
     phases = []
     for k in range(reduce_phases + 1):
         def lowered(expr):
@@ -136,7 +166,7 @@ def lower(variant: Variant) -> Lowered:
 
         phase_sums = [(r, lowered(sums[r])) for r in sums if ready[r] == k + 1]
         stores = [(t, lowered(new)) for t, new in outputs.items()] if k == reduce_phases else []
-        phases.append(_phase(hoist, arrays, stores, phase_sums))
+        phases.append(_phase(hoist, arrays, stores, phase_sums, levels))
 
     # Host code: the named scalar definitions that are needed, in order, then the hoisted values, each in the first
     # host block where it can be computed.
@@ -152,9 +182,13 @@ def lower(variant: Variant) -> Lowered:
     assignments = [(s, scalar_defs[s]) for s in scalar_defs if s in needed] + hoist.assignments
     for symbol, expr in hoist.assignments:
         ready[symbol] = max((ready.get(s, 0) for s in expr.free_symbols), default=0)
+        found = level(expr, levels)
+        if found:
+            levels[symbol] = found
     host = tuple(tuple((s, e) for s, e in assignments if ready[s] == k) for k in range(reduce_phases + 1))
 
-    order = [step, numel, *(h for h, _ in variant.hyperparameters), *(s for s, _ in variant.scalar_states)]
+    order = [step, numel, rows, cols, ndim, *(h for h, _ in variant.hyperparameters),
+             *(s for s, _ in variant.scalar_states + variant.row_states + variant.col_states)]
     order += [s for s, _ in assignments]
     phases = [dataclasses.replace(p, kernel_scalars=tuple(sorted(p.kernel_scalars, key=order.index))) for p in phases]
 
@@ -168,6 +202,7 @@ def lower(variant: Variant) -> Lowered:
         flags=frozenset(booleans & set().union(*(p.kernel_scalars for p in phases))),
         arrays=arrays,
         scalar_updates=scalar_updates,
+        levels={s: lv for s, lv in levels.items() if s in host_symbols or s in hoist.symbols},
     )
 
 
@@ -265,7 +300,7 @@ def _comparison(relation):
     return sympy.Or(*terms)
 
 
-def _phase(hoist, arrays, stores, sums) -> Phase:
+def _phase(hoist, arrays, stores, sums, levels) -> Phase:
     """Read every array once into a local, then common-subexpression elimination with canonical numbering."""
     locals_ = {a: sympy.Symbol(f"{a}_i", real=True) for a in arrays}
     values = [e.xreplace(locals_) for _, e in stores] + [e.xreplace(locals_) for _, e in sums]
@@ -279,13 +314,16 @@ def _phase(hoist, arrays, stores, sums) -> Phase:
     kernel_scalars = [s for s in used if s in hoist.host_symbols or s in hoist.symbols]
     if zero is not None and zero not in kernel_scalars:
         kernel_scalars.append(zero)
+    summed = [(r, v) for (r, _), v in zip(sums, values[len(stores):])]
     return Phase(
         kernel_scalars=tuple(kernel_scalars),
         loads=tuple((locals_[a], a) for a in arrays if locals_[a] in used),
         element=tuple(temporaries),
         stores=tuple((t, v) for (t, _), v in zip(stores, values)),
-        sums=tuple((r, v) for (r, _), v in zip(sums, values[len(stores):])),
+        sums=tuple((r, v) for r, v in summed if r not in levels),
         zero=zero,
+        row_sums=tuple((r, v) for r, v in summed if levels.get(r) == ROW),
+        col_sums=tuple((r, v) for r, v in summed if levels.get(r) == COL),
     )
 
 
@@ -334,8 +372,9 @@ class _Hoister:
 
     Equal scalar subtrees share one symbol, numbered in the order first met, so the output is deterministic."""
 
-    def __init__(self, host_symbols: set):
+    def __init__(self, host_symbols: set, levels: dict | None = None):
         self.host_symbols = host_symbols
+        self.levels = {} if levels is None else levels  # host symbols with one value per slice, row or column
         self.table: dict[sympy.Basic, sympy.Symbol] = {}
         self.assignments: list[tuple[sympy.Symbol, sympy.Basic]] = []
 
@@ -344,7 +383,8 @@ class _Hoister:
         return set(self.table.values())
 
     def is_scalar(self, expr) -> bool:
-        return expr.free_symbols <= self.host_symbols
+        """Whether the host computes ``expr``: it reads host values only, and not a row value and a column value."""
+        return expr.free_symbols <= self.host_symbols and (not self.levels or level(expr, self.levels) != ELEMENT)
 
     def scalar(self, expr) -> sympy.Symbol:
         """A host symbol holding the scalar ``expr``."""
@@ -354,6 +394,9 @@ class _Hoister:
             symbol = sympy.Symbol(f"c{len(self.table)}", real=True)
             self.table[expr] = symbol
             self.assignments.append((symbol, expr))
+            found = level(expr, self.levels) if self.levels else HOST
+            if found:
+                self.levels[symbol] = found
         return self.table[expr]
 
     def __call__(self, expr):
@@ -375,18 +418,23 @@ class _Hoister:
         return expr.func(*(self(arg) for arg in expr.args))
 
     def _split(self, expr):
-        """Group the scalar factors of a product (terms of a sum) into one host value."""
+        """Group the scalar factors of a product (terms of a sum) into one host value; where some have one value per
+        column and others one per row, into two (the element then combines them)."""
         scalars = [a for a in expr.args if self.is_scalar(a)]
         rest = [self(a) for a in expr.args if not self.is_scalar(a)]
+        groups = [scalars]
+        if self.levels and level(sympy.Add(*scalars), self.levels) == ELEMENT:
+            by_column = [a for a in scalars if "col" in level(a, self.levels)]
+            groups = [[a for a in scalars if a not in by_column], by_column]
         if expr.is_Add:
-            constant = sympy.Add(*scalars)
+            constants = [sympy.Add(*group) for group in groups]
             body = sympy.Add(*rest)
-            return body if constant == 0 else sympy.Add(self.scalar(constant), body)
-        coefficient = sympy.Mul(*scalars)
+            return sympy.Add(*(self.scalar(c) for c in constants if c != 0), body)
+        coefficients = [sympy.Mul(*group) for group in groups]
         body = sympy.Mul(*rest)
-        if coefficient in (1, -1):
-            return coefficient * body
-        return sympy.Mul(self.scalar(coefficient), body)
+        if len(coefficients) == 1 and coefficients[0] in (1, -1):
+            return coefficients[0] * body
+        return sympy.Mul(*(self.scalar(c) for c in coefficients if c != 1), body)
 
     def numerators(self, expr, factor: bool = False):
         """Give every quotient with no numerator a typed one: ``1/x`` would be an integer literal in the kernel.

@@ -15,8 +15,11 @@ import sympy
 from sympy.printing.pycode import PythonCodePrinter
 
 from .errors import SpecError
-from .lower import GroupTotal, Lowered
-from .spec import Evaluated, HighHalf, LowHalf, RandomlyStored, Stored
+from .lower import GroupTotal, Lowered, SliceMean
+from .spec import COL, HOST, ROW, SLICE, Evaluated, HighHalf, LowHalf, RandomlyStored, Stored
+
+# What the host code calls each level (adamgen.runtime.factored's _Layout.spread).
+_LEVEL_WORDS = {HOST: "tensor", SLICE: "slice", ROW: "row", COL: "col"}
 
 _SETTINGS = {"strict": True, "fully_qualified_modules": True, "standard": "python3"}
 
@@ -31,10 +34,20 @@ class HostPrinter(PythonCodePrinter):
 
     FUNCTIONS = {"exp": "np.exp", "log": "np.log", "Abs": "np.abs", "sign": "np.sign", "atan2": "np.arctan2",
                  "atan": "np.arctan",  # SymPy writes atan2(y, x) with x > 0 as atan(y/x)
-                 "GroupTotal": "np.sum"}  # a scalar for step, the tensors' sums for step_many: their total
+                 "GroupTotal": "np.sum",  # a scalar for step, the tensors' sums for step_many: their total
+                 "SliceMean": "_layout.slice_mean"}  # (printed by _print_SliceMean)
 
-    def __init__(self):
+    def __init__(self, levels: dict | None = None, level=HOST):
         super().__init__(_SETTINGS)
+        self.levels = levels or {}  # host symbols with one value per slice, row or column
+        self.level = level          # the level of the value being printed: lower-level symbols are spread to it
+
+    def _print_Symbol(self, expr):
+        name = super()._print_Symbol(expr)
+        own = self.levels.get(expr, HOST)
+        if own == self.level or self.level == HOST:
+            return name
+        return f"_layout.spread({name}, {_LEVEL_WORDS[own]!r}, {_LEVEL_WORDS[self.level]!r})"
 
     def _print(self, expr, **kwargs):
         if expr.is_Function and not isinstance(expr, (sympy.Max, sympy.Min, sympy.Piecewise, sympy.And, sympy.Or, sympy.Not)) \
@@ -48,6 +61,12 @@ class HostPrinter(PythonCodePrinter):
 
     _print_exp = _print_log = _print_Abs = _print_sign = _print_atan2 = _print_atan = _print_Function
     _print_GroupTotal = _print_Function
+
+    def _print_SliceMean(self, expr):
+        """The mean over each slice's rows (columns) of a value printed with one value per row (column)."""
+        value, axis = expr.args
+        inner = HostPrinter(self.levels, COL if axis else ROW)
+        return f"_layout.slice_mean({inner.doprint(value)}, {int(axis)})"
 
     def _print_Integer(self, expr):
         """An integer as Python writes it up to 2**53, beyond that as the float64 that host arithmetic makes of it
@@ -209,6 +228,8 @@ class PrintedPhase:
     stores:     (array, value) writes at the end of each element.
     sums:       (``r<k>``, per-element value) summed over each tensor (reduce phases only), from the typed zero ``zero``.
     host_after: host lines that run once the sums are known (reduce phases only).
+    slice_values, row_values, col_values: host values with one value per slice, row or column that the pass reads
+                (factored variants); row_sums, col_sums: as ``sums``, along each row and down each column.
     """
 
     scalars: tuple[tuple[str, bool], ...]
@@ -219,6 +240,16 @@ class PrintedPhase:
     sums: tuple[tuple[str, str], ...] = ()
     zero: str | None = None
     host_after: tuple[str, ...] = ()
+    slice_values: tuple[str, ...] = ()
+    row_values: tuple[str, ...] = ()
+    col_values: tuple[str, ...] = ()
+    row_sums: tuple[tuple[str, str], ...] = ()
+    col_sums: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def reduces(self) -> bool:
+        """Whether the pass sums anything (over tensors, rows or columns)."""
+        return bool(self.sums or self.row_sums or self.col_sums)
 
     @property
     def values(self) -> tuple[str, ...]:
@@ -245,6 +276,9 @@ class Printed:
     host_inputs: frozenset                # names of the host inputs read (step, numel, hyperparameters, scalar states)
     helpers: frozenset = frozenset()      # runtime modules the element code calls (the printer's ``helpers``)
     grouped: bool = False                 # whether a reduction adds over every tensor stepped together (GroupSum)
+    factored: bool = False                # whether there are row or column states or reductions
+    # Per scalar update: the level of the state ("tensor", "row", "col") and of its new value (which may be lower).
+    scalar_levels: tuple[tuple[str, str], ...] = ()
 
     @property
     def reductions(self) -> tuple[PrintedPhase, ...]:
@@ -257,11 +291,15 @@ class Printed:
 
 def print_lowered(lowered: Lowered, element_printer: type[ElementPrinter] = ElementPrinter) -> Printed:
     """Print every block of a lowered variant. Raises ``SpecError`` if anything cannot be printed."""
-    host, element = HostPrinter(), element_printer()
+    element = element_printer()
+    levels = lowered.levels
     remainder = next((str(s) for s in lowered.variant.remainders), None)
 
     def host_lines(block):
-        return tuple(f"{s} = {host.doprint(e)}" for s, e in block)
+        return tuple(f"{s} = {HostPrinter(levels, levels.get(s, HOST)).doprint(e)}" for s, e in block)
+
+    def by_level(symbols, wanted):
+        return tuple(str(s) for s in symbols if levels.get(s, HOST) == wanted)
 
     def load(array):
         """The value of an element of ``array`` in the compute dtype: the parameter with a remainder (master weights)
@@ -277,8 +315,14 @@ def print_lowered(lowered: Lowered, element_printer: type[ElementPrinter] = Elem
         if "param" in read and remainder is not None:
             read.append(remainder)
         written = [str(array) for array, _ in lowered_phase.stores]
+        conditions = [s for s in lowered_phase.kernel_scalars if levels.get(s, HOST) != HOST and s in lowered.flags]
+        if conditions:
+            raise SpecError(f"{lowered.variant.name}: the condition {conditions[0]} has one value per "
+                            f"{_LEVEL_WORDS[levels[conditions[0]]]}; kernels take conditions with one value per "
+                            "tensor: write it as a number (Piecewise((1, condition), (0, True)))")
         return PrintedPhase(
-            scalars=tuple((str(s), s in lowered.flags) for s in lowered_phase.kernel_scalars),
+            scalars=tuple((str(s), s in lowered.flags) for s in lowered_phase.kernel_scalars
+                          if levels.get(s, HOST) == HOST),
             views=tuple(dict.fromkeys(read + written)),
             loads=tuple((str(local), load(str(array))) for local, array in lowered_phase.loads),
             element=tuple(f"{s} = {element.doprint(e)}" for s, e in lowered_phase.element),
@@ -286,6 +330,11 @@ def print_lowered(lowered: Lowered, element_printer: type[ElementPrinter] = Elem
             sums=tuple((str(r), element.doprint(v)) for r, v in lowered_phase.sums),
             zero=None if lowered_phase.zero is None else str(lowered_phase.zero),
             host_after=() if last else host_lines(lowered.host[k + 1]),
+            slice_values=by_level(lowered_phase.kernel_scalars, SLICE),
+            row_values=by_level(lowered_phase.kernel_scalars, ROW),
+            col_values=by_level(lowered_phase.kernel_scalars, COL),
+            row_sums=tuple((str(r), element.doprint(v)) for r, v in lowered_phase.row_sums),
+            col_sums=tuple((str(r), element.doprint(v)) for r, v in lowered_phase.col_sums),
         )
 
     return Printed(
@@ -296,4 +345,7 @@ def print_lowered(lowered: Lowered, element_printer: type[ElementPrinter] = Elem
         host_inputs=frozenset(str(s) for s in lowered.host_inputs),
         helpers=frozenset(element.helpers),
         grouped=any(e.has(GroupTotal) for block in lowered.host for _, e in block),
+        factored=lowered.variant.factored,
+        scalar_levels=tuple((_LEVEL_WORDS[levels.get(s, HOST)], _LEVEL_WORDS[levels.get(new, HOST)])
+                            for s, new in lowered.scalar_updates),
     )

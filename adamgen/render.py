@@ -25,6 +25,7 @@ def environment() -> jinja2.Environment:
     )
     env.filters.update(pyrepr=repr, comment=comment, docstring=docstring)
     env.globals["inline"] = inline
+    env.globals["zip"] = zip
     return env
 
 

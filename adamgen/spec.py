@@ -45,6 +45,12 @@ param = sympy.Symbol("param", real=True)
 grad = sympy.Symbol("grad", real=True)
 step = sympy.Symbol("step", integer=True, positive=True)
 numel = sympy.Symbol("numel", integer=True, positive=True)
+# A tensor's shape as the row/column reductions see it: `rows` and `cols` are the sizes of its last two dimensions
+# (`rows` 1 for a tensor of one dimension, both 1 for a 0-d one) and `ndim` its number of dimensions; the dimensions
+# before the last two make slices, each with its own rows and columns.
+rows = sympy.Symbol("rows", integer=True, positive=True)
+cols = sympy.Symbol("cols", integer=True, positive=True)
+ndim = sympy.Symbol("ndim", integer=True, nonnegative=True)
 
 
 class ReduceSum(sympy.Function):
@@ -62,6 +68,59 @@ class GroupSum(ReduceSum):
 
     Written with ``Spec.group_sum`` and ``Spec.group_norm`` (a global gradient norm for clipping). Each tensor's sum is
     taken as for ``ReduceSum``; the host adds them up."""
+
+
+class RowSum(sympy.Function):
+    """The sum of a per-element expression along each row (over the last dimension): one value per row, which an
+    element reads as its row's. Written with ``Spec.row_sum`` and ``Spec.row_mean``."""
+
+    nargs = 1
+
+
+class ColSum(sympy.Function):
+    """The sum of a per-element expression down each column (over the second-to-last dimension, per slice): one value
+    per column. Written with ``Spec.col_sum`` and ``Spec.col_mean``."""
+
+    nargs = 1
+
+
+class RowsMean(sympy.Function):
+    """The mean over the rows of each slice of a value with one value per row (a row state, a row sum): one value per
+    slice. Written with ``Spec.rows_mean`` (Adafactor's ``row_var.mean(dim=-2)``)."""
+
+    nargs = 1
+
+
+class ColsMean(sympy.Function):
+    """The mean over the columns of each slice of a value with one value per column. Written with ``Spec.cols_mean``."""
+
+    nargs = 1
+
+
+FACTORED_NODES = (RowSum, ColSum, RowsMean, ColsMean)
+
+# Levels: how many values a symbol or an expression has per tensor, as the set of axes it varies along. One per tensor
+# (hyperparameters, the step, scalar states, sums over the tensor), one per slice (the mean of a row state), one per row
+# (row states, row sums), one per column, one per element (where row and column meet).
+HOST, SLICE = frozenset(), frozenset({"slice"})
+ROW, COL = SLICE | {"row"}, SLICE | {"col"}
+ELEMENT = ROW | COL
+LEVEL_NAMES = {HOST: "tensor", SLICE: "slice", ROW: "row", COL: "column", ELEMENT: "element"}
+
+
+def level(expr, levels: dict) -> frozenset:
+    """The level of ``expr``, given the levels of the symbols it reads (``levels``; others are per tensor)."""
+    if isinstance(expr, sympy.Symbol):
+        return levels.get(expr, HOST)
+    if isinstance(expr, ReduceSum):
+        return HOST
+    if isinstance(expr, (RowsMean, ColsMean)):
+        return SLICE
+    if isinstance(expr, RowSum):
+        return ROW
+    if isinstance(expr, ColSum):
+        return COL
+    return frozenset().union(*(level(arg, levels) for arg in expr.args))
 
 
 class Stored(sympy.Function):
@@ -109,8 +168,9 @@ class Evaluated(sympy.Function):
 
 def outer_symbols(expr) -> set:
     """The free symbols of ``expr`` outside any reduction (what decides whether it has one value per element)."""
-    return expr.replace(lambda e: isinstance(e, ReduceSum), lambda e: sympy.S.Zero).free_symbols \
-        if expr.has(ReduceSum) else expr.free_symbols
+    inner = (ReduceSum, *FACTORED_NODES)
+    return expr.replace(lambda e: isinstance(e, inner), lambda e: sympy.S.Zero).free_symbols \
+        if expr.has(*inner) else expr.free_symbols
 
 
 # Names a generated module uses for itself, so a spec may not take them: Python's builtins (the generated code calls
@@ -170,7 +230,7 @@ MAX_EXPONENT = 1024       # numerator and denominator of a rational exponent (Sy
 # Expression node types the printers of every target support.
 SUPPORTED_NODES = (
     sympy.Symbol, sympy.Integer, sympy.Rational, sympy.Float, sympy.Add, sympy.Mul, sympy.Pow, Abs, Max, Min, sign,
-    exp, log, atan2, sympy.atan, Piecewise, ReduceSum, Stored, RandomlyStored, Evaluated,
+    exp, log, atan2, sympy.atan, Piecewise, ReduceSum, *FACTORED_NODES, Stored, RandomlyStored, Evaluated,
     HighHalf, LowHalf,
     sympy.core.relational.Relational,
     sympy.logic.boolalg.BooleanTrue, sympy.logic.boolalg.BooleanFalse, sympy.And, sympy.Or, sympy.Not,
@@ -194,6 +254,27 @@ class Variant:
     updates: tuple[tuple[sympy.Symbol, sympy.Symbol], ...]
     doc: str = ""
     reference: str = ""
+    row_states: tuple[tuple[sympy.Symbol, float], ...] = ()  # one float64 value per row: shaped [..., rows, 1]
+    col_states: tuple[tuple[sympy.Symbol, float], ...] = ()  # one float64 value per column: shaped [..., 1, cols]
+
+    @property
+    def factored(self) -> bool:
+        """Whether the rule has row or column states or reductions (``Spec.row_state``, ``Spec.row_sum``, ...)."""
+        return bool(self.row_states or self.col_states) or any(
+            e.has(*FACTORED_NODES) or e.free_symbols & {rows, cols, ndim} for _, e in self.definitions)
+
+    @property
+    def levels(self) -> dict:
+        """The level (``HOST``, ``SLICE``, ``ROW``, ``COL``, ``ELEMENT``) of every symbol that does not have one
+        value per tensor: the per-element ones, row and column states and the definitions that read them."""
+        levels = {s: ELEMENT for s in self.element_symbols}
+        levels.update({s: ROW for s, _ in self.row_states})
+        levels.update({s: COL for s, _ in self.col_states})
+        for symbol, expr in self.definitions:
+            found = level(expr, levels)
+            if found:
+                levels[symbol] = found
+        return levels
 
     @property
     def element_symbols(self) -> frozenset:
@@ -203,7 +284,8 @@ class Variant:
     @property
     def host_symbols(self) -> frozenset:
         """Symbols with one value per tensor and step: hyperparameters, the step, numel and the scalar states."""
-        return frozenset([step, numel, *(h for h, _ in self.hyperparameters), *(s for s, _ in self.scalar_states)])
+        return frozenset([step, numel, *(h for h, _ in self.hyperparameters), *(s for s, _ in self.scalar_states)]
+                         + ([rows, cols, ndim] if self.factored else []))
 
     @property
     def remainders(self) -> tuple[sympy.Symbol, ...]:
@@ -229,6 +311,8 @@ class Variant:
         """A sha256 of the variant's exact content (names, defaults, expressions), stable across runs and machines."""
         parts = [self.name, repr([(str(h), d) for h, d in self.hyperparameters]),
                  repr([(str(s), v) for s, v in self.states]), repr([(str(s), v) for s, v in self.scalar_states])]
+        if self.row_states or self.col_states:
+            parts += [repr([(str(s), v) for s, v in self.row_states]), repr([(str(s), v) for s, v in self.col_states])]
         parts += [f"{name}={sympy.srepr(expr)}" for name, expr in self.definitions]
         parts += [f"{target}<-{new}" for target, new in self.updates]
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()
@@ -244,6 +328,8 @@ class Spec:
         self._hyperparameters: list[tuple[sympy.Symbol, object]] = []
         self._states: list[tuple[sympy.Symbol, float]] = []
         self._scalar_states: list[tuple[sympy.Symbol, float]] = []
+        self._row_states: list[tuple[sympy.Symbol, float]] = []
+        self._col_states: list[tuple[sympy.Symbol, float]] = []
         self._definitions: list[tuple[sympy.Symbol, object]] = []
         self._updates: list[tuple[object, sympy.Symbol]] = []
 
@@ -274,6 +360,21 @@ class Spec:
         self._scalar_states.append((symbol, init))
         return symbol
 
+    def row_state(self, name: str, init: float = 0.0) -> sympy.Symbol:
+        """Declare a row state: one value per row of the last two dimensions, shaped ``[..., rows, 1]`` (a tensor of
+        one dimension is one row), kept on the host in float64 (Adafactor's ``row_var``). An element reads its row's
+        value; its update may read only values with one value per row (row states, row sums, per-tensor values)."""
+        symbol = _symbol("row state", name, real=True)
+        self._row_states.append((symbol, init))
+        return symbol
+
+    def col_state(self, name: str, init: float = 0.0) -> sympy.Symbol:
+        """Declare a column state: one value per column, shaped ``[..., 1, cols]`` (Adafactor's ``col_var``; for a
+        tensor of one dimension, one value per element, so that it holds what an unfactored second moment would)."""
+        symbol = _symbol("column state", name, real=True)
+        self._col_states.append((symbol, init))
+        return symbol
+
     def define(self, name: str, expr) -> sympy.Symbol:
         """Name an intermediate value (a number, or a condition such as ``rho_t > 5``).
 
@@ -294,6 +395,30 @@ class Spec:
     def norm(self, name: str, expr) -> sympy.Symbol:
         """Name the Euclidean norm over the tensor of a per-element expression."""
         return self.define(name, sympy.sqrt(ReduceSum(_summand(name, expr)**2)))
+
+    def row_sum(self, name: str, expr) -> sympy.Symbol:
+        """Name the sum along each row (the last dimension) of a per-element expression: one value per row."""
+        return self.define(name, RowSum(_summand(name, expr)))
+
+    def row_mean(self, name: str, expr) -> sympy.Symbol:
+        """Name the mean along each row of a per-element expression (torch's ``x.mean(dim=-1, keepdim=True)``)."""
+        return self.define(name, RowSum(_summand(name, expr)) / cols)
+
+    def col_sum(self, name: str, expr) -> sympy.Symbol:
+        """Name the sum down each column (the second-to-last dimension) of a per-element expression."""
+        return self.define(name, ColSum(_summand(name, expr)))
+
+    def col_mean(self, name: str, expr) -> sympy.Symbol:
+        """Name the mean down each column of a per-element expression (torch's ``x.mean(dim=-2, keepdim=True)``)."""
+        return self.define(name, ColSum(_summand(name, expr)) / rows)
+
+    def rows_mean(self, name: str, expr) -> sympy.Symbol:
+        """Name the mean over the rows of each slice of a value with one value per row: one value per slice."""
+        return self.define(name, RowsMean(_summand(name, expr)))
+
+    def cols_mean(self, name: str, expr) -> sympy.Symbol:
+        """Name the mean over the columns of each slice of a value with one value per column."""
+        return self.define(name, ColsMean(_summand(name, expr)))
 
     def group_sum(self, name: str, expr) -> sympy.Symbol:
         """Name the sum of a per-element expression over every tensor stepped together (see ``GroupSum``)."""
@@ -357,11 +482,14 @@ def validate(spec: Spec) -> Variant:
     hyperparameters = tuple((h, _check_default(where, h, d)) for h, d in spec._hyperparameters)
     states = tuple((s, v if v is param else _check_number(where, s, v, "initial value")) for s, v in spec._states)
     scalar_states = tuple((s, _check_number(where, s, v, "initial value")) for s, v in spec._scalar_states)
+    row_states = tuple((s, _check_number(where, s, v, "initial value")) for s, v in spec._row_states)
+    col_states = tuple((s, _check_number(where, s, v, "initial value")) for s, v in spec._col_states)
+    vectors = (*row_states, *col_states)
 
-    declared = [param, grad, step, numel, *(s for s, _ in hyperparameters), *(s for s, _ in states),
-                *(s for s, _ in scalar_states)]
-    _check_updates(where, spec, hyperparameters, states, scalar_states)
-    _check_names(where, [s.name for s in declared[4:]] + [s.name for s, _ in spec._definitions],
+    declared = [param, grad, step, numel, rows, cols, ndim, *(s for s, _ in hyperparameters), *(s for s, _ in states),
+                *(s for s, _ in scalar_states), *(s for s, _ in vectors)]
+    _check_updates(where, spec, hyperparameters, states, scalar_states + vectors)
+    _check_names(where, [s.name for s in declared[7:]] + [s.name for s, _ in spec._definitions],
                  arrays=[s.name for s in declared[:2]] + [s.name for s, _ in states])
 
     known = set(declared)
@@ -389,19 +517,36 @@ def validate(spec: Spec) -> Variant:
         definitions.append((symbol, expr))
     sizes.check_total([new for _, new in spec._updates])
 
-    kinds = {**{s: "state" for s, _ in states}, **{s: "scalar state" for s, _ in scalar_states}}
-    updates = []
+    variant = Variant(spec.name, hyperparameters, states, scalar_states, tuple(definitions), tuple(spec._updates),
+                      doc=spec.doc, reference=spec.reference, row_states=row_states, col_states=col_states)
+    levels = variant.levels
+    _check_levels(where, variant, levels)
+    allowed = {**{s: (HOST, "scalar state", "per-tensor values only (hyperparameters, step, scalar states, sums over "
+                                            "the tensor)") for s, _ in scalar_states},
+               **{s: (ROW, "row state", "values with one per row at most (row states, row sums and means, per-tensor "
+                                        "values)") for s, _ in row_states},
+               **{s: (COL, "column state", "values with one per column at most (column states, column sums and means, "
+                                           "per-tensor values)") for s, _ in col_states}}
     for target, new in spec._updates:
         if new in conditions:
             raise SpecError(f"{where}: the new value of {target} is a condition ({_show(dict(definitions)[new])}); give "
                             "a number, e.g. Piecewise((1, condition), (0, True))")
-        if kinds.get(target) == "scalar state" and new in element:
-            raise SpecError(f"{where}: scalar state {target} must be updated from scalars only (hyperparameters, step, "
-                            "scalar states), not from per-element values")
-        updates.append((target, new))
+        if target in allowed and not levels.get(new, HOST) <= allowed[target][0]:
+            _, kind, what = allowed[target]
+            raise SpecError(f"{where}: {kind} {target} must be updated from {what}, not from values with one per "
+                            f"{LEVEL_NAMES[levels[new]]}")
+    return variant
 
-    return Variant(spec.name, hyperparameters, states, scalar_states, tuple(definitions), tuple(updates),
-                   doc=spec.doc, reference=spec.reference)
+
+def _check_levels(where: str, variant: Variant, levels: dict) -> None:
+    """Each mean over a slice's rows (columns) of a value with at most one per row (column)."""
+    for symbol, expr in variant.definitions:
+        for node in expr.atoms(RowsMean, ColsMean):
+            bound, what = (ROW, "row") if isinstance(node, RowsMean) else (COL, "column")
+            found = level(node.args[0], levels)
+            if not found <= bound:
+                raise SpecError(f"{where}: {symbol} takes the mean over a slice's {what}s of {_show(node.args[0])}, "
+                                f"which has one value per {LEVEL_NAMES[found]}; it takes values with one per {what}")
 
 
 def check_transformed(variant: Variant, option: str, source: str) -> Variant:
@@ -476,7 +621,7 @@ def _check_names(where: str, names: list, arrays: list) -> None:
         if why:
             raise SpecError(f"{where}: the name {name!r} is reserved for the generated code ({why}); choose another")
     seen = set()
-    for name in ["param", "grad", "step", "numel", *names]:
+    for name in ["param", "grad", "step", "numel", "rows", "cols", "ndim", *names]:
         if name in seen:
             raise SpecError(f"{where}: the name {name!r} is declared twice")
         seen.add(name)

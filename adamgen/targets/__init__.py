@@ -20,6 +20,7 @@ class Target:
     runtime:       the ``adamgen/runtime`` modules its template inlines, in order.
     device_types:  the torch device types whose tensors it updates.
     reserved:      names its generated code uses besides the shared ones (``SHARED_RESERVED``).
+    tile:          elements per tile of the kernels with row and column sums.
     """
 
     name: str
@@ -29,6 +30,7 @@ class Target:
     runtime: tuple[str, ...]
     device_types: tuple[str, ...]
     reserved: frozenset = frozenset()
+    tile: int = 1 << 15
 
     def __str__(self) -> str:
         return self.name
@@ -43,6 +45,8 @@ SHARED_RESERVED = frozenset({
     "param", "grad", "state", "params", "grads", "states", "steps", "scalar_states", "sizes", "addresses", "chunks",
     "partials", "scalars", "flags", "dtype", "count", "numel", "unknown", "rows", "row", "arrays", "k", "name", "values",
     "stream", "maximize", "grad_sign", "formats", "storage", "state_dtype",
+    "ROW_STATES", "COL_STATES", "TILE", "checked", "vectors", "shapes", "new", "sized", "hyperparameters", "function",
+    "array", "at",
 })
 
 
