@@ -13,6 +13,7 @@ import functools
 import numpy as np
 import sympy
 
+from .runtime.factored import _col_shape, _factored_shape, _row_shape
 from .spec import GroupSum, ReduceSum
 from .spec import param as PARAM
 from .transforms import maximize
@@ -29,10 +30,19 @@ class Oracle:
         self.name = self.variant.name
         self.defaults = {h.name: d for h, d in self.variant.hyperparameters}
         self.state_names = tuple(s.name for s, _ in self.variant.states)
-        self._inputs = sorted(self.variant.element_symbols | self.variant.host_symbols, key=str)
+        vectors = {s for s, _ in self.variant.row_states + self.variant.col_states}
+        self._inputs = sorted(self.variant.element_symbols | self.variant.host_symbols | vectors, key=str)
         self._functions = []  # (symbol, function of the known values and the group totals, [(total, summand)])
-        self._shape = ()
+        self._shape = ()  # the tensor's shape; (slices, rows, cols) for a factored variant
+        self.vectors = {s.name: "row" for s, _ in self.variant.row_states}
+        self.vectors.update({s.name: "col" for s, _ in self.variant.col_states})
         functions = {"ReduceSum": lambda values: np.sum(np.broadcast_to(values, self._shape), dtype=np.float64),
+                     "RowSum": lambda values: np.sum(np.broadcast_to(values, self._shape), axis=-1, keepdims=True),
+                     "ColSum": lambda values: np.sum(np.broadcast_to(values, self._shape), axis=-2, keepdims=True),
+                     "RowsMean": lambda values: np.sum(np.broadcast_to(values, self._shape[:-1] + (1,)), axis=-2,
+                                                       keepdims=True) / max(self._shape[-2], 1),
+                     "ColsMean": lambda values: np.sum(np.broadcast_to(values, self._shape[:-2] + (1, self._shape[-1])),
+                                                       axis=-1, keepdims=True) / max(self._shape[-1], 1),
                      "Stored": lambda value: value, "Evaluated": lambda value: value,  # exact arithmetic
                      "RandomlyStored": lambda value, seed, step: value,
                      "HighHalf": lambda value: value,
@@ -55,6 +65,8 @@ class Oracle:
         state.update({s.name: np.array(param, np.float64) if init is PARAM
                       else np.full(np.shape(param), init, np.float64) for s, init in self.variant.states})
         state.update({s.name: init for s, init in self.variant.scalar_states})
+        state.update({s.name: np.full(_row_shape(np.shape(param)), init, np.float64) for s, init in self.variant.row_states})
+        state.update({s.name: np.full(_col_shape(np.shape(param)), init, np.float64) for s, init in self.variant.col_states})
         return state
 
     def step(self, param, grad, state, **hyperparameters) -> None:
@@ -67,7 +79,7 @@ class Oracle:
         if unknown:
             raise TypeError(f"{self.name}: unknown hyperparameter(s) {', '.join(sorted(unknown))}")
         arguments = [self._arguments(*row, hyperparameters) for row in zip(params, grads, states)]
-        shapes = [np.shape(param) for param in params]
+        shapes = [self._seen_as(np.shape(param)) for param in params]
         # Piecewise evaluates its branches everywhere; a product may overflow to an infinity that Min then drops (as in
         # the generated host code, which ignores these too)
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
@@ -88,21 +100,39 @@ class Oracle:
             new_values = [(target, np.array(values[new.name], np.float64)) for target, new in self.variant.updates]
             for target, value in new_values:
                 if target.name == "param":
-                    param[...] = value
-                elif target.name in self.state_names:
-                    state[target.name][...] = value
+                    param[...] = self._as(value, param)
+                elif target.name in self.state_names or target.name in self.vectors:
+                    state[target.name][...] = self._as(value, state[target.name])
                 else:
                     state[target.name] = float(value)
             state["step"] += 1
+
+    def _seen_as(self, shape) -> tuple:
+        """The shape the rule sees a tensor as: its own, or (slices, rows, cols) for a factored variant."""
+        return _factored_shape(shape)[1:] if self.variant.factored else tuple(shape)
+
+    def _as(self, value, array):
+        """A new value (a number or an array of the tensor's, row's or column's shape as the rule sees it) shaped like
+        ``array``."""
+        value = np.asarray(value, np.float64)
+        if not self.variant.factored or value.ndim == 0:
+            return value
+        return value.reshape(np.shape(array)) if value.size == np.size(array) else \
+            np.broadcast_to(value, (1,) * (3 - value.ndim) + value.shape).reshape(np.shape(array))
 
     def _arguments(self, param, grad, state, hyperparameters) -> list:
         """The values of the inputs for one tensor, in ``self._inputs`` order."""
         # NumPy float64 scalars, not Python floats: Piecewise evaluates every branch, and an untaken branch may divide
         # by zero, which must give inf or nan (then discarded), not raise.
         scalars = {**self.defaults, **hyperparameters, "step": state["step"] + 1, "numel": max(np.size(param), 1)}
+        ndim, slices, rows, cols = _factored_shape(np.shape(param))
+        scalars.update(ndim=ndim, rows=max(rows, 1), cols=max(cols, 1))
         values = {name: value if isinstance(value, bool) else np.float64(value) for name, value in scalars.items()}
-        values.update(param=param, grad=grad)
-        values.update((name, state[name]) for name in self.state_names)
+        shape = self._seen_as(np.shape(param))
+        values.update(param=np.reshape(param, shape), grad=np.reshape(grad, shape))
+        values.update((name, np.reshape(state[name], shape)) for name in self.state_names)
+        values.update((name, np.reshape(state[name], (slices, rows, 1) if level == "row" else (slices, 1, cols)))
+                      for name, level in self.vectors.items())
         values.update((s.name, np.float64(state[s.name])) for s, _ in self.variant.scalar_states)
         return [values[s.name] for s in self._inputs]
 

@@ -65,9 +65,15 @@ def _schedule(case: Case, hyperparameters: dict, defaults: dict) -> list[dict]:
 def _problem(case: Case):
     """Initial parameters and gradients, float32 values (exactly representable in both precisions)."""
     rng = np.random.default_rng(_seed(case.variant, case.hyperparameters.get("lr"), case.schedule))
-    params = [rng.standard_normal(shape, dtype=np.float32) for shape in SHAPES]
-    grads = [[rng.standard_normal(shape, dtype=np.float32) for shape in SHAPES] for _ in range(STEPS)]
+    shapes = case.shapes or SHAPES
+    params = [rng.standard_normal(shape, dtype=np.float32) for shape in shapes]
+    grads = [[rng.standard_normal(shape, dtype=np.float32) for shape in shapes] for _ in range(STEPS)]
     return params, grads
+
+
+def _host_states(module) -> tuple:
+    """The names of a module's per-tensor host values: scalar states, row and column states."""
+    return (*module.SCALAR_STATES, *getattr(module, "ROW_STATES", ()), *getattr(module, "COL_STATES", ()))
 
 
 def _run(impl, params, grads, schedule, snapshot):
@@ -126,7 +132,7 @@ def check_against_reference(case):
 
     def ours(param, state):
         snapshot = {"param": param.copy(), **{name: state[name].copy() for name in module.STATES}}
-        snapshot.update((name, state[name]) for name in module.SCALAR_STATES)
+        snapshot.update((name, np.copy(state[name])) for name in _host_states(module))
         return snapshot
 
     def theirs(param, state):
@@ -152,7 +158,8 @@ def check_against_reference(case):
                     assert np.count_nonzero(excused) <= max(2, 0.002 * excused.size), "too many near-ties to test"
                 for name, value in exact.items():
                     assert_close(mine[name], value, case.tolerance[dtype],
-                                 f"{case.id} {dtype}: {name} of tensor {k} {SHAPES[k]} after step {t}", excused)
+                                 f"{case.id} {dtype}: {name} of tensor {k} {(case.shapes or SHAPES)[k]} after step {t}",
+                                 excused)
     # The run moved the parameters far beyond the tolerance (a kernel that does nothing cannot pass).
     tolerance = case.tolerance["float32"]
     moved = max(np.abs(final["param"] - p).max() for final, p in zip(expected[STEPS], params) if p.size)
@@ -179,13 +186,14 @@ def test_float64_kernel_matches_oracle(case):
     module, oracle = adamgen.load(case.variant, **case.options), Oracle(variant)
     schedule = _schedule(case, case.hyperparameters, module.HYPERPARAMETERS)
     rng = np.random.default_rng(_seed("oracle", variant.name))
-    shapes = [(1,), (0,), (40, 25)]
+    shapes = [(1,), (0,), (40, 25)] + ([(3, 4, 6), ()] if variant.factored else [])
     params = [rng.standard_normal(shape) for shape in shapes]
     grads = [[rng.standard_normal(shape) for shape in shapes] for _ in range(STEPS)]
 
     def snapshot(param, state):
         return {"param": param.copy(), **{s.name: np.copy(state[s.name]) for s, _ in variant.states},
-                **{s.name: state[s.name] for s, _ in variant.scalar_states}}
+                **{s.name: np.copy(state[s.name])
+                   for s, _ in variant.scalar_states + variant.row_states + variant.col_states}}
 
     ours = _run(module, params, grads, schedule, snapshot)
     exact = _run(oracle, params, grads, schedule, snapshot)

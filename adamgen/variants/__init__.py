@@ -36,6 +36,8 @@ BUILTINS: dict[str, tuple[str, ...]] = {
     "dadapt_adam": (),
     "sophia": (),
     "adam_mini": (),
+    "adafactor": (),
+    "came": (),
 }
 
 OPTIONS = {

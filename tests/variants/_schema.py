@@ -138,6 +138,7 @@ class Case:
     periodic: Mapping = dataclasses.field(default_factory=dict)  # flag -> k: the flag is on every k-th step
     reason: str = ""               # why there is no reference (only without one)
     variant: str = ""              # the built-in's name: set from the file that declares the case
+    shapes: tuple = ()             # the tensors' shapes in test_catalogue.py (): its SHAPES)
 
     def __post_init__(self):
         assert (self.reference is None) == bool(self.reason), f"{self.id}: a reference, or a reason why there is none"
