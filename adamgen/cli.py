@@ -126,6 +126,10 @@ def _show(args) -> int:
     print("states: " + (", ".join(f"{s} (init {v})" for s, v in variant.states) or "none"))
     if variant.scalar_states:
         print("scalar states: " + ", ".join(f"{s} (init {v})" for s, v in variant.scalar_states))
+    if variant.row_states or variant.col_states:
+        print("row and column states (float64, one value per row / column): " + ", ".join(
+            f"{s} ({kind}, init {v})" for kind, states in (("row", variant.row_states), ("column", variant.col_states))
+            for s, v in states))
     print()
     for line in variant.rule():
         print("  " + line)
@@ -135,6 +139,7 @@ def _show(args) -> int:
 def _latex(variant) -> str:
     """The definitions as a LaTeX ``aligned`` block; multi-word names are set upright (bias_correction1)."""
     symbols = set(variant.element_symbols | variant.host_symbols) | {s for s, _ in variant.definitions}
+    symbols |= {s for s, _ in variant.row_states + variant.col_states}
     names = {s: r"\mathrm{%s}" % s.name.replace("_", r"\_") for s in symbols if "_" in s.name}
     lines = [rf"  {sympy.latex(s, symbol_names=names)} &= {sympy.latex(e, symbol_names=names)} \\"
              for s, e in variant.definitions]

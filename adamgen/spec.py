@@ -76,12 +76,18 @@ class RowSum(sympy.Function):
 
     nargs = 1
 
+    def _latex(self, printer):
+        return r"\sum_{\mathrm{row}} \left(%s\right)" % printer._print(self.args[0])
+
 
 class ColSum(sympy.Function):
     """The sum of a per-element expression down each column (over the second-to-last dimension, per slice): one value
     per column. Written with ``Spec.col_sum`` and ``Spec.col_mean``."""
 
     nargs = 1
+
+    def _latex(self, printer):
+        return r"\sum_{\mathrm{column}} \left(%s\right)" % printer._print(self.args[0])
 
 
 class RowsMean(sympy.Function):
@@ -90,11 +96,17 @@ class RowsMean(sympy.Function):
 
     nargs = 1
 
+    def _latex(self, printer):
+        return r"\operatorname{mean}_{\mathrm{rows}} \left(%s\right)" % printer._print(self.args[0])
+
 
 class ColsMean(sympy.Function):
     """The mean over the columns of each slice of a value with one value per column. Written with ``Spec.cols_mean``."""
 
     nargs = 1
+
+    def _latex(self, printer):
+        return r"\operatorname{mean}_{\mathrm{columns}} \left(%s\right)" % printer._print(self.args[0])
 
 
 FACTORED_NODES = (RowSum, ColSum, RowsMean, ColsMean)

@@ -5,7 +5,8 @@ each variant with reductions against its elementwise base.
     python benchmarks/bench_catalogue.py [--sizes 20,24] [--rounds 5] [--out bench-catalogue.json]
 
 Peers, on CPU torch tensors viewing the same float32 data: optimi's Lion, Adan and StableAdamW, the official
-adabelief-pytorch package, adam-atan2-pytorch, schedulefree, prodigyopt, dadaptation, sophia-opt and adam-mini (timm cannot be imported without torchvision, which has
+adabelief-pytorch package, adam-atan2-pytorch, schedulefree, prodigyopt, dadaptation, sophia-opt, adam-mini,
+torch.optim.Adafactor and came-pytorch (on a matrix of the same size) (timm cannot be imported without torchvision, which has
 no CPU build here). Variants without an installable peer are timed for the base comparison only. Every implementation
 runs in its own block (numba and torch each bring an OpenMP runtime; alternating them costs a switch per call), warmed
 up first; a round times every implementation of one size once, and the reported figures are medians over the rounds of
@@ -31,7 +32,10 @@ VARIANTS = [("adabelief", {}), ("yogi", {}), ("qhadam", {}), ("laprop", {}), ("a
             ("ademamix", {}), ("adam_atan2", {}), ("adam", {}), ("adamw", {}), ("lamb", {}), ("stableadamw", {}),
             ("mars", {}), ("adamw", {"cautious": True}), ("lion", {"cautious": True}), ("lamb", {"cautious": True}),
             ("schedulefree_adamw", {}), ("prodigy", {}), ("dadapt_adam", {}), ("sophia", {}),
-            ("adam_mini", {})]
+            ("adam_mini", {}), ("adafactor", {}), ("came", {})]
+# Variants that reduce along rows and columns run on a square-ish matrix of the same element count (a vector would
+# take their unfactored path).
+MATRICES = {"adafactor", "came"}
 
 
 def peers():
@@ -81,6 +85,13 @@ def peers():
         found["dadapt_adam"] = lambda p: dadaptation.DAdaptAdam(p, weight_decay=1e-2)
     except ImportError:
         pass
+    if hasattr(torch.optim, "Adafactor"):
+        found["adafactor"] = lambda p: torch.optim.Adafactor(p)
+    try:
+        import came_pytorch
+        found["came"] = lambda p: came_pytorch.CAME(p, lr=2e-4)
+    except ImportError:
+        pass
     try:
         import adabelief_pytorch
         found["adabelief"] = lambda p: adabelief_pytorch.AdaBelief(p, rectify=False, print_change_log=False)
@@ -101,6 +112,14 @@ def timed(call, repeat: int) -> float:
     return statistics.median(samples)
 
 
+def shape_for(name: str, n: int) -> tuple:
+    """A vector of n elements, or for a factored variant a matrix of n elements (rows <= columns)."""
+    if name not in MATRICES:
+        return (n,)
+    rows = 1 << (n.bit_length() - 1) // 2
+    return (rows, n // rows)
+
+
 def one_round(n: int, repeat: int, make_peer) -> dict:
     import torch
 
@@ -110,12 +129,12 @@ def one_round(n: int, repeat: int, make_peer) -> dict:
     times = {}
     for name, options in VARIANTS:  # all numba work first
         module = adamgen.load(name, **options)
-        p = param.copy()
+        p, g = param.copy().reshape(shape_for(name, n)), grad.reshape(shape_for(name, n))
         state = module.init(p)
-        times[module.VARIANT] = timed(lambda: module.step(p, grad, state), repeat)
+        times[module.VARIANT] = timed(lambda: module.step(p, g, state), repeat)
     for name, factory in make_peer.items():  # then all torch work
-        tensor = torch.from_numpy(param.copy()).requires_grad_()
-        tensor.grad = torch.from_numpy(grad)
+        tensor = torch.from_numpy(param.copy().reshape(shape_for(name, n))).requires_grad_()
+        tensor.grad = torch.from_numpy(grad.reshape(shape_for(name, n)))
         optimizer = factory([tensor])
         times[f"peer:{name}"] = timed(optimizer.step, repeat)
     return times

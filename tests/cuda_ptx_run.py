@@ -99,7 +99,9 @@ def kernel_forms(variant, storage):
     Per pass, over one tensor: its arrays (1-D, C-contiguous; bfloat16 as int16, float16 as uint16), a reduce pass's
     2-D `partials`, then the phase's numbers in the compute dtype and its flags as booleans, each its own argument.
     Over tables: the int64 address and chunk tables, `partials`, the numbers' table (one row per tensor, the compute
-    dtype), the flags' table (booleans) and `storage`, a tuple of one scalar of each array's type."""
+    dtype), the flags' table (booleans) and `storage`, a tuple of one scalar of each array's type. A factored variant
+    has the kernels over tables only, over a tile table, with the partial sums per row and column and the tables of
+    values per slice, row and column (the compute dtype) besides."""
     from numba import boolean, float32, float64, int16, int64, types as numba_types, uint16
 
     kinds = {"float32": float32, "float64": float64, "bfloat16": int16, "float16": uint16}
@@ -110,6 +112,13 @@ def kernel_forms(variant, storage):
     elements = [kinds[params]] * 2 + [int16 if name in remainders(variant) else kinds[states] for name in arrays[2:]]
     forms = []
     for name, phase in zip(kernel_names(lines.phases), lines.phases):
+        if lines.factored:  # over tables of tiles only; row, column and slice values in tables of their own
+            names = ["addresses", "_tiles", "partials", "_row_parts", "_col_parts", "scalars", "flags",
+                     "_slice_values", "_row_values", "_col_values", "storage"]
+            types = [int64[:, ::1]] * 2 + [scalar[:, ::1]] * 4 + [boolean[:, ::1]] + [scalar[:, ::1]] * 3 \
+                + [numba_types.Tuple(elements)]
+            forms.append((f"{name}_tables", names, tuple(types)))
+            continue
         partials = ["partials"] if phase.sums else []
         names = arrays + partials + list(phase.values) + list(phase.flags)
         types = [element[::1] for element in elements] + [scalar[:, ::1]] * len(partials) \

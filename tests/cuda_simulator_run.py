@@ -46,6 +46,7 @@ import numpy as np
 
 SIM_THREADS = 4  # a power of 2: the reduce kernels add in a tree (two levels here)
 SIM_CHUNK = 16
+SIM_TILE = 4  # elements per tile of the factored variants' kernels
 SIM_BLOCKS = 2
 # The tensors of one step_many call: several chunks (53 = 3 * 16 + 5), empty, one element (1-D and 0-d), exactly one
 # chunk, a 2-D one. Each starts from a fresh state at its own step count (the 0-d one at step 5, where RAdam's
@@ -151,6 +152,7 @@ class _Launches:
         for k in range(module.REDUCE_PHASES):
             self.names += [f"_reduce{k}", f"_reduce{k}_tables"]
         self.names += ["_update", "_update_tables"]
+        self.names = [name for name in self.names if hasattr(module, name)]  # factored: over tables only
 
     def __enter__(self):
         for name in self.names:
@@ -218,9 +220,11 @@ def _run(variant, module, dtype):
             error = max(error, _worst(value, expected[k], dtype))
             for name in module.STATES:
                 error = max(error, _worst(_host(states[k][name]), expected_states[k][name], dtype))
-            for name in module.SCALAR_STATES:  # float64 host values, from sums in the arrays' dtype if it reduces
+            # float64 host values (scalar, row and column states), from sums in the arrays' dtype if it reduces
+            for name in (*module.SCALAR_STATES, *getattr(module, "ROW_STATES", ()), *getattr(module, "COL_STATES", ())):
                 scalar_dtype = dtype if module.REDUCE_PHASES else "float64"
-                error = max(error, _worst(states[k][name], expected_states[k][name], scalar_dtype))
+                error = max(error, _worst(np.asarray(states[k][name], np.float64), expected_states[k][name],
+                                          scalar_dtype))
         return error
 
     nonfinite = sum(int(np.count_nonzero(~np.isfinite(values))) for values in expected)
@@ -341,7 +345,7 @@ def _errors(module):
     states = module.init_many(params)
     for k, state in enumerate(states):
         state["step"] = k  # distinct step counts: a changed count shows
-    first, last = module.STATES[0], module.STATES[-1]
+    first, last = (module.STATES[0], module.STATES[-1]) if module.STATES else (None, None)
     findings = {}
 
     def check(name, call, *, also=()):
@@ -363,18 +367,24 @@ def _errors(module):
     strided = cuda.to_device(np.zeros((shapes[0][0], 2 * shapes[0][1]), np.float32))[:, ::2]
     check("step: host param", one(param=starts[0]))
     check("step: host grad", one(grad=_host(g)))
-    check("step: host state", one(state=with_state(0, **{last: _host(s[last])})))
+    if first is not None:  # a state array to break (factored variants may have none)
+        check("step: host state", one(state=with_state(0, **{last: _host(s[last])})))
     check("step: int32", one(param=cuda.to_device(starts[0].astype(np.int32)),
                               grad=cuda.to_device(starts[0].astype(np.int32))))
     check("step: grad dtype", one(grad=cuda.to_device(starts[0].astype(np.float64))))
-    check("step: state dtype", one(state=with_state(0, **{first: cuda.to_device(np.zeros(shapes[0], np.float64))})))
+    if first is not None:  # a state array to break (factored variants may have none)
+        check("step: state dtype", one(state=with_state(0, **{first: cuda.to_device(np.zeros(shapes[0], np.float64))})))
     check("step: grad shape", one(grad=cuda.to_device(np.zeros(shapes[0][::-1], np.float32))))
-    check("step: state shape", one(state=with_state(0, **{last: cuda.to_device(np.zeros(20, np.float32))})))
+    if first is not None:  # a state array to break (factored variants may have none)
+        check("step: state shape", one(state=with_state(0, **{last: cuda.to_device(np.zeros(20, np.float32))})))
     check("step: strided grad", one(grad=strided))
     check("step: read-only param", one(param=_read_only(p)))
-    check("step: state overlaps param", one(state=with_state(0, **{last: p})))
-    check("step: grad is a state", one(grad=s[first]))
-    check("step: missing state", one(state=with_state(0, **{first: _MISSING})))
+    if first is not None:  # a state array to break (factored variants may have none)
+        check("step: state overlaps param", one(state=with_state(0, **{last: p})))
+    if first is not None:  # a state array to break (factored variants may have none)
+        check("step: grad is a state", one(grad=s[first]))
+    if first is not None:  # a state array to break (factored variants may have none)
+        check("step: missing state", one(state=with_state(0, **{first: _MISSING})))
     check("step: state not a dict", one(state=list(s.items())))
     check("step: bad step count", one(state=with_state(0, step=-1)))
     check("step: stream", one(hyper={"stream": "default"}))
@@ -383,6 +393,14 @@ def _errors(module):
     check("step: hyperparameter value", one(hyper={"lr": "0.1"}))
     if module.SCALAR_STATES:
         check("step: bad scalar state", one(state=with_state(0, **{next(iter(module.SCALAR_STATES)): "1.0"})))
+    vectors = (*getattr(module, "ROW_STATES", ()), *getattr(module, "COL_STATES", ()))
+    if vectors:  # row and column states: float64 host arrays of the parameter's row (column) shape
+        check("step: row or column state shape", one(state=with_state(0, **{vectors[0]: np.zeros(3)})))
+        check("step: row or column state on the device",
+              one(state=with_state(0, **{vectors[0]: cuda.to_device(s[vectors[0]])})))
+        check("step: row or column state dtype",
+              one(state=with_state(0, **{vectors[-1]: s[vectors[-1]].astype(np.float32)})))
+        check("step: missing row or column state", one(state=with_state(0, **{vectors[-1]: _MISSING})))
 
     def many(ps=None, gs=None, ss=None, **hyper):
         return lambda: module.step_many(params if ps is None else ps, grads if gs is None else gs,
@@ -404,18 +422,23 @@ def _errors(module):
     check("step_many: grad dtype", many(gs=replaced(grads, 2, cuda.to_device(np.zeros(shapes[2])))))
     check("step_many: grad shape", many(gs=replaced(grads, 1, cuda.to_device(np.zeros(8, np.float32)))))
     check("step_many: strided grad", many(gs=replaced(grads, 2, strided)))
-    read_only = with_state(1, **{last: _read_only(states[1][last])})
-    check("step_many: read-only state", many(ss=replaced(states, 1, read_only)))
+    if first is not None:  # a state array to break (factored variants may have none)
+        read_only = with_state(1, **{last: _read_only(states[1][last])})
+    if first is not None:  # a state array to break (factored variants may have none)
+        check("step_many: read-only state", many(ss=replaced(states, 1, read_only)))
     check("step_many: params overlap", many(ps=params + [overlapping[:7], overlapping[5:]], gs=grads + [extra, extra],
                                             ss=states + module.init_many([extra, extra])),
           also=[(overlapping, extra)])
     check("step_many: tensor listed twice", many(ps=params + [params[1]], gs=grads + [grads[1]],
                                                  ss=states + [states[1]]))
-    shared = with_state(2, **{first: states[0][first]})
-    check("step_many: state shared by two tensors", many(ss=replaced(states, 2, shared)))
+    if first is not None:  # a state array to break (factored variants may have none)
+        shared = with_state(2, **{first: states[0][first]})
+    if first is not None:  # a state array to break (factored variants may have none)
+        check("step_many: state shared by two tensors", many(ss=replaced(states, 2, shared)))
     check("step_many: grad is another tensor's param", many(gs=replaced(grads, 2, params[0])))
     check("step_many: length mismatch", many(gs=grads[:-1]))
-    check("step_many: missing state", many(ss=replaced(states, 1, with_state(1, **{last: _MISSING}))))
+    if first is not None:  # a state array to break (factored variants may have none)
+        check("step_many: missing state", many(ss=replaced(states, 1, with_state(1, **{last: _MISSING}))))
     check("step_many: one state for all", many(ss=module.init(params[0])))
     check("step_many: bad step count", many(ss=replaced(states, 2, with_state(2, step=1.5))))
     check("step_many: stream", many(stream=3.5))
@@ -521,6 +544,9 @@ def main() -> None:
         # Small blocks hand over the GIL often: the simulator's threads wait on each other at every syncthreads.
         sys.setswitchinterval(1e-4)
         module.THREADS_PER_BLOCK, module.CHUNK, module.MAX_BLOCKS = SIM_THREADS, SIM_CHUNK, SIM_BLOCKS
+        own_tile = getattr(module, "TILE", None)
+        if own_tile:  # factored: tiles of a few elements, so rows are cut into several tiles' partial sums
+            module.TILE = SIM_TILE
         if not module.REMAINDERS:  # master weights refuse float32 and float64 parameters: only low_precision runs them
             findings["oracle"][key], findings["many_vs_step"][key] = {}, {}
             for dtype in ("float64", "float32"):
@@ -534,6 +560,8 @@ def main() -> None:
             findings["low_precision"][key] = _low_precision(variant, module)
         sys.setswitchinterval(5e-3)
         module.THREADS_PER_BLOCK, module.CHUNK, module.MAX_BLOCKS = own
+        if own_tile:
+            module.TILE = own_tile
         if not module.REMAINDERS:
             findings["default"][key] = _default_launch(variant, module)
     json.dump(findings, sys.stdout)

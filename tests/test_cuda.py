@@ -146,7 +146,8 @@ def test_module_interface(key):
     lines = _printed(key)
     assert module.REDUCE_PHASES == len(lines.reductions)
     kernels = _dispatchers(module)
-    assert sorted(kernels) == sorted(n + form for n in kernel_names(lines.phases) for form in ("", "_tables"))
+    forms = ("_tables",) if lines.factored else ("", "_tables")  # row and column sums: over tables only
+    assert sorted(kernels) == sorted(n + form for n in kernel_names(lines.phases) for form in forms)
     assert all(kernel.signatures == [] for kernel in kernels.values())
 
 
@@ -171,7 +172,8 @@ def test_modules_import_only_ctypes_math_sys_numpy_numba():
         "    module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)\n"
         "    kernels = [v for v in vars(module).values() if hasattr(v, 'py_func') and hasattr(v, 'signatures')\n"
         "               and not v.targetoptions.get('device')]\n"
-        "    assert len(kernels) == 2 * (module.REDUCE_PHASES + 1), path\n"
+        "    forms = 1 if hasattr(module, 'ROW_STATES') else 2  # factored modules: kernels over tables only\n"
+        "    assert len(kernels) == forms * (module.REDUCE_PHASES + 1), path\n"
         "    assert all(k.signatures == [] for k in kernels), path\n"
         "print(sorted(m for m in ('adamgen', 'torch', 'sympy') if m in sys.modules))\n"
     )
@@ -738,7 +740,7 @@ def test_kernels_take_the_arguments_of_the_printed_phases(modules, key):
     each with these parameters in this order, and each reduce pass (and no other) sums."""
     module, lines = modules[key], _printed(key)
     assert list(lines.arrays) == ["param", "grad", *module.STATES]
-    assert [bool(phase.sums) for phase in lines.phases] == [True] * module.REDUCE_PHASES + [False]
+    assert [phase.reduces for phase in lines.phases] == [True] * module.REDUCE_PHASES + [False]
     forms = kernel_forms(_variant(key), "float32")
     kernels = _dispatchers(module)
     assert sorted(kernels) == sorted(name for name, _, _ in forms)
@@ -882,7 +884,8 @@ def test_simulator_launches_one_kernel_per_pass(simulated, modules, key):
     kernels = [f"_reduce{k}" for k in range(module.REDUCE_PHASES)] + ["_update"]
     one, every = launches["chunks"]
     assert SIM_BLOCKS < one < every
-    assert launches["step"] == [[name, SIM_BLOCKS, SIM_THREADS] for name in kernels]
+    single = [f"{name}_tables" for name in kernels] if hasattr(module, "ROW_STATES") else kernels  # factored: tables
+    assert launches["step"] == [[name, SIM_BLOCKS, SIM_THREADS] for name in single]
     assert launches["step_many"] == [[f"{name}_tables", SIM_BLOCKS, SIM_THREADS] for name in kernels]
     assert launches["empty"] == []
     empty = [k for k, shape in enumerate(SHAPES) if not np.prod(shape)]
@@ -970,6 +973,14 @@ ERRORS = {
     "step_many: hyperparameter value": ("TypeError", [r"hyperparameter lr must be a number, got None"]),
     "step_many: bad scalar state": ("TypeError", [r"states\[1\]\['{scalar}'\] must be a number"]),
 }
+# Row and column states (factored variants): float64 NumPy arrays on the host, of the parameter's row (column) shape.
+VECTOR_ERRORS = {
+    "step: row or column state shape": ("ValueError", [r"state\['{vector}'\] has shape \(3,\); a parameter of shape "
+                                                       r"\(4, 5\)"]),
+    "step: row or column state on the device": ("TypeError", [r"state\['{vector}'\] must be a numpy float64 array"]),
+    "step: row or column state dtype": ("TypeError", [r"state\['{last_vector}'\] must be a numpy float64 array"]),
+    "step: missing row or column state": ("ValueError", [r"state\['{last_vector}'\] is missing"]),
+}
 VALID = {"step: valid": True, "step_many: valid, no tensors": False, "step_many: valid, shared gradient": True}
 
 
@@ -978,9 +989,16 @@ VALID = {"step: valid": True, "step_many: valid, no tensors": False, "step_many:
 def test_simulator_bad_input_writes_nothing(simulated, modules, key):
     findings, module = simulated["errors"][key], modules[key]
     expected = {check: rule for check, rule in ERRORS.items() if "scalar state" not in check or module.SCALAR_STATES}
+    if not module.STATES:  # no state array to break (adafactor's states are all row and column states)
+        expected = {check: (kinds, patterns) for check, (kinds, patterns) in expected.items()
+                    if not any("{first}" in p or "{last}" in p for p in patterns)}
+    vectors = (*getattr(module, "ROW_STATES", ()), *getattr(module, "COL_STATES", ()))
+    if vectors:
+        expected.update(VECTOR_ERRORS)
     assert set(findings) == set(expected) | set(VALID)
-    words = {"v": module.VARIANT, "first": module.STATES[0], "last": module.STATES[-1],
-             "scalar": next(iter(module.SCALAR_STATES), "")}
+    words = {"v": module.VARIANT, "first": (module.STATES or ("",))[0], "last": (module.STATES or ("",))[-1],
+             "scalar": next(iter(module.SCALAR_STATES), ""), "vector": (vectors or ("",))[0],
+             "last_vector": (vectors or ("",))[-1]}
     for check, (kinds, patterns) in expected.items():
         raised, message, changed = findings[check]
         assert raised in ((kinds,) if isinstance(kinds, str) else kinds), (check, raised, message)

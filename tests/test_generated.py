@@ -229,7 +229,11 @@ def test_metadata_matches_the_spec(name, options, variant):
     for dtype in (np.float32, np.float64):
         param = np.ones((2, 3), dtype)
         state = module.init(param)
-        assert set(state) == {"step", *module.STATES, *module.SCALAR_STATES}
+        vectors = {s.name: init for s, init in variant.row_states + variant.col_states}
+        assert set(state) == {"step", *module.STATES, *module.SCALAR_STATES, *vectors}
+        for name, init in vectors.items():  # one value per row (2, 1) or column (1, 3), float64 on the host
+            assert state[name].dtype == np.float64 and np.all(state[name] == init)
+            assert state[name].shape == ((2, 1) if name in module.ROW_STATES else (1, 3))
         assert state["step"] == 0
         for symbol, init in variant.states:
             array = state[symbol.name]

@@ -139,7 +139,47 @@ def test_scalar_state_from_element_values():
         spec.update(total, total + grad)
         spec.update(param, param - lr * grad)
         return spec
-    assert "scalar state total must be updated from scalars only" in _error(build)
+    assert "scalar state total must be updated from per-tensor values only" in _error(build)
+
+
+def _factored(update_row=None, update_col=None, extra=None):
+    """An SGD spec with a row and a column state, their updates given (by default, their row and column means of
+    grad**2)."""
+    def build():
+        spec, lr = sgd()
+        row, col = spec.row_state("row_moment"), spec.col_state("col_moment")
+        spec.update(row, update_row(spec, row) if update_row else spec.row_mean("row_mean", grad**2))
+        spec.update(col, update_col(spec, col) if update_col else spec.col_mean("col_mean", grad**2))
+        spec.update(param, param - lr * grad * (extra(spec, row, col) if extra else 1))
+        return spec
+    return build
+
+
+def test_factored_spec_validates():
+    from adamgen.spec import validate
+    variant = validate(_factored()())
+    assert variant.factored and [s.name for s, _ in variant.row_states] == ["row_moment"]
+
+
+@pytest.mark.parametrize("update_row, update_col, extra, message", [
+    (lambda spec, row: row + grad, None, None, "row state row_moment must be updated from values with one per row at most"),
+    (lambda spec, row: row + spec.col_mean("col_g", grad), None, None, "not from values with one per element"),
+    (None, lambda spec, col: col * spec.row_sum("row_g", grad), None, "column state col_moment must be updated"),
+    (None, None, lambda spec, row, col: spec.rows_mean("mean_g", grad), "which has one value per element"),
+    (None, None, lambda spec, row, col: spec.cols_mean("mean_r", row), "which has one value per row"),
+])
+def test_factored_levels(update_row, update_col, extra, message):
+    assert message in _error(_factored(update_row, update_col, extra))
+
+
+def test_scalar_state_from_row_values():
+    def build():
+        spec, lr = sgd()
+        total = spec.scalar_state("total", init=0.0)
+        spec.update(total, total + spec.row_sum("row_g", grad))
+        spec.update(param, param - lr * grad)
+        return spec
+    assert "not from values with one per row" in _error(build)
 
 
 @pytest.mark.parametrize("expr", ["not an expression", [1, 2], True])

@@ -20,8 +20,8 @@ import numpy as np
 from .tables import _overlap
 
 VARIANT = "runtime"  # the generated module's own constants replace these stand-ins
-ROW_STATES: tuple = ()
-COL_STATES: tuple = ()
+ROW_STATES: dict = {}
+COL_STATES: dict = {}
 
 # --- inlined into generated modules from here on ---
 
@@ -32,6 +32,7 @@ _TILE_COLUMNS = ("tensor", "row0", "row1", "col0", "col1", "cols", "slice", "row
 
 def _factored_shape(shape):
     """``(ndim, slices, rows, cols)`` of a tensor of ``shape``."""
+    shape = tuple(int(size) for size in shape)
     ndim = len(shape)
     if ndim == 0:
         return 0, 1, 1, 1
@@ -42,11 +43,13 @@ def _factored_shape(shape):
 
 def _row_shape(shape):
     """The shape of a row state of a tensor of ``shape``: ``[..., rows, 1]``; ``(1,)`` for fewer than 2 dimensions."""
+    shape = tuple(int(size) for size in shape)
     return tuple(shape[:-1]) + (1,) if len(shape) >= 2 else (1,)
 
 
 def _col_shape(shape):
     """The shape of a column state: ``[..., 1, cols]``; ``shape`` for one dimension, ``(1,)`` for none."""
+    shape = tuple(int(size) for size in shape)
     if len(shape) >= 2:
         return tuple(shape[:-2]) + (1, shape[-1])
     return tuple(shape) if shape else (1,)

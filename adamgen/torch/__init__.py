@@ -18,9 +18,9 @@ kernels, launched on torch's current stream.
 """
 
 from .hyperparameters import HyperparameterError
-from .optimizer import Adam, Adamax, AdamMini, AdamW, NAdam, Optimizer, RAdam, SophiaG, optimizer_class
+from .optimizer import Adafactor, Adam, Adamax, AdamMini, AdamW, NAdam, Optimizer, RAdam, SophiaG, optimizer_class
 from .state import StateDictError
 from .tensors import UnsupportedTensorError
 
 __all__ = ["Optimizer", "optimizer_class", "UnsupportedTensorError", "HyperparameterError", "StateDictError", "Adam",
-           "AdamW", "Adamax", "AdamMini", "NAdam", "RAdam", "SophiaG"]
+           "AdamW", "Adamax", "Adafactor", "AdamMini", "NAdam", "RAdam", "SophiaG"]

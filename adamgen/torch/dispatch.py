@@ -108,6 +108,77 @@ class Counters:
                 tensor.copy_(torch.from_numpy(values[start:start + count].copy()).reshape(tensor.shape))
 
 
+@numba.njit
+def _gather(addresses, sizes, values):
+    """``values`` = the float64 numbers at each of ``addresses`` (``sizes[k]`` from ``addresses[k]``), one after
+    another."""
+    at = 0
+    for k in range(addresses.shape[0]):
+        values[at:at + sizes[k]] = _at(addresses[k], sizes[k], values.dtype)
+        at += sizes[k]
+
+
+@numba.njit
+def _scatter(addresses, sizes, values):
+    """The inverse of ``_gather``: the numbers of ``values`` back to their addresses."""
+    at = 0
+    for k in range(addresses.shape[0]):
+        _at(addresses[k], sizes[k], values.dtype)[:] = values[at:at + sizes[k]]
+        at += sizes[k]
+
+
+class Vectors:
+    """The row and column states (factored variants) of the tensors of a call: per state, every tensor's values one
+    after another as one float64 array, read and written in place. They are kept as float64 CPU tensors shaped
+    ``[..., rows, 1]`` and ``[..., 1, cols]``; one a checkpoint moved or cast elsewhere is read and written through
+    torch (and stays where it is)."""
+
+    def __init__(self, module, params, entries, where):
+        self.tensors, self.shapes = {}, {}
+        for name, level in [(n, "row") for n in module.ROW_STATES] + [(n, "col") for n in module.COL_STATES]:
+            shape_of = module._row_shape if level == "row" else module._col_shape
+            column = self.tensors[name] = []
+            for row, (p, entry) in enumerate(zip(params, entries)):
+                tensor = entry.get(name) if isinstance(entry, dict) else None
+                shape = shape_of(tuple(p.shape))
+                if not isinstance(tensor, torch.Tensor) or not tensor.dtype.is_floating_point \
+                        or tensor.numel() != int(np.prod(shape, dtype=np.int64)):
+                    raise ValueError(f"{where(row)}: state {name!r} must be a float tensor of shape {shape} (one value "
+                                     f"per {'row' if level == 'row' else 'column'}), got "
+                                     f"{tensor.shape if isinstance(tensor, torch.Tensor) else type(tensor).__name__}")
+                column.append(tensor)
+        self._fast = all(type(t) in _PLAIN and t.dtype == torch.float64 and t.is_cpu and t.is_contiguous()
+                         for column in self.tensors.values() for t in column)
+        if self._fast:
+            self._tables = {name: (np.fromiter(map(torch.Tensor.data_ptr, column), np.int64, len(column)),
+                                   np.fromiter(map(torch.Tensor.numel, column), np.int64, len(column)))
+                            for name, column in self.tensors.items()}
+
+    def read(self) -> dict:
+        values = {}
+        for name, column in self.tensors.items():
+            if self._fast:
+                addresses, sizes = self._tables[name]
+                values[name] = np.empty(int(sizes.sum()), np.float64)
+                _gather(addresses, sizes, values[name])
+            else:
+                values[name] = np.concatenate([t.detach().reshape(-1).to("cpu", torch.float64).numpy()
+                                               for t in column]) if column else np.zeros(0)
+        return values
+
+    def write(self, new: dict) -> None:
+        for name, column in self.tensors.items():
+            values = np.ascontiguousarray(new[name], np.float64)
+            if self._fast:
+                _scatter(*self._tables[name], values)
+                continue
+            at = 0
+            for tensor in column:
+                with torch.no_grad():
+                    tensor.copy_(torch.from_numpy(values[at:at + tensor.numel()].copy()).reshape(tensor.shape))
+                at += tensor.numel()
+
+
 class Call:
     """The parameters of one param group on one device with one dtype, and what ``module.step_tables`` needs to step
     them: the address table (row: parameter, gradient, states), the sizes, the step counters and scalar states."""
@@ -149,6 +220,13 @@ class Call:
         self.steps = Counters(counters.pop("step"), "step", self.here, widths)
         self.scalars = {name: Counters(values, name, self.here, widths, shared=False)
                         for name, values in counters.items()}
+        self.vectors, self.shapes = None, ()
+        if hasattr(module, "ROW_STATES"):  # a factored variant: row and column states, the tensors' shapes
+            if self.block_size is not None:
+                raise UnsupportedTensorError(f"{self.where}: variant {module.VARIANT} reduces along rows and columns "
+                                             "of whole tensors; its param groups take no block_size")
+            self.vectors = Vectors(module, self.params, self.entries, self.here)
+            self.shapes = (np.array([module._factored_shape(tuple(p.shape)) for p in self.params], np.int64),)
 
     def _split(self) -> np.ndarray:
         """The table's rows as blocks: tensor k's ``numel // block_size`` blocks of ``block_size`` elements (one,
@@ -256,15 +334,21 @@ class Call:
         extra = {}
         if self.device.type == "cuda":
             extra["stream"] = torch.cuda.current_stream(self.device).cuda_stream
+        scalars = {name: c.read() for name, c in self.scalars.items()}
+        if self.vectors is not None:
+            scalars.update(self.vectors.read())
         new_steps, new_scalars = self.module.step_tables(
-            self.addresses, self.sizes, self.steps.read(), {name: c.read() for name, c in self.scalars.items()},
-            [str(dtype).replace("torch.", "") for dtype in self.dtypes], **hyperparameters, **extra)
+            self.addresses, self.sizes, self.steps.read(), scalars,
+            [str(dtype).replace("torch.", "") for dtype in self.dtypes], *self.shapes, **hyperparameters, **extra)
         for staged in self.staged:
             staged.write_back()
         if advance:
             self.steps.write(new_steps)
         for name, values in new_scalars.items():
-            self.scalars[name].write(values)
+            if name in self.scalars:
+                self.scalars[name].write(values)
+        if self.vectors is not None:
+            self.vectors.write(new_scalars)
 
 
 def plan(params, state, modules, where: str, state_dtype=None, block_size=None) -> list[Call]:
@@ -371,4 +455,8 @@ def _fresh_state(p, module, init_values, state_dtype=None, block_size=None) -> d
     for name, value in module.SCALAR_STATES.items():
         fresh[name] = torch.tensor(float(value), dtype=torch.float64) if block_size is None else \
             torch.full((int(blocks_of(p.numel(), block_size)),), float(value), dtype=torch.float64)
+    for name, value in getattr(module, "ROW_STATES", {}).items():  # factored variants: float64 host tensors
+        fresh[name] = torch.full(module._row_shape(tuple(p.shape)), float(value), dtype=torch.float64)
+    for name, value in getattr(module, "COL_STATES", {}).items():
+        fresh[name] = torch.full(module._col_shape(tuple(p.shape)), float(value), dtype=torch.float64)
     return fresh

@@ -352,3 +352,33 @@ AdamW = _named("AdamW", "adamw")
 Adamax = _named("Adamax", "adamax")
 NAdam = _named("NAdam", "nadam")
 RAdam = _named("RAdam", "radam")
+
+
+class Adafactor(optimizer_class("adafactor")):
+    """torch.optim.Adafactor's interface (``lr``, ``beta2_decay``, ``eps=(eps1, eps2)``, ``d``, ``weight_decay``,
+    ``foreach``, ``maximize``) and state names (``row_var``, ``col_var``; a tensor of one dimension keeps its full
+    second moment in ``col_var``), updated by adamgen's generated adafactor kernels. ``eps1=None`` is the machine
+    epsilon of the parameters' dtype (of the first parameter of each param group given here); the row and column
+    states are float64 CPU tensors."""
+
+    def __init__(self, params, lr=1e-2, beta2_decay=-0.8, eps=(None, 1e-3), d=1.0, weight_decay=0.0, *,
+                 foreach=None, maximize=False):
+        params = list(params)
+        groups = params if params and isinstance(params[0], dict) else [{"params": params}]
+        for group in groups:
+            group_eps = group.pop("eps", eps)
+            if not isinstance(group_eps, (tuple, list)) or len(group_eps) != 2:
+                raise TypeError(f"Adafactor: eps must be a pair (eps1, eps2), got {group_eps!r}")
+            eps1, eps2 = group_eps
+            if eps1 is None:
+                first = next(iter(group["params"]), None) if not isinstance(group["params"], torch.Tensor) \
+                    else group["params"]
+                dtype = first.dtype if isinstance(first, torch.Tensor) and first.dtype.is_floating_point \
+                    else torch.float32
+                eps1 = torch.finfo(dtype).eps
+            group.setdefault("eps1", eps1)
+            group.setdefault("eps2", eps2)
+            if not isinstance(group["params"], torch.Tensor):
+                group["params"] = list(group["params"])
+        super().__init__(groups, lr=lr, beta2_decay=beta2_decay, d=d, weight_decay=weight_decay, foreach=foreach,
+                         maximize=maximize)

@@ -47,6 +47,9 @@ def check_loaded(state, param_groups, module_of):
                 continue
             module = module or module_of(group)
             arrays, scalars = tuple(module.STATES), tuple(module.SCALAR_STATES)
+            vectors = {**{name: module._row_shape for name in getattr(module, "ROW_STATES", ())},
+                       **{name: module._col_shape for name in getattr(module, "COL_STATES", ())}}
+            scalars += tuple(vectors)
             missing = [name for name in ("step", *arrays, *scalars) if name not in entry]
             if missing:
                 raise StateDictError(f"{where} has no {', '.join(missing)}; the {module.VARIANT} kernel keeps "
@@ -55,6 +58,14 @@ def check_loaded(state, param_groups, module_of):
             block_size = group.get("block_size")
             blocks = 1 if block_size is None else blocks_of(param.numel(), block_size)
             for name in scalars:
+                if name in vectors:  # a row or column state: float64 values, one per row (column)
+                    shape = vectors[name](tuple(param.shape))
+                    value = entry[name]
+                    if not isinstance(value, torch.Tensor) or value.is_complex() \
+                            or value.numel() != int(torch.Size(shape).numel()):
+                        raise StateDictError(f"{where}: {name} must be a real tensor of shape {shape}, got "
+                                             f"{tuple(value.shape) if isinstance(value, torch.Tensor) else value!r}")
+                    continue
                 if blocks > 1:  # one value per block of the param group's block_size
                     _blocks(entry[name], blocks, f"{where}: {name}")
                     continue
@@ -80,7 +91,8 @@ def keep_state_dtypes(state, param_groups, saved, module_of):
     ``state_dtype_of``; a remainder int16), take the tensor from the checkpoint ``saved`` (the state_dict given to
     ``load_state_dict``, its parameters in the loaded groups' order) cast to that dtype instead, so that a float32
     moment does not pass through bfloat16 on the way, and a remainder keeps its bits. Scalar states saved as tensors
-    come back float64, as the kernels keep them (torch would have cast them to the parameter's dtype)."""
+    come back float64, as the kernels keep them (torch would have cast them to the parameter's dtype); row and column
+    states float64 on the CPU."""
     for group, saved_group in zip(param_groups, saved["param_groups"]):
         module = None
         for param, key in zip(group["params"], saved_group["params"]):
@@ -98,6 +110,10 @@ def keep_state_dtypes(state, param_groups, saved, module_of):
                 if isinstance(value, torch.Tensor) and isinstance(entry[name], torch.Tensor) \
                         and entry[name].dtype != torch.float64 and value.is_floating_point():
                     entry[name] = value.to(device=entry[name].device, dtype=torch.float64)
+            for name in (*getattr(module, "ROW_STATES", ()), *getattr(module, "COL_STATES", ())):
+                value = original.get(name)  # kept as float64 CPU tensors (torch moved and cast them like the param)
+                if isinstance(value, torch.Tensor):
+                    entry[name] = value.detach().to(device="cpu", dtype=torch.float64).clone()
 
 
 def _blocks(value, blocks, where):

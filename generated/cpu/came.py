@@ -63,8 +63,8 @@ ELEMENTWISE = False
 # not a step of each tensor alone.
 GROUPED = False
 # Row and column states: float64 arrays on the host, one value per row ([..., rows, 1]) or per column ([..., 1, cols]).
-ROW_STATES = ['exp_avg_sq_row', 'exp_avg_res_row']
-COL_STATES = ['exp_avg_sq_col', 'exp_avg_res_col']
+ROW_STATES = {'exp_avg_sq_row': 0.0, 'exp_avg_res_row': 0.0}
+COL_STATES = {'exp_avg_sq_col': 0.0, 'exp_avg_res_col': 0.0}
 # Kernels with row and column sums work in tiles of at most this many elements of one slice of one tensor.
 TILE = 32768
 # Calls on fewer elements than this run the serial kernels: below it, starting threads costs more than it saves (measured break-even 2^14-2^15 elements).
@@ -654,6 +654,7 @@ _TILE_COLUMNS = ("tensor", "row0", "row1", "col0", "col1", "cols", "slice", "row
 
 def _factored_shape(shape):
     """``(ndim, slices, rows, cols)`` of a tensor of ``shape``."""
+    shape = tuple(int(size) for size in shape)
     ndim = len(shape)
     if ndim == 0:
         return 0, 1, 1, 1
@@ -664,11 +665,13 @@ def _factored_shape(shape):
 
 def _row_shape(shape):
     """The shape of a row state of a tensor of ``shape``: ``[..., rows, 1]``; ``(1,)`` for fewer than 2 dimensions."""
+    shape = tuple(int(size) for size in shape)
     return tuple(shape[:-1]) + (1,) if len(shape) >= 2 else (1,)
 
 
 def _col_shape(shape):
     """The shape of a column state: ``[..., 1, cols]``; ``shape`` for one dimension, ``(1,)`` for none."""
+    shape = tuple(int(size) for size in shape)
     if len(shape) >= 2:
         return tuple(shape[:-2]) + (1, shape[-1])
     return tuple(shape) if shape else (1,)
