@@ -2,6 +2,7 @@
 """torch benchmark: one optimizer step of adamgen.torch against torch.optim and installable peers, CPU.
 
     python benchmarks/bench_torch.py [--out bench-torch.json] [--rounds R] [--steps N] [--width D] [--small N]
+                                     [--forms lamb,adafactor,...]
 
 Problems (float32):
   model   a 198-tensor transformer-like model (width 280: ~2^24 parameters);
@@ -19,7 +20,8 @@ Reduction variants on the model: adamgen.torch's lamb and stableadamw against th
   pytorch_optimizer.Lamb (foreach and per tensor) and optimi.StableAdamW (foreach and per tensor), when installed;
   lamb with clip_grad_norm (global gradient-norm clipping, one more pass) against pytorch_optimizer.Lamb(pre_norm=True);
   prodigy and dadapt_adam (a step size estimated over the param group) against prodigyopt.Prodigy and
-  dadaptation.DAdaptAdam.
+  dadaptation.DAdaptAdam; adafactor and came (row and column reductions) against torch.optim.Adafactor (foreach and
+  per tensor) and came_pytorch.CAME.
 
 Every block is warmed up, then timed step by step; --rounds repeats all blocks (the order rotating). The headline
 figures are medians over rounds of the ratios within each round (peer time / adamgen time: > 1 means adamgen is
@@ -44,7 +46,7 @@ import adamgen.torch
 
 TARGETS = {"model: torch_fused/adamgen": 1.25, "small: torch_fused/adamgen": 3.0, "model: wrapper overhead": 0.05,
            "lamb: best peer/adamgen": 3.0, "stableadamw: best peer/adamgen": 3.0, "prodigy: best peer/adamgen": 3.0,
-           "dadapt_adam: best peer/adamgen": 3.0}
+           "dadapt_adam: best peer/adamgen": 3.0, "adafactor: best peer/adamgen": 3.0, "came: best peer/adamgen": 3.0}
 HYPERPARAMETERS = {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 1e-2}
 
 
@@ -149,7 +151,8 @@ def block_peer(problem, make, steps, warmup):
 # adamgen forms with reductions, by benchmark name: (variant, options and hyperparameters beyond lr and weight_decay)
 REDUCTION_FORMS = {"lamb": ("lamb", {}), "stableadamw": ("stableadamw", {}),
                    "lamb_clip": ("lamb", {"clip_grad_norm": True, "max_grad_norm": 1.0}),
-                   "prodigy": ("prodigy", {}), "dadapt_adam": ("dadapt_adam", {})}
+                   "prodigy": ("prodigy", {}), "dadapt_adam": ("dadapt_adam", {}),
+                   "adafactor": ("adafactor", {}), "came": ("came", {})}
 
 
 def reduction_peers() -> dict:
@@ -184,6 +187,15 @@ def reduction_peers() -> dict:
                                                                                              weight_decay=1e-2))
     except ImportError:
         print("dadaptation is not installed: no dadapt_adam peer (pip install dadaptation)")
+    if hasattr(torch.optim, "Adafactor"):
+        for foreach in (True, False):
+            peers[f"torch.optim.Adafactor(foreach={foreach})"] = ("adafactor", lambda p, f=foreach: torch.optim.Adafactor(
+                p, lr=1e-3, weight_decay=1e-2, foreach=f))
+    try:
+        import came_pytorch
+        peers["came_pytorch.CAME"] = ("came", lambda p: came_pytorch.CAME(p, lr=1e-3, weight_decay=1e-2))
+    except ImportError:
+        print("came-pytorch is not installed: no came peer (pip install came-pytorch)")
     return peers
 
 
@@ -196,6 +208,8 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--skip-reductions", action="store_true")
+    parser.add_argument("--forms", default="", help="comma-separated reduction forms to run (default: all of "
+                        + ", ".join(REDUCTION_FORMS) + ")")
     args = parser.parse_args(argv)
 
     problems = {"model": make_problem(transformer_shapes(args.width)), "small": make_problem(small_shapes(args.small))}
@@ -213,6 +227,8 @@ def main(argv=None) -> int:
         for kind in ("fused", "foreach"):
             blocks[f"{name}: torch_{kind}"] = lambda p=problem, k=kind: block_torch(p, k, args.steps, args.warmup)
     peers = {} if args.skip_reductions else reduction_peers()
+    if args.forms:
+        peers = {peer: entry for peer, entry in peers.items() if entry[0] in args.forms.split(",")}
     for form in sorted({form for form, _ in peers.values()}):
         variant, extra = REDUCTION_FORMS[form]
         blocks[f"{form}: adamgen"] = lambda v=variant, e=extra: block_adamgen(

@@ -87,7 +87,7 @@ def _unknown(function, names):
     """The TypeError for keyword arguments that are not hyperparameters of this variant."""
     hint = ""
     if "betas" in names:
-        betas = [name for name in HYPERPARAMETERS if name.startswith("beta")]
+        betas = [name for name in HYPERPARAMETERS if name.startswith("beta") and name[4:].isdigit()]
         hint = f"; betas are given one by one as {', '.join(betas) or 'no beta: this variant has none'}"
     return TypeError(f"{VARIANT}.{function}: unknown hyperparameter(s) {', '.join(sorted(names))}; {VARIANT} takes "
                      f"{', '.join(HYPERPARAMETERS)}{hint}")
