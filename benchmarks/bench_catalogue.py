@@ -2,7 +2,7 @@
 """Catalogue benchmark: one step of each catalogue variant against the best implementation a user can install here, and
 each variant with reductions against its elementwise base.
 
-    python benchmarks/bench_catalogue.py [--sizes 20,24] [--rounds 5] [--out bench-catalogue.json]
+    python benchmarks/bench_catalogue.py [--sizes 20,24] [--rounds 5] [--out bench-catalogue.json] [--only lion,came]
 
 Peers, on CPU torch tensors viewing the same float32 data: optimi's Lion, Adan and StableAdamW, the official
 adabelief-pytorch package, adam-atan2-pytorch, schedulefree, prodigyopt, dadaptation, sophia-opt, adam-mini,
@@ -145,12 +145,16 @@ def main() -> None:
     parser.add_argument("--sizes", default="20,24", help="comma-separated log2 element counts (default 20,24)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--out", default="bench-catalogue.json")
+    parser.add_argument("--only", default="", help="comma-separated variant names to time (default: all)")
     args = parser.parse_args()
+    if args.only:
+        VARIANTS[:] = [(name, options) for name, options in VARIANTS if name in args.only.split(",")]
     import numba
     import torch
 
     torch.set_num_threads(numba.get_num_threads())
-    make_peer = peers()
+    make_peer = {name: make for name, make in peers().items()
+                 if not args.only or name in [adamgen.load(n, **o).VARIANT for n, o in VARIANTS]}
     results = {"machine": {"python": platform.python_version(), "numba": numba.__version__, "torch": torch.__version__,
                            "threads": numba.get_num_threads(), "processor": platform.processor()}, "sizes": {}}
     print(f"{'n':>5} {'variant':12s} {'adamgen ms':>10} {'peer ms':>9} {'x peer':>7} {'base':>8} {'/ base':>7}")

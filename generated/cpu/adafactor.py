@@ -59,7 +59,7 @@ GROUPED = False
 ROW_STATES = {'row_var': 0.0}
 COL_STATES = {'col_var': 0.0}
 # Kernels with row and column sums work in tiles of at most this many elements of one slice of one tensor.
-TILE = 32768
+TILE = 131072
 # Calls on fewer elements than this run the serial kernels: below it, starting threads costs more than it saves (measured break-even 2^14-2^15 elements).
 PARALLEL_THRESHOLD = 32768
 # Kernels work in chunks of this many elements of one tensor: a thread's unit of work, and the block over which reductions sum in the arrays' dtype before the float64 sum of the block sums.
@@ -670,6 +670,22 @@ def _col_shape(shape):
     return tuple(shape) if shape else (1,)
 
 
+_LAYOUTS = {}  # (shapes, tile) -> _Layout: the calls of a training loop see the same shapes at every step
+
+
+def _layout_of(shapes, tile):
+    """The ``_Layout`` of the tensors of ``shapes`` (int64 rows of ndim, slices, rows, cols), made once per set of
+    shapes (the last 16 kept)."""
+    shapes = np.ascontiguousarray(shapes, np.int64).reshape(-1, 4)
+    key = (shapes.tobytes(), int(tile))
+    layout = _LAYOUTS.get(key)
+    if layout is None:
+        if len(_LAYOUTS) >= 16:
+            _LAYOUTS.pop(next(iter(_LAYOUTS)))
+        layout = _LAYOUTS[key] = _Layout(shapes, tile)
+    return layout
+
+
 class _Layout:
     """The tensors of one call as slices, rows and columns, numbered one after another over the call; the tile table
     that cuts them up for the kernels; and the host operations between the levels."""
@@ -826,23 +842,27 @@ def _reduce0_tables_parallel(addresses, _tiles, partials, _row_parts, _col_parts
         _col0 = _tiles[c, 3]
         _col1 = _tiles[c, 4]
         _cols = _tiles[c, 5]
-        start = 0  # elements are numbered from the tensor's first
+        _row_base = _tiles[c, 7]
+        _col_base = _tiles[c, 8]
         c0 = scalars[j, 0]
         c1 = scalars[j, 1]
-        param_block = _at(addresses[j, 0], _row1 * _cols, storage[0])
-        grad_block = _at(addresses[j, 1], _row1 * _cols, storage[1])
+        _param_tensor = _at(addresses[j, 0], _row1 * _cols, storage[0])
+        _grad_tensor = _at(addresses[j, 1], _row1 * _cols, storage[1])
+        _down0 = _col_parts[0, _tiles[c, 10]:_tiles[c, 10] + _col1 - _col0]
+        _down0[:] = c1
         r0 = c1
-        _col_parts[0, _tiles[c, 10]:_tiles[c, 10] + _col1 - _col0] = c1
         for _row in range(_row0, _row1):
+            start = _row * _cols + _col0  # the first element of the tile's piece of this row
+            param_block = _param_tensor[start:start + _col1 - _col0]
+            grad_block = _grad_tensor[start:start + _col1 - _col0]
             r1 = c1
-            for _col in range(_col0, _col1):
-                i = _row * _cols + _col
+            for i in range(_col1 - _col0):
                 param_i = _load(param_block[i])
                 grad_i = _load(grad_block[i])
                 t0 = c0*grad_i*grad_i
                 r0 += param_i*param_i
                 r1 += t0
-                _col_parts[0, _tiles[c, 10] + _col - _col0] += t0
+                _down0[i] += t0
             _row_parts[0, _tiles[c, 9] + _row - _row0] = r1
         partials[c, 0] = r0
 
@@ -857,23 +877,27 @@ def _reduce0_tables_serial(addresses, _tiles, partials, _row_parts, _col_parts, 
         _col0 = _tiles[c, 3]
         _col1 = _tiles[c, 4]
         _cols = _tiles[c, 5]
-        start = 0  # elements are numbered from the tensor's first
+        _row_base = _tiles[c, 7]
+        _col_base = _tiles[c, 8]
         c0 = scalars[j, 0]
         c1 = scalars[j, 1]
-        param_block = _at(addresses[j, 0], _row1 * _cols, storage[0])
-        grad_block = _at(addresses[j, 1], _row1 * _cols, storage[1])
+        _param_tensor = _at(addresses[j, 0], _row1 * _cols, storage[0])
+        _grad_tensor = _at(addresses[j, 1], _row1 * _cols, storage[1])
+        _down0 = _col_parts[0, _tiles[c, 10]:_tiles[c, 10] + _col1 - _col0]
+        _down0[:] = c1
         r0 = c1
-        _col_parts[0, _tiles[c, 10]:_tiles[c, 10] + _col1 - _col0] = c1
         for _row in range(_row0, _row1):
+            start = _row * _cols + _col0  # the first element of the tile's piece of this row
+            param_block = _param_tensor[start:start + _col1 - _col0]
+            grad_block = _grad_tensor[start:start + _col1 - _col0]
             r1 = c1
-            for _col in range(_col0, _col1):
-                i = _row * _cols + _col
+            for i in range(_col1 - _col0):
                 param_i = _load(param_block[i])
                 grad_i = _load(grad_block[i])
                 t0 = c0*grad_i*grad_i
                 r0 += param_i*param_i
                 r1 += t0
-                _col_parts[0, _tiles[c, 10] + _col - _col0] += t0
+                _down0[i] += t0
             _row_parts[0, _tiles[c, 9] + _row - _row0] = r1
         partials[c, 0] = r0
 
@@ -888,18 +912,21 @@ def _reduce1_tables_parallel(addresses, _tiles, partials, _row_parts, _col_parts
         _col0 = _tiles[c, 3]
         _col1 = _tiles[c, 4]
         _cols = _tiles[c, 5]
-        start = 0  # elements are numbered from the tensor's first
+        _row_base = _tiles[c, 7]
+        _col_base = _tiles[c, 8]
         c0 = scalars[j, 0]
         c1 = scalars[j, 1]
         c2 = scalars[j, 2]
         c3 = flags[j, 0]
-        grad_block = _at(addresses[j, 1], _row1 * _cols, storage[1])
+        _grad_tensor = _at(addresses[j, 1], _row1 * _cols, storage[1])
+        _column0 = _col_values[0, _col_base + _col0:_col_base + _col1]
         r3 = c1
         for _row in range(_row0, _row1):
-            c4 = _row_values[0, _tiles[c, 7] + _row]
-            for _col in range(_col0, _col1):
-                i = _row * _cols + _col
-                col_var_new = _col_values[0, _tiles[c, 8] + _col]
+            start = _row * _cols + _col0  # the first element of the tile's piece of this row
+            grad_block = _grad_tensor[start:start + _col1 - _col0]
+            c4 = _row_values[0, _row_base + _row]
+            for i in range(_col1 - _col0):
+                col_var_new = _column0[i]
                 grad_i = _load(grad_block[i])
                 r3 += c0*grad_i*grad_i/_maximum(c2, ((col_var_new) if c3 else (c4*col_var_new)))
         partials[c, 0] = r3
@@ -915,18 +942,21 @@ def _reduce1_tables_serial(addresses, _tiles, partials, _row_parts, _col_parts, 
         _col0 = _tiles[c, 3]
         _col1 = _tiles[c, 4]
         _cols = _tiles[c, 5]
-        start = 0  # elements are numbered from the tensor's first
+        _row_base = _tiles[c, 7]
+        _col_base = _tiles[c, 8]
         c0 = scalars[j, 0]
         c1 = scalars[j, 1]
         c2 = scalars[j, 2]
         c3 = flags[j, 0]
-        grad_block = _at(addresses[j, 1], _row1 * _cols, storage[1])
+        _grad_tensor = _at(addresses[j, 1], _row1 * _cols, storage[1])
+        _column0 = _col_values[0, _col_base + _col0:_col_base + _col1]
         r3 = c1
         for _row in range(_row0, _row1):
-            c4 = _row_values[0, _tiles[c, 7] + _row]
-            for _col in range(_col0, _col1):
-                i = _row * _cols + _col
-                col_var_new = _col_values[0, _tiles[c, 8] + _col]
+            start = _row * _cols + _col0  # the first element of the tile's piece of this row
+            grad_block = _grad_tensor[start:start + _col1 - _col0]
+            c4 = _row_values[0, _row_base + _row]
+            for i in range(_col1 - _col0):
+                col_var_new = _column0[i]
                 grad_i = _load(grad_block[i])
                 r3 += c0*grad_i*grad_i/_maximum(c2, ((col_var_new) if c3 else (c4*col_var_new)))
         partials[c, 0] = r3
@@ -942,18 +972,22 @@ def _update_tables_parallel(addresses, _tiles, partials, _row_parts, _col_parts,
         _col0 = _tiles[c, 3]
         _col1 = _tiles[c, 4]
         _cols = _tiles[c, 5]
-        start = 0  # elements are numbered from the tensor's first
+        _row_base = _tiles[c, 7]
+        _col_base = _tiles[c, 8]
         c2 = scalars[j, 0]
         c5 = scalars[j, 1]
         c6 = scalars[j, 2]
         c3 = flags[j, 0]
-        param_block = _at(addresses[j, 0], _row1 * _cols, storage[0])
-        grad_block = _at(addresses[j, 1], _row1 * _cols, storage[1])
+        _param_tensor = _at(addresses[j, 0], _row1 * _cols, storage[0])
+        _grad_tensor = _at(addresses[j, 1], _row1 * _cols, storage[1])
+        _column0 = _col_values[0, _col_base + _col0:_col_base + _col1]
         for _row in range(_row0, _row1):
-            c4 = _row_values[0, _tiles[c, 7] + _row]
-            for _col in range(_col0, _col1):
-                i = _row * _cols + _col
-                col_var_new = _col_values[0, _tiles[c, 8] + _col]
+            start = _row * _cols + _col0  # the first element of the tile's piece of this row
+            param_block = _param_tensor[start:start + _col1 - _col0]
+            grad_block = _grad_tensor[start:start + _col1 - _col0]
+            c4 = _row_values[0, _row_base + _row]
+            for i in range(_col1 - _col0):
+                col_var_new = _column0[i]
                 param_i = _load(param_block[i])
                 grad_i = _load(grad_block[i])
                 param_block[i] = _stored(c5*param_i + c6*grad_i/math.sqrt(_maximum(c2, ((col_var_new) if c3 else (c4*col_var_new)))), param_block)
@@ -969,18 +1003,22 @@ def _update_tables_serial(addresses, _tiles, partials, _row_parts, _col_parts, s
         _col0 = _tiles[c, 3]
         _col1 = _tiles[c, 4]
         _cols = _tiles[c, 5]
-        start = 0  # elements are numbered from the tensor's first
+        _row_base = _tiles[c, 7]
+        _col_base = _tiles[c, 8]
         c2 = scalars[j, 0]
         c5 = scalars[j, 1]
         c6 = scalars[j, 2]
         c3 = flags[j, 0]
-        param_block = _at(addresses[j, 0], _row1 * _cols, storage[0])
-        grad_block = _at(addresses[j, 1], _row1 * _cols, storage[1])
+        _param_tensor = _at(addresses[j, 0], _row1 * _cols, storage[0])
+        _grad_tensor = _at(addresses[j, 1], _row1 * _cols, storage[1])
+        _column0 = _col_values[0, _col_base + _col0:_col_base + _col1]
         for _row in range(_row0, _row1):
-            c4 = _row_values[0, _tiles[c, 7] + _row]
-            for _col in range(_col0, _col1):
-                i = _row * _cols + _col
-                col_var_new = _col_values[0, _tiles[c, 8] + _col]
+            start = _row * _cols + _col0  # the first element of the tile's piece of this row
+            param_block = _param_tensor[start:start + _col1 - _col0]
+            grad_block = _grad_tensor[start:start + _col1 - _col0]
+            c4 = _row_values[0, _row_base + _row]
+            for i in range(_col1 - _col0):
+                col_var_new = _column0[i]
                 param_i = _load(param_block[i])
                 grad_i = _load(grad_block[i])
                 param_block[i] = _stored(c5*param_i + c6*grad_i/math.sqrt(_maximum(c2, ((col_var_new) if c3 else (c4*col_var_new)))), param_block)
@@ -1083,7 +1121,7 @@ def step_tables(addresses, sizes, steps, scalar_states, dtype, shapes, *, lr=0.0
     maximize = _flag('step_tables', 'maximize', maximize)
     count = len(sizes)
     sizes = np.asarray(sizes, np.int64)
-    _layout = _Layout(shapes, TILE)
+    _layout = _layout_of(shapes, TILE)
     if _layout.count != count or (np.asarray(shapes, np.int64).reshape(-1, 4)[:, 1:].prod(axis=1) != sizes).any():
         raise ValueError(f"{VARIANT}.step_tables: the shapes do not match the sizes of the {count} tensors")
     step = np.asarray(steps, np.float64) + 1

@@ -66,7 +66,7 @@ GROUPED = False
 ROW_STATES = {'exp_avg_sq_row': 0.0, 'exp_avg_res_row': 0.0}
 COL_STATES = {'exp_avg_sq_col': 0.0, 'exp_avg_res_col': 0.0}
 # Kernels with row and column sums work in tiles of at most this many elements of one slice of one tensor.
-TILE = 32768
+TILE = 131072
 # Calls on fewer elements than this run the serial kernels: below it, starting threads costs more than it saves (measured break-even 2^14-2^15 elements).
 PARALLEL_THRESHOLD = 32768
 # Kernels work in chunks of this many elements of one tensor: a thread's unit of work, and the block over which reductions sum in the arrays' dtype before the float64 sum of the block sums.
@@ -677,6 +677,22 @@ def _col_shape(shape):
     return tuple(shape) if shape else (1,)
 
 
+_LAYOUTS = {}  # (shapes, tile) -> _Layout: the calls of a training loop see the same shapes at every step
+
+
+def _layout_of(shapes, tile):
+    """The ``_Layout`` of the tensors of ``shapes`` (int64 rows of ndim, slices, rows, cols), made once per set of
+    shapes (the last 16 kept)."""
+    shapes = np.ascontiguousarray(shapes, np.int64).reshape(-1, 4)
+    key = (shapes.tobytes(), int(tile))
+    layout = _LAYOUTS.get(key)
+    if layout is None:
+        if len(_LAYOUTS) >= 16:
+            _LAYOUTS.pop(next(iter(_LAYOUTS)))
+        layout = _LAYOUTS[key] = _Layout(shapes, tile)
+    return layout
+
+
 class _Layout:
     """The tensors of one call as slices, rows and columns, numbered one after another over the call; the tile table
     that cuts them up for the kernels; and the host operations between the levels."""
@@ -833,20 +849,23 @@ def _reduce0_tables_parallel(addresses, _tiles, partials, _row_parts, _col_parts
         _col0 = _tiles[c, 3]
         _col1 = _tiles[c, 4]
         _cols = _tiles[c, 5]
-        start = 0  # elements are numbered from the tensor's first
+        _row_base = _tiles[c, 7]
+        _col_base = _tiles[c, 8]
         eps1 = scalars[j, 0]
         c0 = scalars[j, 1]
         c1 = scalars[j, 2]
-        grad_block = _at(addresses[j, 1], _row1 * _cols, storage[1])
-        _col_parts[0, _tiles[c, 10]:_tiles[c, 10] + _col1 - _col0] = c1
+        _grad_tensor = _at(addresses[j, 1], _row1 * _cols, storage[1])
+        _down0 = _col_parts[0, _tiles[c, 10]:_tiles[c, 10] + _col1 - _col0]
+        _down0[:] = c1
         for _row in range(_row0, _row1):
+            start = _row * _cols + _col0  # the first element of the tile's piece of this row
+            grad_block = _grad_tensor[start:start + _col1 - _col0]
             r0 = c1
-            for _col in range(_col0, _col1):
-                i = _row * _cols + _col
+            for i in range(_col1 - _col0):
                 grad_i = _load(grad_block[i])
                 t0 = c0*grad_i*grad_i + eps1
                 r0 += t0
-                _col_parts[0, _tiles[c, 10] + _col - _col0] += t0
+                _down0[i] += t0
             _row_parts[0, _tiles[c, 9] + _row - _row0] = r0
 
 
@@ -860,20 +879,23 @@ def _reduce0_tables_serial(addresses, _tiles, partials, _row_parts, _col_parts, 
         _col0 = _tiles[c, 3]
         _col1 = _tiles[c, 4]
         _cols = _tiles[c, 5]
-        start = 0  # elements are numbered from the tensor's first
+        _row_base = _tiles[c, 7]
+        _col_base = _tiles[c, 8]
         eps1 = scalars[j, 0]
         c0 = scalars[j, 1]
         c1 = scalars[j, 2]
-        grad_block = _at(addresses[j, 1], _row1 * _cols, storage[1])
-        _col_parts[0, _tiles[c, 10]:_tiles[c, 10] + _col1 - _col0] = c1
+        _grad_tensor = _at(addresses[j, 1], _row1 * _cols, storage[1])
+        _down0 = _col_parts[0, _tiles[c, 10]:_tiles[c, 10] + _col1 - _col0]
+        _down0[:] = c1
         for _row in range(_row0, _row1):
+            start = _row * _cols + _col0  # the first element of the tile's piece of this row
+            grad_block = _grad_tensor[start:start + _col1 - _col0]
             r0 = c1
-            for _col in range(_col0, _col1):
-                i = _row * _cols + _col
+            for i in range(_col1 - _col0):
                 grad_i = _load(grad_block[i])
                 t0 = c0*grad_i*grad_i + eps1
                 r0 += t0
-                _col_parts[0, _tiles[c, 10] + _col - _col0] += t0
+                _down0[i] += t0
             _row_parts[0, _tiles[c, 9] + _row - _row0] = r0
 
 
@@ -887,15 +909,18 @@ def _reduce1_tables_parallel(addresses, _tiles, partials, _row_parts, _col_parts
         _col0 = _tiles[c, 3]
         _col1 = _tiles[c, 4]
         _cols = _tiles[c, 5]
-        start = 0  # elements are numbered from the tensor's first
+        _row_base = _tiles[c, 7]
+        _col_base = _tiles[c, 8]
         c1 = scalars[j, 0]
-        grad_block = _at(addresses[j, 1], _row1 * _cols, storage[1])
+        _grad_tensor = _at(addresses[j, 1], _row1 * _cols, storage[1])
+        _column0 = _col_values[0, _col_base + _col0:_col_base + _col1]
         r2 = c1
         for _row in range(_row0, _row1):
-            c2 = _row_values[0, _tiles[c, 7] + _row]
-            for _col in range(_col0, _col1):
-                i = _row * _cols + _col
-                c3 = _col_values[0, _tiles[c, 8] + _col]
+            start = _row * _cols + _col0  # the first element of the tile's piece of this row
+            grad_block = _grad_tensor[start:start + _col1 - _col0]
+            c2 = _row_values[0, _row_base + _row]
+            for i in range(_col1 - _col0):
+                c3 = _column0[i]
                 grad_i = _load(grad_block[i])
                 r2 += c2*c3*grad_i*grad_i
         partials[c, 0] = r2
@@ -911,15 +936,18 @@ def _reduce1_tables_serial(addresses, _tiles, partials, _row_parts, _col_parts, 
         _col0 = _tiles[c, 3]
         _col1 = _tiles[c, 4]
         _cols = _tiles[c, 5]
-        start = 0  # elements are numbered from the tensor's first
+        _row_base = _tiles[c, 7]
+        _col_base = _tiles[c, 8]
         c1 = scalars[j, 0]
-        grad_block = _at(addresses[j, 1], _row1 * _cols, storage[1])
+        _grad_tensor = _at(addresses[j, 1], _row1 * _cols, storage[1])
+        _column0 = _col_values[0, _col_base + _col0:_col_base + _col1]
         r2 = c1
         for _row in range(_row0, _row1):
-            c2 = _row_values[0, _tiles[c, 7] + _row]
-            for _col in range(_col0, _col1):
-                i = _row * _cols + _col
-                c3 = _col_values[0, _tiles[c, 8] + _col]
+            start = _row * _cols + _col0  # the first element of the tile's piece of this row
+            grad_block = _grad_tensor[start:start + _col1 - _col0]
+            c2 = _row_values[0, _row_base + _row]
+            for i in range(_col1 - _col0):
+                c3 = _column0[i]
                 grad_i = _load(grad_block[i])
                 r2 += c2*c3*grad_i*grad_i
         partials[c, 0] = r2
@@ -935,27 +963,32 @@ def _reduce2_tables_parallel(addresses, _tiles, partials, _row_parts, _col_parts
         _col0 = _tiles[c, 3]
         _col1 = _tiles[c, 4]
         _cols = _tiles[c, 5]
-        start = 0  # elements are numbered from the tensor's first
+        _row_base = _tiles[c, 7]
+        _col_base = _tiles[c, 8]
         eps2 = scalars[j, 0]
         c1 = scalars[j, 1]
         c4 = scalars[j, 2]
-        grad_block = _at(addresses[j, 1], _row1 * _cols, storage[1])
-        exp_avg_block = _at(addresses[j, 2], _row1 * _cols, storage[2])
-        _col_parts[0, _tiles[c, 10]:_tiles[c, 10] + _col1 - _col0] = c1
+        _grad_tensor = _at(addresses[j, 1], _row1 * _cols, storage[1])
+        _exp_avg_tensor = _at(addresses[j, 2], _row1 * _cols, storage[2])
+        _column0 = _col_values[0, _col_base + _col0:_col_base + _col1]
+        _down0 = _col_parts[0, _tiles[c, 10]:_tiles[c, 10] + _col1 - _col0]
+        _down0[:] = c1
         for _row in range(_row0, _row1):
-            c5 = _row_values[0, _tiles[c, 7] + _row]
-            c7 = _row_values[1, _tiles[c, 7] + _row]
+            start = _row * _cols + _col0  # the first element of the tile's piece of this row
+            grad_block = _grad_tensor[start:start + _col1 - _col0]
+            exp_avg_block = _exp_avg_tensor[start:start + _col1 - _col0]
+            c5 = _row_values[0, _row_base + _row]
+            c7 = _row_values[1, _row_base + _row]
             r3 = c1
-            for _col in range(_col0, _col1):
-                i = _row * _cols + _col
-                c6 = _col_values[0, _tiles[c, 8] + _col]
+            for i in range(_col1 - _col0):
+                c6 = _column0[i]
                 grad_i = _load(grad_block[i])
                 exp_avg_i = _load(exp_avg_block[i])
                 t0 = c6*grad_i
                 t2 = c4*exp_avg_i + c5*t0 + c7*t0
                 t1 = eps2 + t2*t2
                 r3 += t1
-                _col_parts[0, _tiles[c, 10] + _col - _col0] += t1
+                _down0[i] += t1
             _row_parts[0, _tiles[c, 9] + _row - _row0] = r3
 
 
@@ -969,27 +1002,32 @@ def _reduce2_tables_serial(addresses, _tiles, partials, _row_parts, _col_parts, 
         _col0 = _tiles[c, 3]
         _col1 = _tiles[c, 4]
         _cols = _tiles[c, 5]
-        start = 0  # elements are numbered from the tensor's first
+        _row_base = _tiles[c, 7]
+        _col_base = _tiles[c, 8]
         eps2 = scalars[j, 0]
         c1 = scalars[j, 1]
         c4 = scalars[j, 2]
-        grad_block = _at(addresses[j, 1], _row1 * _cols, storage[1])
-        exp_avg_block = _at(addresses[j, 2], _row1 * _cols, storage[2])
-        _col_parts[0, _tiles[c, 10]:_tiles[c, 10] + _col1 - _col0] = c1
+        _grad_tensor = _at(addresses[j, 1], _row1 * _cols, storage[1])
+        _exp_avg_tensor = _at(addresses[j, 2], _row1 * _cols, storage[2])
+        _column0 = _col_values[0, _col_base + _col0:_col_base + _col1]
+        _down0 = _col_parts[0, _tiles[c, 10]:_tiles[c, 10] + _col1 - _col0]
+        _down0[:] = c1
         for _row in range(_row0, _row1):
-            c5 = _row_values[0, _tiles[c, 7] + _row]
-            c7 = _row_values[1, _tiles[c, 7] + _row]
+            start = _row * _cols + _col0  # the first element of the tile's piece of this row
+            grad_block = _grad_tensor[start:start + _col1 - _col0]
+            exp_avg_block = _exp_avg_tensor[start:start + _col1 - _col0]
+            c5 = _row_values[0, _row_base + _row]
+            c7 = _row_values[1, _row_base + _row]
             r3 = c1
-            for _col in range(_col0, _col1):
-                i = _row * _cols + _col
-                c6 = _col_values[0, _tiles[c, 8] + _col]
+            for i in range(_col1 - _col0):
+                c6 = _column0[i]
                 grad_i = _load(grad_block[i])
                 exp_avg_i = _load(exp_avg_block[i])
                 t0 = c6*grad_i
                 t2 = c4*exp_avg_i + c5*t0 + c7*t0
                 t1 = eps2 + t2*t2
                 r3 += t1
-                _col_parts[0, _tiles[c, 10] + _col - _col0] += t1
+                _down0[i] += t1
             _row_parts[0, _tiles[c, 9] + _row - _row0] = r3
 
 
@@ -1003,21 +1041,27 @@ def _update_tables_parallel(addresses, _tiles, partials, _row_parts, _col_parts,
         _col0 = _tiles[c, 3]
         _col1 = _tiles[c, 4]
         _cols = _tiles[c, 5]
-        start = 0  # elements are numbered from the tensor's first
+        _row_base = _tiles[c, 7]
+        _col_base = _tiles[c, 8]
         beta1 = scalars[j, 0]
         c12 = scalars[j, 1]
         c13 = scalars[j, 2]
         c9 = flags[j, 0]
-        param_block = _at(addresses[j, 0], _row1 * _cols, storage[0])
-        grad_block = _at(addresses[j, 1], _row1 * _cols, storage[1])
-        exp_avg_block = _at(addresses[j, 2], _row1 * _cols, storage[2])
+        _param_tensor = _at(addresses[j, 0], _row1 * _cols, storage[0])
+        _grad_tensor = _at(addresses[j, 1], _row1 * _cols, storage[1])
+        _exp_avg_tensor = _at(addresses[j, 2], _row1 * _cols, storage[2])
+        _column0 = _col_values[0, _col_base + _col0:_col_base + _col1]
+        _column1 = _col_values[1, _col_base + _col0:_col_base + _col1]
         for _row in range(_row0, _row1):
-            c8 = _row_values[0, _tiles[c, 7] + _row]
-            c10 = _row_values[1, _tiles[c, 7] + _row]
-            for _col in range(_col0, _col1):
-                i = _row * _cols + _col
-                c6 = _col_values[0, _tiles[c, 8] + _col]
-                c11 = _col_values[1, _tiles[c, 8] + _col]
+            start = _row * _cols + _col0  # the first element of the tile's piece of this row
+            param_block = _param_tensor[start:start + _col1 - _col0]
+            grad_block = _grad_tensor[start:start + _col1 - _col0]
+            exp_avg_block = _exp_avg_tensor[start:start + _col1 - _col0]
+            c8 = _row_values[0, _row_base + _row]
+            c10 = _row_values[1, _row_base + _row]
+            for i in range(_col1 - _col0):
+                c6 = _column0[i]
+                c11 = _column1[i]
                 param_i = _load(param_block[i])
                 grad_i = _load(grad_block[i])
                 exp_avg_i = _load(exp_avg_block[i])
@@ -1036,21 +1080,27 @@ def _update_tables_serial(addresses, _tiles, partials, _row_parts, _col_parts, s
         _col0 = _tiles[c, 3]
         _col1 = _tiles[c, 4]
         _cols = _tiles[c, 5]
-        start = 0  # elements are numbered from the tensor's first
+        _row_base = _tiles[c, 7]
+        _col_base = _tiles[c, 8]
         beta1 = scalars[j, 0]
         c12 = scalars[j, 1]
         c13 = scalars[j, 2]
         c9 = flags[j, 0]
-        param_block = _at(addresses[j, 0], _row1 * _cols, storage[0])
-        grad_block = _at(addresses[j, 1], _row1 * _cols, storage[1])
-        exp_avg_block = _at(addresses[j, 2], _row1 * _cols, storage[2])
+        _param_tensor = _at(addresses[j, 0], _row1 * _cols, storage[0])
+        _grad_tensor = _at(addresses[j, 1], _row1 * _cols, storage[1])
+        _exp_avg_tensor = _at(addresses[j, 2], _row1 * _cols, storage[2])
+        _column0 = _col_values[0, _col_base + _col0:_col_base + _col1]
+        _column1 = _col_values[1, _col_base + _col0:_col_base + _col1]
         for _row in range(_row0, _row1):
-            c8 = _row_values[0, _tiles[c, 7] + _row]
-            c10 = _row_values[1, _tiles[c, 7] + _row]
-            for _col in range(_col0, _col1):
-                i = _row * _cols + _col
-                c6 = _col_values[0, _tiles[c, 8] + _col]
-                c11 = _col_values[1, _tiles[c, 8] + _col]
+            start = _row * _cols + _col0  # the first element of the tile's piece of this row
+            param_block = _param_tensor[start:start + _col1 - _col0]
+            grad_block = _grad_tensor[start:start + _col1 - _col0]
+            exp_avg_block = _exp_avg_tensor[start:start + _col1 - _col0]
+            c8 = _row_values[0, _row_base + _row]
+            c10 = _row_values[1, _row_base + _row]
+            for i in range(_col1 - _col0):
+                c6 = _column0[i]
+                c11 = _column1[i]
                 param_i = _load(param_block[i])
                 grad_i = _load(grad_block[i])
                 exp_avg_i = _load(exp_avg_block[i])
@@ -1161,7 +1211,7 @@ def step_tables(addresses, sizes, steps, scalar_states, dtype, shapes, *, lr=0.0
     maximize = _flag('step_tables', 'maximize', maximize)
     count = len(sizes)
     sizes = np.asarray(sizes, np.int64)
-    _layout = _Layout(shapes, TILE)
+    _layout = _layout_of(shapes, TILE)
     if _layout.count != count or (np.asarray(shapes, np.int64).reshape(-1, 4)[:, 1:].prod(axis=1) != sizes).any():
         raise ValueError(f"{VARIANT}.step_tables: the shapes do not match the sizes of the {count} tensors")
     step = np.asarray(steps, np.float64) + 1

@@ -819,6 +819,22 @@ def _col_shape(shape):
     return tuple(shape) if shape else (1,)
 
 
+_LAYOUTS = {}  # (shapes, tile) -> _Layout: the calls of a training loop see the same shapes at every step
+
+
+def _layout_of(shapes, tile):
+    """The ``_Layout`` of the tensors of ``shapes`` (int64 rows of ndim, slices, rows, cols), made once per set of
+    shapes (the last 16 kept)."""
+    shapes = np.ascontiguousarray(shapes, np.int64).reshape(-1, 4)
+    key = (shapes.tobytes(), int(tile))
+    layout = _LAYOUTS.get(key)
+    if layout is None:
+        if len(_LAYOUTS) >= 16:
+            _LAYOUTS.pop(next(iter(_LAYOUTS)))
+        layout = _LAYOUTS[key] = _Layout(shapes, tile)
+    return layout
+
+
 class _Layout:
     """The tensors of one call as slices, rows and columns, numbered one after another over the call; the tile table
     that cuts them up for the kernels; and the host operations between the levels."""
@@ -1230,7 +1246,7 @@ def step_tables(addresses, sizes, steps, scalar_states, dtype, shapes, *, lr=0.0
     maximize = _flag('step_tables', 'maximize', maximize)
     count = len(sizes)
     sizes = np.asarray(sizes, np.int64)
-    _layout = _Layout(shapes, TILE)
+    _layout = _layout_of(shapes, TILE)
     if _layout.count != count or (np.asarray(shapes, np.int64).reshape(-1, 4)[:, 1:].prod(axis=1) != sizes).any():
         raise ValueError(f"{VARIANT}.step_tables: the shapes do not match the sizes of the {count} tensors")
     step = np.asarray(steps, np.float64) + 1
