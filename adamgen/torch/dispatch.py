@@ -12,6 +12,7 @@ addresses in one compiled loop, not one torch call each.
 
 from __future__ import annotations
 
+import math
 import operator
 
 import numba
@@ -131,25 +132,33 @@ class Vectors:
     """The row and column states (factored variants) of the tensors of a call: per state, every tensor's values one
     after another as one float64 array, read and written in place. They are kept as float64 CPU tensors shaped
     ``[..., rows, 1]`` and ``[..., 1, cols]``; one a checkpoint moved or cast elsewhere is read and written through
-    torch (and stays where it is)."""
+    torch (and stays where it is). ``shapes``: the tensors' (ndim, slices, rows, cols)."""
 
-    def __init__(self, module, params, entries, where):
-        self.tensors, self.shapes = {}, {}
+    def __init__(self, module, params, entries, where, shapes):
+        self.tensors = {}
+        counts = {"row": shapes[:, 1] * shapes[:, 2], "col": shapes[:, 1] * shapes[:, 3]}
+        fast = True
         for name, level in [(n, "row") for n in module.ROW_STATES] + [(n, "col") for n in module.COL_STATES]:
-            shape_of = module._row_shape if level == "row" else module._col_shape
-            column = self.tensors[name] = []
-            for row, (p, entry) in enumerate(zip(params, entries)):
-                tensor = entry.get(name) if isinstance(entry, dict) else None
-                shape = shape_of(tuple(p.shape))
-                if not isinstance(tensor, torch.Tensor) or not tensor.dtype.is_floating_point \
-                        or tensor.numel() != int(np.prod(shape, dtype=np.int64)):
-                    raise ValueError(f"{where(row)}: state {name!r} must be a float tensor of shape {shape} (one value "
-                                     f"per {'row' if level == 'row' else 'column'}), got "
-                                     f"{tensor.shape if isinstance(tensor, torch.Tensor) else type(tensor).__name__}")
-                column.append(tensor)
-        self._fast = all(type(t) in _PLAIN and t.dtype == torch.float64 and t.is_cpu and t.is_contiguous()
-                         for column in self.tensors.values() for t in column)
-        if self._fast:
+            try:
+                column = self.tensors[name] = list(map(operator.itemgetter(name), entries))
+                fast = fast and set(map(type, column)) <= _PLAIN and set(map(_DTYPE, column)) <= {torch.float64} \
+                    and all(map(_IS_CPU, column)) and all(map(torch.Tensor.is_contiguous, column))
+                numels = np.fromiter(map(torch.Tensor.numel, column), np.int64, len(column))
+            except (KeyError, TypeError):
+                numels = None
+            if numels is None or not np.array_equal(numels, counts[level]):  # the detailed checks name the problem
+                fast = False
+                shape_of = module._row_shape if level == "row" else module._col_shape
+                for row, (p, entry) in enumerate(zip(params, entries)):
+                    tensor, shape = entry.get(name), shape_of(tuple(p.shape))
+                    if not isinstance(tensor, torch.Tensor) or not tensor.dtype.is_floating_point \
+                            or tensor.numel() != math.prod(shape):
+                        raise ValueError(f"{where(row)}: state {name!r} must be a float tensor of shape {shape} (one "
+                                         f"value per {'row' if level == 'row' else 'column'}), got "
+                                         f"{tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else tensor!r}")
+                self.tensors[name] = [entry[name] for entry in entries]
+        self._fast = fast
+        if fast:
             self._tables = {name: (np.fromiter(map(torch.Tensor.data_ptr, column), np.int64, len(column)),
                                    np.fromiter(map(torch.Tensor.numel, column), np.int64, len(column)))
                             for name, column in self.tensors.items()}
@@ -225,8 +234,9 @@ class Call:
             if self.block_size is not None:
                 raise UnsupportedTensorError(f"{self.where}: variant {module.VARIANT} reduces along rows and columns "
                                              "of whole tensors; its param groups take no block_size")
-            self.vectors = Vectors(module, self.params, self.entries, self.here)
-            self.shapes = (np.array([module._factored_shape(tuple(p.shape)) for p in self.params], np.int64),)
+            shapes = np.array([module._factored_shape(p.shape) for p in self.params], np.int64).reshape(-1, 4)
+            self.vectors = Vectors(module, self.params, self.entries, self.here, shapes)
+            self.shapes = (shapes,)
 
     def _split(self) -> np.ndarray:
         """The table's rows as blocks: tensor k's ``numel // block_size`` blocks of ``block_size`` elements (one,

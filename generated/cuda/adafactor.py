@@ -795,7 +795,7 @@ def _factored_shape(shape):
         return 0, 1, 1, 1
     if ndim == 1:
         return 1, 1, 1, int(shape[0])
-    return ndim, int(np.prod(shape[:-2], dtype=np.int64)), int(shape[-2]), int(shape[-1])
+    return ndim, math.prod(shape[:-2]), shape[-2], shape[-1]
 
 
 def _row_shape(shape):
