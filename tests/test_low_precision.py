@@ -289,7 +289,7 @@ def split(values):
     return high.astype(np.uint16).view(np.int16), (bits & 0xFFFF).astype(np.uint16).view(np.int16)
 
 
-@pytest.mark.parametrize("name", [*REPRESENTATIVE, "user"])
+@pytest.mark.parametrize("name", [*REPRESENTATIVE, "came", "user"])  # came: row and column sums
 def test_master_weights_take_the_float32_trajectory_to_the_bit(name):
     """100 steps (``step_many`` over tensors of several sizes, every tenth a ``step`` of the first): bfloat16
     parameters with ``master_weights=True`` and their remainders hold exactly the float32 parameters of the same
@@ -320,6 +320,8 @@ def test_master_weights_take_the_float32_trajectory_to_the_bit(name):
         assert np.array_equal(param, high) and np.array_equal(remainder, low)
         for state_name in plain.STATES:
             assert np.array_equal(state[state_name].view(np.uint32), exact_state[state_name].view(np.uint32))
+        for state_name in (*getattr(plain, "ROW_STATES", ()), *getattr(plain, "COL_STATES", ())):  # float64, host
+            assert np.array_equal(state[state_name], exact_state[state_name])
 
 
 @numba.njit
