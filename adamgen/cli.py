@@ -126,6 +126,8 @@ def _show(args) -> int:
     print("states: " + (", ".join(f"{s} (init {v})" for s, v in variant.states) or "none"))
     if variant.scalar_states:
         print("scalar states: " + ", ".join(f"{s} (init {v})" for s, v in variant.scalar_states))
+    if variant.inputs:
+        print("inputs (given to each step, never written): " + ", ".join(s.name for s in variant.inputs))
     if variant.row_states or variant.col_states:
         print("row and column states (float64, one value per row / column): " + ", ".join(
             f"{s} ({kind}, init {v})" for kind, states in (("row", variant.row_states), ("column", variant.col_states))

@@ -42,6 +42,7 @@ class Module:
     states: tuple[tuple[str, object], ...]        # state arrays and their initial values ("param": a copy of it)
     scalar_states: tuple[tuple[str, float], ...]  # per-tensor host scalars and their initial values
     remainders: tuple[str, ...]                   # states holding the low halves of float32 parameters (LowHalf)
+    inputs: tuple[str, ...]                       # per-element arrays each step is given (Spec.input)
     row_states: tuple[tuple[str, float], ...]     # host float64 states with one value per row, and initial values
     col_states: tuple[tuple[str, float], ...]     # ... per column
     hyperparameters: tuple[tuple[str, object], ...]  # names and defaults (a bool default makes a flag)
@@ -64,6 +65,14 @@ class Module:
     def elementwise(self) -> bool:
         """Whether each element's update reads only that element: no reduction, no element count."""
         return not self.printed.reductions and "numel" not in self.printed.host_inputs and not self.factored
+
+    @property
+    def inputs_argument(self) -> str:
+        """The inputs' arrays as ``_checked_arrays`` takes them (a dict literal of the step's keyword arguments), after
+        a comma; empty without inputs."""
+        if not self.inputs:
+            return ""
+        return ", {" + ", ".join(f"{name!r}: {name}" for name in self.inputs) + "}"
 
     @property
     def factored(self) -> bool:
@@ -107,6 +116,7 @@ def _module(variant: Variant, hyperparameters, printed: Printed, target: Target,
         states=tuple((s.name, "param" if init is param else init) for s, init in variant.states),
         scalar_states=tuple((s.name, init) for s, init in variant.scalar_states),
         remainders=tuple(s.name for s in variant.remainders),
+        inputs=tuple(s.name for s in variant.inputs),
         row_states=tuple((s.name, init) for s, init in variant.row_states),
         col_states=tuple((s.name, init) for s, init in variant.col_states),
         hyperparameters=tuple((h.name, d) for h, d in hyperparameters),

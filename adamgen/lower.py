@@ -100,7 +100,7 @@ def lower(variant: Variant) -> Lowered:
     in the first host block where everything it reads is known; host code holds only what kernels and scalar-state
     updates need, named definitions in definition order first.
     """
-    arrays = (param, grad, *(s for s, _ in variant.states))
+    arrays = (param, grad, *(s for s, _ in variant.states), *variant.inputs)
 
     # Classify definitions: per-element ones (which read per-element values outside any reduction, or a row value and a
     # column value) are inlined where used; the others stay named host values, of one value per tensor, slice, row or

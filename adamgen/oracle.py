@@ -70,15 +70,22 @@ class Oracle:
         return state
 
     def step(self, param, grad, state, **hyperparameters) -> None:
-        """Advance ``param`` (a float64 array) and ``state`` in place by one step."""
-        self.step_many([param], [grad], [state], **hyperparameters)
+        """Advance ``param`` (a float64 array) and ``state`` in place by one step; the variant's inputs are keyword
+        arguments, as in the generated modules."""
+        inputs = {s.name: [hyperparameters.pop(s.name)] for s in self.variant.inputs if s.name in hyperparameters}
+        self.step_many([param], [grad], [state], **inputs, **hyperparameters)
 
     def step_many(self, params, grads, states, **hyperparameters) -> None:
         """Advance each of ``params`` (float64 arrays) and its state in place by one step, as one group."""
+        inputs = {s.name: hyperparameters.pop(s.name, None) for s in self.variant.inputs}
+        missing = [name for name, arrays in inputs.items() if arrays is None]
+        if missing:
+            raise TypeError(f"{self.name}: the input(s) {', '.join(missing)} are missing")
         unknown = set(hyperparameters) - set(self.defaults)
         if unknown:
             raise TypeError(f"{self.name}: unknown hyperparameter(s) {', '.join(sorted(unknown))}")
-        arguments = [self._arguments(*row, hyperparameters) for row in zip(params, grads, states)]
+        arguments = [self._arguments(*row, hyperparameters, {name: arrays[k] for name, arrays in inputs.items()})
+                     for k, row in enumerate(zip(params, grads, states))]
         shapes = [self._seen_as(np.shape(param)) for param in params]
         # Piecewise evaluates its branches everywhere; a product may overflow to an infinity that Min then drops (as in
         # the generated host code, which ignores these too)
@@ -120,7 +127,7 @@ class Oracle:
         return value.reshape(np.shape(array)) if value.size == np.size(array) else \
             np.broadcast_to(value, (1,) * (3 - value.ndim) + value.shape).reshape(np.shape(array))
 
-    def _arguments(self, param, grad, state, hyperparameters) -> list:
+    def _arguments(self, param, grad, state, hyperparameters, inputs=None) -> list:
         """The values of the inputs for one tensor, in ``self._inputs`` order."""
         # NumPy float64 scalars, not Python floats: Piecewise evaluates every branch, and an untaken branch may divide
         # by zero, which must give inf or nan (then discarded), not raise.
@@ -131,6 +138,7 @@ class Oracle:
         shape = self._seen_as(np.shape(param))
         values.update(param=np.reshape(param, shape), grad=np.reshape(grad, shape))
         values.update((name, np.reshape(state[name], shape)) for name in self.state_names)
+        values.update((name, np.reshape(np.asarray(array, np.float64), shape)) for name, array in (inputs or {}).items())
         values.update((name, np.reshape(state[name], (slices, rows, 1) if level == "row" else (slices, 1, cols)))
                       for name, level in self.vectors.items())
         values.update((s.name, np.float64(state[s.name])) for s, _ in self.variant.scalar_states)

@@ -266,6 +266,7 @@ class Variant:
     updates: tuple[tuple[sympy.Symbol, sympy.Symbol], ...]
     doc: str = ""
     reference: str = ""
+    inputs: tuple[sympy.Symbol, ...] = ()  # per-element arrays each step is given, never written (Spec.input)
     row_states: tuple[tuple[sympy.Symbol, float], ...] = ()  # one float64 value per row: shaped [..., rows, 1]
     col_states: tuple[tuple[sympy.Symbol, float], ...] = ()  # one float64 value per column: shaped [..., 1, cols]
 
@@ -290,8 +291,8 @@ class Variant:
 
     @property
     def element_symbols(self) -> frozenset:
-        """Symbols with one value per element: the parameter, the gradient and the state tensors."""
-        return frozenset([param, grad, *(s for s, _ in self.states)])
+        """Symbols with one value per element: the parameter, the gradient, the state tensors and the inputs."""
+        return frozenset([param, grad, *(s for s, _ in self.states), *self.inputs])
 
     @property
     def host_symbols(self) -> frozenset:
@@ -325,6 +326,8 @@ class Variant:
                  repr([(str(s), v) for s, v in self.states]), repr([(str(s), v) for s, v in self.scalar_states])]
         if self.row_states or self.col_states:
             parts += [repr([(str(s), v) for s, v in self.row_states]), repr([(str(s), v) for s, v in self.col_states])]
+        if self.inputs:
+            parts.append(repr([str(s) for s in self.inputs]))
         parts += [f"{name}={sympy.srepr(expr)}" for name, expr in self.definitions]
         parts += [f"{target}<-{new}" for target, new in self.updates]
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()
@@ -340,6 +343,7 @@ class Spec:
         self._hyperparameters: list[tuple[sympy.Symbol, object]] = []
         self._states: list[tuple[sympy.Symbol, float]] = []
         self._scalar_states: list[tuple[sympy.Symbol, float]] = []
+        self._inputs: list[sympy.Symbol] = []
         self._row_states: list[tuple[sympy.Symbol, float]] = []
         self._col_states: list[tuple[sympy.Symbol, float]] = []
         self._definitions: list[tuple[sympy.Symbol, object]] = []
@@ -370,6 +374,14 @@ class Spec:
         """Declare a per-tensor scalar state, kept on the host in float64 (NAdam's running product)."""
         symbol = _symbol("scalar state", name, real=True)
         self._scalar_states.append((symbol, init))
+        return symbol
+
+    def input(self, name: str) -> sympy.Symbol:
+        """Declare an input: a per-element array shaped like the parameter that each step is given and the rule only
+        reads (NumPy: ``step(..., name=array)``, ``step_many(..., name=[arrays])``; adamgen.torch: the tensor at
+        ``optimizer.state[param][name]``, set before the step). Never written."""
+        symbol = _symbol("input", name, real=True)
+        self._inputs.append(symbol)
         return symbol
 
     def row_state(self, name: str, init: float = 0.0) -> sympy.Symbol:
@@ -498,14 +510,15 @@ def validate(spec: Spec) -> Variant:
     col_states = tuple((s, _check_number(where, s, v, "initial value")) for s, v in spec._col_states)
     vectors = (*row_states, *col_states)
 
+    inputs = tuple(spec._inputs)
     declared = [param, grad, step, numel, rows, cols, ndim, *(s for s, _ in hyperparameters), *(s for s, _ in states),
-                *(s for s, _ in scalar_states), *(s for s, _ in vectors)]
+                *(s for s, _ in scalar_states), *(s for s, _ in vectors), *inputs]
     _check_updates(where, spec, hyperparameters, states, scalar_states + vectors)
     _check_names(where, [s.name for s in declared[7:]] + [s.name for s, _ in spec._definitions],
-                 arrays=[s.name for s in declared[:2]] + [s.name for s, _ in states])
+                 arrays=[s.name for s in declared[:2]] + [s.name for s, _ in states] + [s.name for s in inputs])
 
     known = set(declared)
-    element = {param, grad, *(s for s, _ in states)}
+    element = {param, grad, *(s for s, _ in states), *inputs}
     conditions = {h for h, default in hyperparameters if isinstance(default, bool)}  # flags are conditions
     sizes = _Sizes(where)
     definitions = []
@@ -530,7 +543,8 @@ def validate(spec: Spec) -> Variant:
     sizes.check_total([new for _, new in spec._updates])
 
     variant = Variant(spec.name, hyperparameters, states, scalar_states, tuple(definitions), tuple(spec._updates),
-                      doc=spec.doc, reference=spec.reference, row_states=row_states, col_states=col_states)
+                      doc=spec.doc, reference=spec.reference, row_states=row_states, col_states=col_states,
+                      inputs=inputs)
     levels = variant.levels
     _check_levels(where, variant, levels)
     allowed = {**{s: (HOST, "scalar state", "per-tensor values only (hyperparameters, step, scalar states, sums over "
@@ -568,7 +582,8 @@ def check_transformed(variant: Variant, option: str, source: str) -> Variant:
     ``SpecError`` naming the option."""
     where = f"{option} on variant {source!r}"
     names = [s.name for s, _ in (*variant.hyperparameters, *variant.states, *variant.scalar_states, *variant.definitions)]
-    _check_names(where, names, arrays=["param", "grad"] + [s.name for s, _ in variant.states])
+    _check_names(where, names, arrays=["param", "grad"] + [s.name for s, _ in variant.states]
+                 + [s.name for s in variant.inputs])
     _check_variant_name(where, variant.name)
     element = set(variant.element_symbols)
     conditions = {h for h, default in variant.hyperparameters if isinstance(default, bool)}
@@ -647,6 +662,9 @@ def _check_updates(where: str, spec: Spec, hyperparameters, states, scalar_state
         if isinstance(target, sympy.Symbol) and target in targets:
             continue
         name = target.name if isinstance(target, sympy.Symbol) else target if isinstance(target, str) else None
+        if target in spec._inputs:
+            raise SpecError(f"{where}: cannot update input {target}: an input is read, never written; declare a "
+                            "state for a value the rule keeps")
         if name in hyper:
             kind = "hyperparameter"
         elif name in {s.name for s in targets}:

@@ -13,10 +13,11 @@ from numba.core import types as _types
 from numba.core.extending import intrinsic as _intrinsic
 
 from .storage import _checked_formats, _filled, _format, _kernel_view, _state_format
-from .tables import _overlap, _scalar_state, _step_count
+from .tables import _given_inputs, _overlap, _scalar_state, _step_count
 
 VARIANT = "runtime"  # the generated module's own constants replace these stand-ins
 STATES: tuple = ()
+INPUTS: tuple = ()
 SCALAR_STATES: dict = {}
 
 # --- inlined into generated modules from here on ---
@@ -80,13 +81,15 @@ def _array_problem(name, array, shape, written):
     return None
 
 
-def _checked_arrays(function, params, grads, states, tables):
+def _checked_arrays(function, params, grads, states, tables, inputs=None):
     """The kernel's arrays for each tensor (``[param, grad, *states]``, each 1-D, as ``_kernel_view`` shows them) and
     their storage formats, after checking every array of every tensor: numpy arrays of a storage format, formats that
     go together (``_formats_problem``) and are the same for every tensor, each tensor's arrays of one shape,
     C-contiguous, the written ones writeable, and no written array sharing memory with any other. With ``tables``, also
-    their int64 address table (row ``j``: tensor ``j``'s arrays in kernel order). Raises TypeError or ValueError naming
-    the first problem, before anything is written."""
+    their int64 address table (row ``j``: tensor ``j``'s arrays in kernel order). ``inputs``: the arrays given for the
+    variant's inputs, {name: one per tensor}, read like the gradient. Raises TypeError or ValueError naming the first
+    problem, before anything is written."""
+    given = _given_inputs(function, inputs, len(params))
     rows, named = [], []
     formats = None
     many = function.endswith("_many")
@@ -107,6 +110,7 @@ def _checked_arrays(function, params, grads, states, tables):
             _scalar_state(function, state_name, name, state[name])
         row = [(where, param, True), (where.replace("param", "grad"), grad, False)]
         row += [(f"{state_name}[{name!r}]", state[name], True) for name in STATES]
+        row += [(f"{name}[{k}]" if many else name, given[name][k], False) for name in INPUTS]
         for name, array, written in row:
             problem = _array_problem(name, array, param.shape, written)
             if problem is not None:
@@ -126,7 +130,7 @@ def _checked_arrays(function, params, grads, states, tables):
     clash = _overlap(starts, stops, [written for _, _, written in named])
     if clash is not None:
         _overlapping(function, named[clash[0]][0], named[clash[1]][0])
-    return rows, np.array(starts, np.int64).reshape(len(rows), 2 + len(STATES)), formats
+    return rows, np.array(starts, np.int64).reshape(len(rows), 2 + len(STATES) + len(INPUTS)), formats
 
 
 def _full(function, param, value, state_dtype, remainder=False):

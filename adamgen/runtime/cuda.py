@@ -19,10 +19,11 @@ from numba.cuda import types as _types
 from numba.cuda.extending import intrinsic as _intrinsic
 
 from .storage import _NUMPY_DTYPES, _checked_formats, _fill_value, _filled, _format, _kernel_view, _state_format
-from .tables import _overlap, _scalar_state, _step_count
+from .tables import _given_inputs, _overlap, _scalar_state, _step_count
 
 VARIANT = "runtime"  # the generated module's own constants replace these stand-ins
 STATES: tuple = ()
+INPUTS: tuple = ()
 SCALAR_STATES: dict = {}
 THREADS_PER_BLOCK = 256
 
@@ -126,13 +127,15 @@ def _exported_read_only(array):
     return bool(array.__cuda_array_interface__["data"][1])
 
 
-def _checked_arrays(function, params, grads, states, tables):
+def _checked_arrays(function, params, grads, states, tables, inputs=None):
     """The kernel's arrays for each tensor (``[param, grad, *states]``, each a 1-D numba device array as
     ``_kernel_view`` shows it) and their storage formats, after checking every array of every tensor: CUDA arrays of a
     storage format on the current device, formats that go together (``_formats_problem``) and are the same for every
     tensor, each tensor's arrays of one shape, C-contiguous, the written ones writeable, and no written array sharing
     memory with any other. With ``tables``, also their int64 address table (row ``j``: tensor ``j``'s arrays in kernel
-    order). Raises TypeError or ValueError naming the first problem, before anything is written."""
+    order). ``inputs``: the arrays given for the variant's inputs, {name: one per tensor}, read like the gradient.
+    Raises TypeError or ValueError naming the first problem, before anything is written."""
+    given = _given_inputs(function, inputs, len(params))
     rows, named, extents = [], [], []
     formats = None
     many = function.endswith("_many")
@@ -150,6 +153,7 @@ def _checked_arrays(function, params, grads, states, tables):
             _scalar_state(function, state_name, name, state[name])
         row = [(where, param, True), (where.replace("param", "grad"), grad, False)]
         row += [(f"{state_name}[{name!r}]", state[name], True) for name in STATES]
+        row += [(f"{name}[{k}]" if many else name, given[name][k], False) for name in INPUTS]
         torch = _torch(param)
         if torch is not None and param.is_cuda:
             for name, array, _ in row[1:]:
@@ -184,7 +188,7 @@ def _checked_arrays(function, params, grads, states, tables):
         if clash is not None:
             raise ValueError(f"{VARIANT}.{function}: {named[clash[1]]} overlaps {named[clash[0]]} in memory, and one "
                              "of them is written")
-    addresses = np.array([start for start, _, _ in extents], np.int64).reshape(len(rows), 2 + len(STATES))
+    addresses = np.array([start for start, _, _ in extents], np.int64).reshape(len(rows), 2 + len(STATES) + len(INPUTS))
     return rows, addresses if tables else None, formats
 
 

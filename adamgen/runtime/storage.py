@@ -19,6 +19,7 @@ from numba.core.extending import overload as _overload
 
 VARIANT = "runtime"  # the generated module's own constants replace these stand-ins
 STATES: tuple = ()
+INPUTS: tuple = ()
 REMAINDERS: tuple = ()
 
 # --- inlined into generated modules from here on ---
@@ -308,7 +309,7 @@ def _checked_formats(function, where, names, dtypes, formats):
 def _table_formats(function, dtype):
     """``step_tables``' ``dtype`` as one format per array: a dtype (or format name) for all the arrays, or a sequence
     of one per array; a TypeError names a wrong one."""
-    names = ["param", "grad", *STATES]
+    names = ["param", "grad", *STATES, *INPUTS]
     width = len(names)
     given = list(dtype) if isinstance(dtype, (list, tuple)) else [dtype]
     formats = [_format(f) for f in ([dtype] * width if _format(dtype) is not None else given)]

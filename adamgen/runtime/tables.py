@@ -12,6 +12,7 @@ import numpy as np
 
 VARIANT = "runtime"  # the generated module's own constants replace these stand-ins
 HYPERPARAMETERS: dict = {}
+INPUTS: tuple = ()
 
 # --- inlined into generated modules from here on ---
 
@@ -47,6 +48,29 @@ def _unknown(function, names):
         hint = f"; betas are given one by one as {', '.join(betas) or 'no beta: this variant has none'}"
     return TypeError(f"{VARIANT}.{function}: unknown hyperparameter(s) {', '.join(sorted(names))}; {VARIANT} takes "
                      f"{', '.join(HYPERPARAMETERS)}{hint}")
+
+
+def _given_inputs(function, inputs, count):
+    """The arrays given for each of the variant's inputs, {name: one per tensor}: ``step`` takes one array per input,
+    ``step_many`` a sequence of one per tensor. A TypeError names an input that is missing or of the wrong kind."""
+    inputs = inputs or {}
+    many = function.endswith("_many")
+    given = {}
+    for name in INPUTS:
+        value = inputs.get(name)
+        if value is None:
+            raise TypeError(f"{VARIANT}.{function}: the input {name} is missing: pass {name}="
+                            + ("[one array per tensor]" if many else "an array shaped like param"))
+        if many:
+            if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or hasattr(value, "shape"):
+                raise TypeError(f"{VARIANT}.{function}: the input {name} must be a sequence of one array per tensor")
+            value = list(value)
+            if len(value) != count:
+                raise ValueError(f"{VARIANT}.{function}: the input {name} has {len(value)} arrays for {count} tensors")
+            given[name] = value
+        else:
+            given[name] = [value]
+    return given
 
 
 def _step_count(function, where, value):

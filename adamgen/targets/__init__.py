@@ -46,7 +46,7 @@ SHARED_RESERVED = frozenset({
     "partials", "scalars", "flags", "dtype", "count", "numel", "unknown", "rows", "row", "arrays", "k", "name", "values",
     "stream", "maximize", "grad_sign", "formats", "storage", "state_dtype",
     "ROW_STATES", "COL_STATES", "TILE", "checked", "vectors", "shapes", "new", "sized", "hyperparameters", "function",
-    "array", "at",
+    "array", "at", "INPUTS", "inputs",
 })
 
 

@@ -210,7 +210,7 @@ class Call:
         module = self.module
         try:
             columns = [self.params, self.grads] + [list(map(operator.itemgetter(name), self.entries))
-                                                   for name in module.STATES]
+                                                   for name in (*module.STATES, *module.INPUTS)]
             counters = {name: list(map(operator.itemgetter(name), self.entries))
                         for name in ("step", *module.SCALAR_STATES)}
         except KeyError:
@@ -297,27 +297,31 @@ class Call:
             here = self.here(row)
             check_param(p, here)
             check_grad(p, g, here)
+            inputs = [name for name in module.INPUTS if not isinstance(entry.get(name), torch.Tensor)]
+            if inputs:
+                raise ValueError(f"{here}: the variant's input {inputs[0]!r} is not set: put a tensor shaped like the "
+                                 f"parameter at optimizer.state[param][{inputs[0]!r}] before the step")
             missing = [name for name in ("step", *module.STATES, *module.SCALAR_STATES) if name not in entry]
             if missing:
                 raise ValueError(f"{here}: its state lacks {', '.join(missing)} (was it loaded from another "
                                  "optimizer?)")
-            for name in module.STATES:
+            for name in (*module.STATES, *module.INPUTS):
                 check_state(p, entry[name], here, name, name in module.REMAINDERS)
                 check_placed_like(p, entry[name], here, f"state {name!r}")
             check_placed_like(p, g, here, "gradient", UnsupportedTensorError)
             if not module.ELEMENTWISE:
                 check_whole(p, here, module.VARIANT)
-            arrays = [local(p), local(g)] + [local(entry[name]) for name in module.STATES]
+            arrays = [local(p), local(g)] + [local(entry[name]) for name in (*module.STATES, *module.INPUTS)]
             tensors = []
             for index, tensor in enumerate(arrays):
                 if not is_dense(tensor) or index and not same_layout(tensor, arrays[0]):
-                    staged = Staged(tensor, arrays[0], written=index != 1)
+                    staged = Staged(tensor, arrays[0], written=index != 1 and index < 2 + len(module.STATES))
                     self.staged.append(staged)
                     tensor = staged.copy
                 tensors.append(tensor)
             rows.append(tensors)
         columns = [list(column) for column in zip(*rows)]
-        for name, column in zip(module.STATES, columns[2:]):
+        for name, column in zip((*module.STATES, *module.INPUTS), columns[2:]):
             dtypes = sorted({str(tensor.dtype).replace("torch.", "") for tensor in column})
             if len(dtypes) > 1:
                 raise UnsupportedTensorError(f"{self.where}: state {name!r} is {' and '.join(dtypes)} across the "
@@ -330,14 +334,15 @@ class Call:
         starts = self.addresses.ravel()
         itemsizes = np.array([dtype.itemsize for dtype in self.dtypes], np.int64)
         stops = starts + (self.sizes[:, None] * itemsizes[None, :]).ravel()
+        inputs = len(self.module.INPUTS)  # read, like the gradient
         width = self.addresses.shape[1]
-        written = np.tile([True, False] + [True] * (width - 2), len(self.sizes))
+        written = np.tile([True, False] + [True] * (width - 2 - inputs) + [False] * inputs, len(self.sizes))
         return starts, stops, written
 
     def name(self, flat_index: int) -> str:
         row, index = divmod(flat_index, self.addresses.shape[1])
         row = row if self.row_tensor is None else int(self.row_tensor[row])
-        return f"{self.here(row)} ({('parameter', 'gradient', *self.module.STATES)[index]})"
+        return f"{self.here(row)} ({('parameter', 'gradient', *self.module.STATES, *self.module.INPUTS)[index]})"
 
     def run(self, hyperparameters: dict, advance: bool = True) -> None:
         """Run the kernels over the call's tables; without ``advance`` the step counters are left as they were."""
@@ -393,9 +398,11 @@ def plan(params, state, modules, where: str, state_dtype=None, block_size=None) 
                                      f"are on several devices or of several dtypes ({kinds}); put each kind in a "
                                      "param group of its own")
     entries = list(map(state.__getitem__, params))  # optimizer.state creates an empty dict for a new parameter
-    if set(map(type, entries)) != {dict} or not all(entries):
+    # A variant with inputs: the user may have set a parameter's inputs before its first step
+    first = (lambda e: not e or "step" not in e) if calls[0].module.INPUTS else operator.not_
+    if set(map(type, entries)) != {dict} or any(map(first, entries)):
         for row, entry in enumerate(entries):
-            if type(entry) is not dict or not entry:  # a parameter's first step: its state, as torch.optim makes it
+            if type(entry) is not dict or first(entry):  # a parameter's first step: its state, as torch.optim makes it
                 entries[row] = _first_state(params[row], entry, modules, f"{where}, parameter {indices[row]}",
                                             state_dtype, block_size)
     columns = (indices, params, grads, entries)
@@ -437,11 +444,12 @@ def _new_call(p, modules, where, k, block_size=None) -> Call:
 def _first_state(p, entry, modules, where, state_dtype, block_size=None) -> dict:
     if not isinstance(entry, dict):
         raise TypeError(f"{where}: optimizer.state holds {type(entry).__name__} for it, not a dict")
-    if not entry:
+    if not entry or "step" not in entry:
         module = modules(p.device.type)
         if module is None:
             _unsupported_device(p, modules, where)
-        entry.update(_fresh_state(p, module, modules.init_values, state_dtype, block_size))
+        fresh = _fresh_state(p, module, modules.init_values, state_dtype, block_size)
+        entry.update((name, value) for name, value in fresh.items() if name not in entry)  # inputs set before stay
     return entry
 
 

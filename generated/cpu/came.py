@@ -48,6 +48,8 @@ from numba.core.extending import overload as _overload
 VARIANT = 'came'
 TARGET = 'cpu'
 STATES = ('exp_avg',)
+# Per-element arrays each step is given as keyword arguments (one per tensor for step_many); never written.
+INPUTS = ()
 # States that hold the low halves of float32 parameters kept as bfloat16 (master_weights): int16 arrays.
 REMAINDERS = ()
 STATE_INIT = {'exp_avg': 0.0}
@@ -105,6 +107,29 @@ def _unknown(function, names):
         hint = f"; betas are given one by one as {', '.join(betas) or 'no beta: this variant has none'}"
     return TypeError(f"{VARIANT}.{function}: unknown hyperparameter(s) {', '.join(sorted(names))}; {VARIANT} takes "
                      f"{', '.join(HYPERPARAMETERS)}{hint}")
+
+
+def _given_inputs(function, inputs, count):
+    """The arrays given for each of the variant's inputs, {name: one per tensor}: ``step`` takes one array per input,
+    ``step_many`` a sequence of one per tensor. A TypeError names an input that is missing or of the wrong kind."""
+    inputs = inputs or {}
+    many = function.endswith("_many")
+    given = {}
+    for name in INPUTS:
+        value = inputs.get(name)
+        if value is None:
+            raise TypeError(f"{VARIANT}.{function}: the input {name} is missing: pass {name}="
+                            + ("[one array per tensor]" if many else "an array shaped like param"))
+        if many:
+            if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or hasattr(value, "shape"):
+                raise TypeError(f"{VARIANT}.{function}: the input {name} must be a sequence of one array per tensor")
+            value = list(value)
+            if len(value) != count:
+                raise ValueError(f"{VARIANT}.{function}: the input {name} has {len(value)} arrays for {count} tensors")
+            given[name] = value
+        else:
+            given[name] = [value]
+    return given
 
 
 def _step_count(function, where, value):
@@ -479,7 +504,7 @@ def _checked_formats(function, where, names, dtypes, formats):
 def _table_formats(function, dtype):
     """``step_tables``' ``dtype`` as one format per array: a dtype (or format name) for all the arrays, or a sequence
     of one per array; a TypeError names a wrong one."""
-    names = ["param", "grad", *STATES]
+    names = ["param", "grad", *STATES, *INPUTS]
     width = len(names)
     given = list(dtype) if isinstance(dtype, (list, tuple)) else [dtype]
     formats = [_format(f) for f in ([dtype] * width if _format(dtype) is not None else given)]
@@ -577,13 +602,15 @@ def _array_problem(name, array, shape, written):
     return None
 
 
-def _checked_arrays(function, params, grads, states, tables):
+def _checked_arrays(function, params, grads, states, tables, inputs=None):
     """The kernel's arrays for each tensor (``[param, grad, *states]``, each 1-D, as ``_kernel_view`` shows them) and
     their storage formats, after checking every array of every tensor: numpy arrays of a storage format, formats that
     go together (``_formats_problem``) and are the same for every tensor, each tensor's arrays of one shape,
     C-contiguous, the written ones writeable, and no written array sharing memory with any other. With ``tables``, also
-    their int64 address table (row ``j``: tensor ``j``'s arrays in kernel order). Raises TypeError or ValueError naming
-    the first problem, before anything is written."""
+    their int64 address table (row ``j``: tensor ``j``'s arrays in kernel order). ``inputs``: the arrays given for the
+    variant's inputs, {name: one per tensor}, read like the gradient. Raises TypeError or ValueError naming the first
+    problem, before anything is written."""
+    given = _given_inputs(function, inputs, len(params))
     rows, named = [], []
     formats = None
     many = function.endswith("_many")
@@ -604,6 +631,7 @@ def _checked_arrays(function, params, grads, states, tables):
             _scalar_state(function, state_name, name, state[name])
         row = [(where, param, True), (where.replace("param", "grad"), grad, False)]
         row += [(f"{state_name}[{name!r}]", state[name], True) for name in STATES]
+        row += [(f"{name}[{k}]" if many else name, given[name][k], False) for name in INPUTS]
         for name, array, written in row:
             problem = _array_problem(name, array, param.shape, written)
             if problem is not None:
@@ -623,7 +651,7 @@ def _checked_arrays(function, params, grads, states, tables):
     clash = _overlap(starts, stops, [written for _, _, written in named])
     if clash is not None:
         _overlapping(function, named[clash[0]][0], named[clash[1]][0])
-    return rows, np.array(starts, np.int64).reshape(len(rows), 2 + len(STATES)), formats
+    return rows, np.array(starts, np.int64).reshape(len(rows), 2 + len(STATES) + len(INPUTS)), formats
 
 
 def _full(function, param, value, state_dtype, remainder=False):
@@ -1142,7 +1170,7 @@ def step(param, grad, state, *, lr=0.0002, beta1=0.9, beta2=0.999, beta3=0.9999,
     """
     if unknown:
         raise _unknown("step", unknown)
-    _stepped("step", [param], [grad], [state], lr=lr, beta1=beta1, beta2=beta2, beta3=beta3, eps1=eps1, eps2=eps2, clip_threshold=clip_threshold, weight_decay=weight_decay, maximize=maximize)
+    _stepped("step", [param], [grad], [state], None, lr=lr, beta1=beta1, beta2=beta2, beta3=beta3, eps1=eps1, eps2=eps2, clip_threshold=clip_threshold, weight_decay=weight_decay, maximize=maximize)
 
 
 def step_many(params, grads, states, *, lr=0.0002, beta1=0.9, beta2=0.999, beta3=0.9999, eps1=1e-30, eps2=1e-16, clip_threshold=1.0, weight_decay=0.0, maximize=False, **unknown):
@@ -1162,14 +1190,14 @@ def step_many(params, grads, states, *, lr=0.0002, beta1=0.9, beta2=0.999, beta3
     params, grads, states = list(params), list(grads), list(states)
     if not len(params) == len(grads) == len(states):
         raise ValueError(f"{VARIANT}.step_many: {len(params)} params, {len(grads)} grads and {len(states)} states")
-    _stepped("step_many", params, grads, states, lr=lr, beta1=beta1, beta2=beta2, beta3=beta3, eps1=eps1, eps2=eps2, clip_threshold=clip_threshold, weight_decay=weight_decay, maximize=maximize)
+    _stepped("step_many", params, grads, states, None, lr=lr, beta1=beta1, beta2=beta2, beta3=beta3, eps1=eps1, eps2=eps2, clip_threshold=clip_threshold, weight_decay=weight_decay, maximize=maximize)
 
 
-def _stepped(function, params, grads, states, **hyperparameters):
+def _stepped(function, params, grads, states, inputs, **hyperparameters):
     """`step` and `step_many`: check everything, step the tables, write the host states back."""
     for name, value in hyperparameters.items():
         hyperparameters[name] = (_flag if isinstance(HYPERPARAMETERS[name], bool) else _number)(function, name, value)
-    checked, addresses, formats = _checked_arrays(function, params, grads, states, True)
+    checked, addresses, formats = _checked_arrays(function, params, grads, states, True, inputs)
     vectors = _vectors(function, params, states)
     shapes = np.array([_factored_shape(param.shape) for param in params], np.int64).reshape(-1, 4)
     sizes = np.array([row[0].size for row in checked], np.int64)
