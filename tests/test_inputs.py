@@ -50,12 +50,12 @@ def test_kernels_read_the_input_as_the_oracle_does(dtype):
     assert module.INPUTS == ("preconditioner",) and module.STATES == ("momentum",)
     rng = np.random.default_rng(0)
     shapes = [(5, 7), (40_000,), (0,), ()]  # the second above the CPU kernels' parallel threshold
-    params = [rng.standard_normal(shape).astype(dtype) for shape in shapes]
+    params = [np.asarray(rng.standard_normal(shape), dtype) for shape in shapes]
     exact = [p.astype(np.float64) for p in params]
     states, exact_states = module.init_many(params), [oracle.init(p) for p in exact]
     for _ in range(10):
-        grads = [rng.standard_normal(shape).astype(dtype) for shape in shapes]
-        given = [rng.random(shape).astype(dtype) + 0.5 for shape in shapes]
+        grads = [np.asarray(rng.standard_normal(shape), dtype) for shape in shapes]
+        given = [np.asarray(rng.random(shape) + 0.5, dtype) for shape in shapes]
         module.step_many(params, grads, states, preconditioner=given)
         oracle.step_many(exact, [g.astype(np.float64) for g in grads], exact_states,
                          preconditioner=[g.astype(np.float64) for g in given])
