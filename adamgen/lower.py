@@ -18,16 +18,16 @@ import dataclasses
 
 import sympy
 
-from .spec import COL, ELEMENT, HOST, ROW, ColsMean, ColSum, GroupSum, ReduceSum, RowsMean, RowSum, Variant, \
+from .spec import COL, ELEMENT, ROW, SLICE, ColsMean, ColSum, GroupSum, ReduceSum, RowsMean, RowSum, Variant, \
     _without_ite, cols, grad, level, ndim, numel, param, rows, step
 
 
-class SliceMean(RowsMean):
+class SliceMean(sympy.Function):
     """Host code: ``SliceMean(x, axis)``, the mean over each slice's rows (``axis`` 0) or columns (1) of ``x``, which
-    has one value per row (column) of every tensor stepped together: one value per slice (a ``RowsMean`` to
-    ``adamgen.spec.level``)."""
+    has one value per row (column) of every tensor stepped together: one value per slice."""
 
     nargs = 2
+    gives = SLICE
 
 
 class GroupTotal(sympy.Function):
@@ -109,10 +109,9 @@ def lower(variant: Variant) -> Lowered:
     levels.update({s: ROW for s, _ in variant.row_states})
     levels.update({s: COL for s, _ in variant.col_states})
     element_defs, scalar_defs, sums = {}, {}, {}
-    kinds = {ReduceSum: HOST, GroupSum: HOST, RowSum: ROW, ColSum: COL}
 
     def reduction(node):
-        key = (kinds[type(node)], node.args[0])
+        key = (node.gives, node.args[0])
         if key not in sums.values():
             r = sympy.Symbol(f"r{len(sums)}", real=True)
             sums[r] = key
@@ -182,9 +181,7 @@ def lower(variant: Variant) -> Lowered:
     assignments = [(s, scalar_defs[s]) for s in scalar_defs if s in needed] + hoist.assignments
     for symbol, expr in hoist.assignments:
         ready[symbol] = max((ready.get(s, 0) for s in expr.free_symbols), default=0)
-        found = level(expr, levels)
-        if found:
-            levels[symbol] = found
+    levels.update(hoist.levels)  # the hoisted values' levels
     host = tuple(tuple((s, e) for s, e in assignments if ready[s] == k) for k in range(reduce_phases + 1))
 
     order = [step, numel, rows, cols, ndim, *(h for h, _ in variant.hyperparameters),
@@ -394,7 +391,7 @@ class _Hoister:
             symbol = sympy.Symbol(f"c{len(self.table)}", real=True)
             self.table[expr] = symbol
             self.assignments.append((symbol, expr))
-            found = level(expr, self.levels) if self.levels else HOST
+            found = level(expr, self.levels) if self.levels else None
             if found:
                 self.levels[symbol] = found
         return self.table[expr]

@@ -53,6 +53,15 @@ cols = sympy.Symbol("cols", integer=True, positive=True)
 ndim = sympy.Symbol("ndim", integer=True, nonnegative=True)
 
 
+# Levels: how many values a symbol or an expression has per tensor, as the set of axes it varies along. One per tensor
+# (hyperparameters, the step, scalar states, sums over the tensor), one per slice (the mean of a row state), one per row
+# (row states, row sums), one per column, one per element (where row and column meet).
+HOST, SLICE = frozenset(), frozenset({"slice"})
+ROW, COL = SLICE | {"row"}, SLICE | {"col"}
+ELEMENT = ROW | COL
+LEVEL_NAMES = {HOST: "tensor", SLICE: "slice", ROW: "row", COL: "column", ELEMENT: "element"}
+
+
 class ReduceSum(sympy.Function):
     """The sum over all elements of one tensor of a per-element expression: a per-tensor scalar.
 
@@ -60,6 +69,7 @@ class ReduceSum(sympy.Function):
     pass that reduces, then the elementwise update."""
 
     nargs = 1
+    gives = HOST  # the level of the result (``level``)
 
 
 class GroupSum(ReduceSum):
@@ -75,6 +85,7 @@ class RowSum(sympy.Function):
     element reads as its row's. Written with ``Spec.row_sum`` and ``Spec.row_mean``."""
 
     nargs = 1
+    gives = ROW
 
     def _latex(self, printer):
         return r"\sum_{\mathrm{row}} \left(%s\right)" % printer._print(self.args[0])
@@ -85,6 +96,7 @@ class ColSum(sympy.Function):
     per column. Written with ``Spec.col_sum`` and ``Spec.col_mean``."""
 
     nargs = 1
+    gives = COL
 
     def _latex(self, printer):
         return r"\sum_{\mathrm{column}} \left(%s\right)" % printer._print(self.args[0])
@@ -95,6 +107,7 @@ class RowsMean(sympy.Function):
     slice. Written with ``Spec.rows_mean`` (Adafactor's ``row_var.mean(dim=-2)``)."""
 
     nargs = 1
+    gives = SLICE
 
     def _latex(self, printer):
         return r"\operatorname{mean}_{\mathrm{rows}} \left(%s\right)" % printer._print(self.args[0])
@@ -104,6 +117,7 @@ class ColsMean(sympy.Function):
     """The mean over the columns of each slice of a value with one value per column. Written with ``Spec.cols_mean``."""
 
     nargs = 1
+    gives = SLICE
 
     def _latex(self, printer):
         return r"\operatorname{mean}_{\mathrm{columns}} \left(%s\right)" % printer._print(self.args[0])
@@ -111,27 +125,15 @@ class ColsMean(sympy.Function):
 
 FACTORED_NODES = (RowSum, ColSum, RowsMean, ColsMean)
 
-# Levels: how many values a symbol or an expression has per tensor, as the set of axes it varies along. One per tensor
-# (hyperparameters, the step, scalar states, sums over the tensor), one per slice (the mean of a row state), one per row
-# (row states, row sums), one per column, one per element (where row and column meet).
-HOST, SLICE = frozenset(), frozenset({"slice"})
-ROW, COL = SLICE | {"row"}, SLICE | {"col"}
-ELEMENT = ROW | COL
-LEVEL_NAMES = {HOST: "tensor", SLICE: "slice", ROW: "row", COL: "column", ELEMENT: "element"}
 
 
 def level(expr, levels: dict) -> frozenset:
     """The level of ``expr``, given the levels of the symbols it reads (``levels``; others are per tensor)."""
     if isinstance(expr, sympy.Symbol):
         return levels.get(expr, HOST)
-    if isinstance(expr, ReduceSum):
-        return HOST
-    if isinstance(expr, (RowsMean, ColsMean)):
-        return SLICE
-    if isinstance(expr, RowSum):
-        return ROW
-    if isinstance(expr, ColSum):
-        return COL
+    gives = getattr(type(expr), "gives", None)  # a reduction: the level of its result, whatever it reduces
+    if gives is not None:
+        return gives
     return frozenset().union(*(level(arg, levels) for arg in expr.args))
 
 

@@ -12,7 +12,6 @@ addresses in one compiled loop, not one torch call each.
 
 from __future__ import annotations
 
-import math
 import operator
 
 import numba
@@ -53,10 +52,11 @@ class Counters:
     """The step counters (or one scalar state) of the tensors of a call, read and written in place, one value per row
     of the call's table. ``widths[k]`` (None: 1 each) is how many rows tensor k has (its blocks); the step counter is
     ``shared`` by a tensor's rows (a 0-d tensor), a block's scalar state is its own element of a tensor of
-    ``widths[k]`` elements (one element: a 0-d tensor, as torch.optim keeps it). CPU float32 (or float64) ones go
-    through their addresses; anything else (a counter a checkpoint put on a GPU, a float16 one) one at a time."""
+    ``widths[k]`` elements (one element: a 0-d tensor, as torch.optim keeps it; a row or column state, ``unit``
+    "row" or "column", has one element per row or column). CPU float32 (or float64) ones go through their addresses;
+    anything else (a counter a checkpoint put on a GPU, a float16 one) one at a time."""
 
-    def __init__(self, tensors, name: str, where, widths=None, shared=True):
+    def __init__(self, tensors, name: str, where, widths=None, shared=True, unit="block"):
         self.tensors = tensors
         self.counts = [1] * len(tensors) if widths is None else [int(w) for w in widths]  # rows per tensor
         self.shared = shared
@@ -67,7 +67,7 @@ class Counters:
                 if not isinstance(tensor, torch.Tensor) or tensor.numel() != elements \
                         or not tensor.dtype.is_floating_point:
                     kind = "a one-element float tensor, as torch.optim keeps it" if elements == 1 else \
-                        f"a float tensor of {elements} elements, one per block"
+                        f"a float tensor of {elements} elements, one per {unit}"
                     raise TypeError(f"{where(k)}: state {name!r} must be {kind}, got {tensor!r}")
 
     def _addresses(self):
@@ -109,85 +109,6 @@ class Counters:
                 tensor.copy_(torch.from_numpy(values[start:start + count].copy()).reshape(tensor.shape))
 
 
-@numba.njit
-def _gather(addresses, sizes, values):
-    """``values`` = the float64 numbers at each of ``addresses`` (``sizes[k]`` from ``addresses[k]``), one after
-    another."""
-    at = 0
-    for k in range(addresses.shape[0]):
-        values[at:at + sizes[k]] = _at(addresses[k], sizes[k], values.dtype)
-        at += sizes[k]
-
-
-@numba.njit
-def _scatter(addresses, sizes, values):
-    """The inverse of ``_gather``: the numbers of ``values`` back to their addresses."""
-    at = 0
-    for k in range(addresses.shape[0]):
-        _at(addresses[k], sizes[k], values.dtype)[:] = values[at:at + sizes[k]]
-        at += sizes[k]
-
-
-class Vectors:
-    """The row and column states (factored variants) of the tensors of a call: per state, every tensor's values one
-    after another as one float64 array, read and written in place. They are kept as float64 CPU tensors shaped
-    ``[..., rows, 1]`` and ``[..., 1, cols]``; one a checkpoint moved or cast elsewhere is read and written through
-    torch (and stays where it is). ``shapes``: the tensors' (ndim, slices, rows, cols)."""
-
-    def __init__(self, module, params, entries, where, shapes):
-        self.tensors = {}
-        counts = {"row": shapes[:, 1] * shapes[:, 2], "col": shapes[:, 1] * shapes[:, 3]}
-        fast = True
-        for name, level in [(n, "row") for n in module.ROW_STATES] + [(n, "col") for n in module.COL_STATES]:
-            try:
-                column = self.tensors[name] = list(map(operator.itemgetter(name), entries))
-                fast = fast and set(map(type, column)) <= _PLAIN and set(map(_DTYPE, column)) <= {torch.float64} \
-                    and all(map(_IS_CPU, column)) and all(map(torch.Tensor.is_contiguous, column))
-                numels = np.fromiter(map(torch.Tensor.numel, column), np.int64, len(column))
-            except (KeyError, TypeError):
-                numels = None
-            if numels is None or not np.array_equal(numels, counts[level]):  # the detailed checks name the problem
-                fast = False
-                shape_of = module._row_shape if level == "row" else module._col_shape
-                for row, (p, entry) in enumerate(zip(params, entries)):
-                    tensor, shape = entry.get(name), shape_of(tuple(p.shape))
-                    if not isinstance(tensor, torch.Tensor) or not tensor.dtype.is_floating_point \
-                            or tensor.numel() != math.prod(shape):
-                        raise ValueError(f"{where(row)}: state {name!r} must be a float tensor of shape {shape} (one "
-                                         f"value per {'row' if level == 'row' else 'column'}), got "
-                                         f"{tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else tensor!r}")
-                self.tensors[name] = [entry[name] for entry in entries]
-        self._fast = fast
-        if fast:
-            self._tables = {name: (np.fromiter(map(torch.Tensor.data_ptr, column), np.int64, len(column)),
-                                   np.fromiter(map(torch.Tensor.numel, column), np.int64, len(column)))
-                            for name, column in self.tensors.items()}
-
-    def read(self) -> dict:
-        values = {}
-        for name, column in self.tensors.items():
-            if self._fast:
-                addresses, sizes = self._tables[name]
-                values[name] = np.empty(int(sizes.sum()), np.float64)
-                _gather(addresses, sizes, values[name])
-            else:
-                values[name] = np.concatenate([t.detach().reshape(-1).to("cpu", torch.float64).numpy()
-                                               for t in column]) if column else np.zeros(0)
-        return values
-
-    def write(self, new: dict) -> None:
-        for name, column in self.tensors.items():
-            values = np.ascontiguousarray(new[name], np.float64)
-            if self._fast:
-                _scatter(*self._tables[name], values)
-                continue
-            at = 0
-            for tensor in column:
-                with torch.no_grad():
-                    tensor.copy_(torch.from_numpy(values[at:at + tensor.numel()].copy()).reshape(tensor.shape))
-                at += tensor.numel()
-
-
 class Call:
     """The parameters of one param group on one device with one dtype, and what ``module.step_tables`` needs to step
     them: the address table (row: parameter, gradient, states), the sizes, the step counters and scalar states."""
@@ -208,16 +129,20 @@ class Call:
     def prepare(self) -> None:
         """Check every tensor and build the tables; raises (naming the parameter) before anything is written."""
         module = self.module
+        rows, cols = getattr(module, "ROW_STATES", {}), getattr(module, "COL_STATES", {})  # factored variants
+        if (rows or cols) and self.block_size is not None:
+            raise UnsupportedTensorError(f"{self.where}: variant {module.VARIANT} reduces along rows and columns of "
+                                         "whole tensors; its param groups take no block_size")
+        host = ("step", *module.SCALAR_STATES, *rows, *cols)  # values kept on the host, read through Counters
         try:
             columns = [self.params, self.grads] + [list(map(operator.itemgetter(name), self.entries))
                                                    for name in (*module.STATES, *module.INPUTS)]
-            counters = {name: list(map(operator.itemgetter(name), self.entries))
-                        for name in ("step", *module.SCALAR_STATES)}
+            counters = {name: list(map(operator.itemgetter(name), self.entries)) for name in host}
         except KeyError:
             columns = None
         if columns is None or not self._plain(columns):
             columns = self._checked_columns()
-            counters = {name: [entry[name] for entry in self.entries] for name in ("step", *module.SCALAR_STATES)}
+            counters = {name: [entry[name] for entry in self.entries] for name in host}
         self.dtypes = [column[0].dtype for column in columns]  # one per column: checked above
         count = len(self.params)
         self.addresses = np.empty((count, len(columns)), np.int64)
@@ -227,16 +152,16 @@ class Call:
         self.columns = columns  # keeps the staging copies alive while the tables point into them
         widths = None if self.block_size is None else self._split()
         self.steps = Counters(counters.pop("step"), "step", self.here, widths)
-        self.scalars = {name: Counters(values, name, self.here, widths, shared=False)
-                        for name, values in counters.items()}
-        self.vectors, self.shapes = None, ()
-        if hasattr(module, "ROW_STATES"):  # a factored variant: row and column states, the tensors' shapes
-            if self.block_size is not None:
-                raise UnsupportedTensorError(f"{self.where}: variant {module.VARIANT} reduces along rows and columns "
-                                             "of whole tensors; its param groups take no block_size")
+        self.scalars = {name: Counters(counters[name], name, self.here, widths, shared=False)
+                        for name in module.SCALAR_STATES}
+        self.shapes = ()
+        if rows or cols:  # the tensors' shapes; row and column states, one value per row (column) of each tensor
             shapes = np.array([module._factored_shape(p.shape) for p in self.params], np.int64).reshape(-1, 4)
-            self.vectors = Vectors(module, self.params, self.entries, self.here, shapes)
             self.shapes = (shapes,)
+            for names, unit, sizes in ((rows, "row", shapes[:, 1] * shapes[:, 2]),
+                                       (cols, "column", shapes[:, 1] * shapes[:, 3])):
+                self.scalars.update((name, Counters(counters[name], name, self.here, sizes, shared=False, unit=unit))
+                                    for name in names)
 
     def _split(self) -> np.ndarray:
         """The table's rows as blocks: tensor k's ``numel // block_size`` blocks of ``block_size`` elements (one,
@@ -301,7 +226,9 @@ class Call:
             if inputs:
                 raise ValueError(f"{here}: the variant's input {inputs[0]!r} is not set: put a tensor shaped like the "
                                  f"parameter at optimizer.state[param][{inputs[0]!r}] before the step")
-            missing = [name for name in ("step", *module.STATES, *module.SCALAR_STATES) if name not in entry]
+            missing = [name for name in ("step", *module.STATES, *module.SCALAR_STATES,
+                                         *getattr(module, "ROW_STATES", ()), *getattr(module, "COL_STATES", ()))
+                       if name not in entry]
             if missing:
                 raise ValueError(f"{here}: its state lacks {', '.join(missing)} (was it loaded from another "
                                  "optimizer?)")
@@ -349,21 +276,15 @@ class Call:
         extra = {}
         if self.device.type == "cuda":
             extra["stream"] = torch.cuda.current_stream(self.device).cuda_stream
-        scalars = {name: c.read() for name, c in self.scalars.items()}
-        if self.vectors is not None:
-            scalars.update(self.vectors.read())
         new_steps, new_scalars = self.module.step_tables(
-            self.addresses, self.sizes, self.steps.read(), scalars,
+            self.addresses, self.sizes, self.steps.read(), {name: c.read() for name, c in self.scalars.items()},
             [str(dtype).replace("torch.", "") for dtype in self.dtypes], *self.shapes, **hyperparameters, **extra)
         for staged in self.staged:
             staged.write_back()
         if advance:
             self.steps.write(new_steps)
         for name, values in new_scalars.items():
-            if name in self.scalars:
-                self.scalars[name].write(values)
-        if self.vectors is not None:
-            self.vectors.write(new_scalars)
+            self.scalars[name].write(values)
 
 
 def plan(params, state, modules, where: str, state_dtype=None, block_size=None) -> list[Call]:

@@ -732,8 +732,7 @@ class _Layout:
         self.col_slice = np.repeat(np.arange(self.slices), slice_cols)
         self.slice_rows = np.maximum(slice_rows, 1).astype(np.float64)
         self.slice_cols = np.maximum(slice_cols, 1).astype(np.float64)
-        self.tensor_rows = np.bincount(self.slice_tensor, slice_rows, count).astype(np.int64)
-        self.tensor_cols = np.bincount(self.slice_tensor, slice_cols, count).astype(np.int64)
+        tensor_rows = np.bincount(self.slice_tensor, slice_rows, count).astype(np.int64)
         self._index = {("tensor", "slice"): self.slice_tensor, ("slice", "row"): self.row_slice,
                        ("slice", "col"): self.col_slice, ("tensor", "row"): self.slice_tensor[self.row_slice],
                        ("tensor", "col"): self.slice_tensor[self.col_slice]}
@@ -756,7 +755,7 @@ class _Layout:
         row1 = np.minimum(row0 + height[tile_slice], within * s_rows + s_rows)
         col0 = across_index * width[tile_slice]
         col1 = np.minimum(col0 + width[tile_slice], s_cols)
-        first_row = np.cumsum(self.tensor_rows) - self.tensor_rows
+        first_row = np.cumsum(tensor_rows) - tensor_rows
         first_col = np.cumsum(slice_cols) - slice_cols  # each slice's first column
         row_count, col_count = row1 - row0, col1 - col0
         tiles = np.empty((tile_slice.size, len(_TILE_COLUMNS)), np.int64)
@@ -771,17 +770,14 @@ class _Layout:
         self._part_rows = None if self.row_parts == self.total_rows and (across <= 1).all() else \
             np.repeat(global_row0 - (np.cumsum(row_count) - row_count), row_count) + np.arange(self.row_parts)
         global_col0 = first_col[tile_slice] + col0
-        self._part_cols = np.repeat(global_col0 - (np.cumsum(col_count) - col_count), col_count) + \
-            np.arange(self.col_parts)
-        self._part_cols_in_order = self.col_parts == self.total_cols and (down <= 1).all()
+        self._part_cols = None if self.col_parts == self.total_cols and (down <= 1).all() else \
+            np.repeat(global_col0 - (np.cumsum(col_count) - col_count), col_count) + np.arange(self.col_parts)
 
     def spread(self, values, source, target):
         """``values`` (a number, or one value per ``source``: "tensor", "slice") as one per ``target`` ("slice",
         "row", "col")."""
-        values = np.asarray(values, np.float64) if not isinstance(values, (bool, np.bool_)) else values
-        if np.ndim(values) == 0:
-            return values
-        return values[self._index[source, target]]
+        values = np.asarray(values)
+        return values if values.ndim == 0 else values[self._index[source, target]]
 
     def slice_mean(self, values, axis):
         """The mean over each slice's rows (``axis`` 0) or columns (1) of ``values``, one per row (column)."""
@@ -797,7 +793,7 @@ class _Layout:
 
     def col_sums(self, parts):
         """The float64 sum down each column from the tiles' partial sums (added in tile order)."""
-        if self._part_cols_in_order:
+        if self._part_cols is None:
             return parts.astype(np.float64)
         return np.bincount(self._part_cols, parts, self.total_cols)
 
@@ -819,7 +815,7 @@ class _Layout:
         return values
 
 
-def _vector_state(function, param_shape, value, level):
+def _vector_state(param_shape, value, level):
     """A new row or column state for a parameter of ``param_shape``: float64, filled with ``value``."""
     return np.full(_row_shape(param_shape) if level == "row" else _col_shape(param_shape), value, np.float64)
 
@@ -1059,8 +1055,8 @@ def init(param, state_dtype=None):
     `param`'s dtype, or `state_dtype` ("float32", "float16" or "bfloat16") for a parameter that is not float64."""
     return {
         "step": 0,
-        'row_var': _vector_state("init", tuple(param.shape), 0.0, "row"),
-        'col_var': _vector_state("init", tuple(param.shape), 0.0, "col"),
+        'row_var': _vector_state(tuple(param.shape), 0.0, "row"),
+        'col_var': _vector_state(tuple(param.shape), 0.0, "col"),
     }
 
 
